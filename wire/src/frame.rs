@@ -1,0 +1,386 @@
+//! Frames multiplexed over the console channel between launcher and guest-init.
+//!
+//! The channel is one UML console (`con1`), a raw tty in the guest and a socket on the host.
+//! It carries the command's three streams, the end of stdin, signals, window sizes and the
+//! end-of-run handshake. A frame is a one-byte tag, a little-endian u32 payload length and the
+//! payload. Frames from guest to host and from host to guest have separate tag ranges, so a
+//! frame read in the wrong direction is an error, not a misunderstanding.
+//!
+//! Host to guest, the console is narrow: UML reads console input one byte per host syscall,
+//! and once the guest tty's 4 KiB input buffer fills, UML stops reading it for good (its
+//! `line_throttle` removes the fd from epoll and `line_unthrottle` never adds it back, in 6.1
+//! and 6.12 alike). So the launcher never has more than [`CHANNEL_WINDOW`] bytes unread in
+//! the guest (guest-init returns `ChannelCredit` as it reads), sends only small stdin chunks
+//! inline, and hands bulk stdin over as files in the exchange folder (`StdinFile`), which
+//! hostfs reads fast.
+
+use std::fmt;
+
+/// The largest payload a frame may carry; longer data is sent as several frames.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Tag byte plus length.
+pub const HEADER_LEN: usize = 5;
+/// Host-to-guest bytes the guest may have unread at once; well under the guest tty's 4 KiB
+/// input buffer, so it never throttles.
+pub const CHANNEL_WINDOW: usize = 2048;
+/// The largest stdin chunk sent inline; larger ones go as a `StdinFile`.
+pub const MAX_INLINE_STDIN: usize = 1024;
+
+/// The exchange-folder file that carries stdin chunk `seq`.
+pub fn stdin_file_name(seq: u32) -> String {
+    format!("stdin-{seq}")
+}
+
+/// Frames guest-init sends to the launcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFrame<'a> {
+    /// guest-init is running and has opened the channel.
+    Hello,
+    /// The command has been executed.
+    Started,
+    /// Bytes the command wrote to stdout.
+    Stdout(&'a [u8]),
+    /// Bytes the command wrote to stderr.
+    Stderr(&'a [u8]),
+    /// This many stdin bytes were handed to the command; the launcher may send as many more.
+    StdinCredit(u32),
+    /// The command closed its stdin: the launcher stops reading its own.
+    StdinClosed,
+    /// A line of guest-init's own progress (`--debug`).
+    Log(&'a [u8]),
+    /// All output is sent and the status record is written; guest-init waits for `EndAck`.
+    End,
+    /// guest-init has read this many more bytes of the channel.
+    ChannelCredit(u32),
+}
+
+/// Frames the launcher sends to guest-init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFrame<'a> {
+    /// Bytes for the command's stdin (at most [`MAX_INLINE_STDIN`]).
+    Stdin(&'a [u8]),
+    /// The next `len` bytes of stdin are in the exchange folder's file [`stdin_file_name`]`(seq)`;
+    /// guest-init reads and removes it.
+    StdinFile { seq: u32, len: u32 },
+    /// The launcher's stdin ended: close the command's.
+    StdinEof,
+    /// Deliver this signal to the command.
+    Signal(u8),
+    /// The terminal's size changed (TTY mode).
+    Winsize { rows: u16, cols: u16 },
+    /// The launcher's stdout is closed: close the command's, so it gets SIGPIPE as on the host.
+    CloseStdout,
+    /// The same for stderr.
+    CloseStderr,
+    /// The launcher has received `End`: guest-init may power off.
+    EndAck,
+    /// Stop the command and everything else now, and power off (timeouts, a second Ctrl-C).
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// A tag this direction does not use.
+    UnknownTag(u8),
+    /// A length over [`MAX_PAYLOAD`].
+    TooLong(u32),
+    /// A payload of the wrong size for its tag.
+    BadPayload(u8),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::UnknownTag(t) => write!(f, "unknown frame tag {t:#04x}"),
+            FrameError::TooLong(n) => write!(f, "frame of {n} bytes exceeds {MAX_PAYLOAD}"),
+            FrameError::BadPayload(t) => write!(f, "malformed payload for frame tag {t:#04x}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const STARTED: u8 = 0x02;
+    pub const STDOUT: u8 = 0x03;
+    pub const STDERR: u8 = 0x04;
+    pub const STDIN_CREDIT: u8 = 0x05;
+    pub const STDIN_CLOSED: u8 = 0x06;
+    pub const LOG: u8 = 0x07;
+    pub const END: u8 = 0x08;
+    pub const CHANNEL_CREDIT: u8 = 0x09;
+
+    pub const STDIN: u8 = 0x81;
+    pub const STDIN_EOF: u8 = 0x82;
+    pub const SIGNAL: u8 = 0x83;
+    pub const WINSIZE: u8 = 0x84;
+    pub const CLOSE_STDOUT: u8 = 0x85;
+    pub const CLOSE_STDERR: u8 = 0x86;
+    pub const END_ACK: u8 = 0x87;
+    pub const SHUTDOWN: u8 = 0x88;
+    pub const STDIN_FILE: u8 = 0x89;
+}
+
+fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+    assert!(
+        payload.len() <= MAX_PAYLOAD,
+        "frame payload over MAX_PAYLOAD"
+    );
+    out.push(tag);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Splits a complete frame off the front of `buf`: `Ok(None)` when more bytes are needed.
+fn split(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len as usize > MAX_PAYLOAD {
+        return Err(FrameError::TooLong(len));
+    }
+    let total = HEADER_LEN + len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((buf[0], &buf[HEADER_LEN..total], total)))
+}
+
+fn u32_payload(tag: u8, payload: &[u8]) -> Result<u32, FrameError> {
+    let n: [u8; 4] = payload
+        .try_into()
+        .map_err(|_| FrameError::BadPayload(tag))?;
+    Ok(u32::from_le_bytes(n))
+}
+
+fn empty(tag: u8, payload: &[u8]) -> Result<(), FrameError> {
+    if payload.is_empty() {
+        Ok(())
+    } else {
+        Err(FrameError::BadPayload(tag))
+    }
+}
+
+impl<'a> GuestFrame<'a> {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match *self {
+            GuestFrame::Hello => put(out, tag::HELLO, &[]),
+            GuestFrame::Started => put(out, tag::STARTED, &[]),
+            GuestFrame::Stdout(d) => put(out, tag::STDOUT, d),
+            GuestFrame::Stderr(d) => put(out, tag::STDERR, d),
+            GuestFrame::StdinCredit(n) => put(out, tag::STDIN_CREDIT, &n.to_le_bytes()),
+            GuestFrame::StdinClosed => put(out, tag::STDIN_CLOSED, &[]),
+            GuestFrame::Log(d) => put(out, tag::LOG, d),
+            GuestFrame::End => put(out, tag::END, &[]),
+            GuestFrame::ChannelCredit(n) => put(out, tag::CHANNEL_CREDIT, &n.to_le_bytes()),
+        }
+    }
+
+    /// Parses the frame at the front of `buf`, returning it and the bytes it used.
+    pub fn parse(buf: &'a [u8]) -> Result<Option<(GuestFrame<'a>, usize)>, FrameError> {
+        let Some((t, p, used)) = split(buf)? else {
+            return Ok(None);
+        };
+        let frame = match t {
+            tag::HELLO => empty(t, p).map(|_| GuestFrame::Hello)?,
+            tag::STARTED => empty(t, p).map(|_| GuestFrame::Started)?,
+            tag::STDOUT => GuestFrame::Stdout(p),
+            tag::STDERR => GuestFrame::Stderr(p),
+            tag::STDIN_CREDIT => GuestFrame::StdinCredit(u32_payload(t, p)?),
+            tag::CHANNEL_CREDIT => GuestFrame::ChannelCredit(u32_payload(t, p)?),
+            tag::STDIN_CLOSED => empty(t, p).map(|_| GuestFrame::StdinClosed)?,
+            tag::LOG => GuestFrame::Log(p),
+            tag::END => empty(t, p).map(|_| GuestFrame::End)?,
+            other => return Err(FrameError::UnknownTag(other)),
+        };
+        Ok(Some((frame, used)))
+    }
+}
+
+impl<'a> HostFrame<'a> {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match *self {
+            HostFrame::Stdin(d) => put(out, tag::STDIN, d),
+            HostFrame::StdinEof => put(out, tag::STDIN_EOF, &[]),
+            HostFrame::Signal(s) => put(out, tag::SIGNAL, &[s]),
+            HostFrame::Winsize { rows, cols } => {
+                let mut p = [0u8; 4];
+                p[..2].copy_from_slice(&rows.to_le_bytes());
+                p[2..].copy_from_slice(&cols.to_le_bytes());
+                put(out, tag::WINSIZE, &p)
+            }
+            HostFrame::CloseStdout => put(out, tag::CLOSE_STDOUT, &[]),
+            HostFrame::CloseStderr => put(out, tag::CLOSE_STDERR, &[]),
+            HostFrame::EndAck => put(out, tag::END_ACK, &[]),
+            HostFrame::Shutdown => put(out, tag::SHUTDOWN, &[]),
+            HostFrame::StdinFile { seq, len } => {
+                let mut p = [0u8; 8];
+                p[..4].copy_from_slice(&seq.to_le_bytes());
+                p[4..].copy_from_slice(&len.to_le_bytes());
+                put(out, tag::STDIN_FILE, &p)
+            }
+        }
+    }
+
+    /// Parses the frame at the front of `buf`, returning it and the bytes it used.
+    pub fn parse(buf: &'a [u8]) -> Result<Option<(HostFrame<'a>, usize)>, FrameError> {
+        let Some((t, p, used)) = split(buf)? else {
+            return Ok(None);
+        };
+        let frame = match t {
+            tag::STDIN if p.len() <= MAX_INLINE_STDIN => HostFrame::Stdin(p),
+            tag::STDIN => return Err(FrameError::BadPayload(t)),
+            tag::STDIN_FILE => match p {
+                [s0, s1, s2, s3, l0, l1, l2, l3] => HostFrame::StdinFile {
+                    seq: u32::from_le_bytes([*s0, *s1, *s2, *s3]),
+                    len: u32::from_le_bytes([*l0, *l1, *l2, *l3]),
+                },
+                _ => return Err(FrameError::BadPayload(t)),
+            },
+            tag::STDIN_EOF => empty(t, p).map(|_| HostFrame::StdinEof)?,
+            tag::SIGNAL => match p {
+                [s @ 1..=64] => HostFrame::Signal(*s),
+                _ => return Err(FrameError::BadPayload(t)),
+            },
+            tag::WINSIZE => match p {
+                [r0, r1, c0, c1] => HostFrame::Winsize {
+                    rows: u16::from_le_bytes([*r0, *r1]),
+                    cols: u16::from_le_bytes([*c0, *c1]),
+                },
+                _ => return Err(FrameError::BadPayload(t)),
+            },
+            tag::CLOSE_STDOUT => empty(t, p).map(|_| HostFrame::CloseStdout)?,
+            tag::CLOSE_STDERR => empty(t, p).map(|_| HostFrame::CloseStderr)?,
+            tag::END_ACK => empty(t, p).map(|_| HostFrame::EndAck)?,
+            tag::SHUTDOWN => empty(t, p).map(|_| HostFrame::Shutdown)?,
+            other => return Err(FrameError::UnknownTag(other)),
+        };
+        Ok(Some((frame, used)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest_frames() -> Vec<GuestFrame<'static>> {
+        vec![
+            GuestFrame::Hello,
+            GuestFrame::Started,
+            GuestFrame::Stdout(b"out\0\xff"),
+            GuestFrame::Stderr(b""),
+            GuestFrame::StdinCredit(123456),
+            GuestFrame::StdinClosed,
+            GuestFrame::Log(b"mounted /proc"),
+            GuestFrame::End,
+            GuestFrame::ChannelCredit(2048),
+        ]
+    }
+
+    fn host_frames() -> Vec<HostFrame<'static>> {
+        vec![
+            HostFrame::Stdin(b"in\n"),
+            HostFrame::StdinEof,
+            HostFrame::Signal(15),
+            HostFrame::Winsize { rows: 24, cols: 80 },
+            HostFrame::CloseStdout,
+            HostFrame::CloseStderr,
+            HostFrame::EndAck,
+            HostFrame::Shutdown,
+            HostFrame::StdinFile {
+                seq: 7,
+                len: 1 << 20,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_even_when_fed_byte_by_byte() {
+        let mut wire = Vec::new();
+        for f in guest_frames() {
+            f.encode_into(&mut wire);
+        }
+        let mut got = Vec::new();
+        let mut pos = 0;
+        // Each prefix shorter than the next frame must ask for more, never fail.
+        while pos < wire.len() {
+            let mut end = pos;
+            loop {
+                match GuestFrame::parse(&wire[pos..end]).unwrap() {
+                    Some((f, used)) => {
+                        got.push(f);
+                        pos += used;
+                        break;
+                    }
+                    None => end += 1,
+                }
+            }
+        }
+        assert_eq!(got, guest_frames());
+
+        let mut wire = Vec::new();
+        for f in host_frames() {
+            f.encode_into(&mut wire);
+        }
+        let mut rest = &wire[..];
+        let mut got = Vec::new();
+        while let Some((f, used)) = HostFrame::parse(rest).unwrap() {
+            got.push(f);
+            rest = &rest[used..];
+        }
+        assert_eq!(got, host_frames());
+    }
+
+    #[test]
+    fn a_frame_in_the_wrong_direction_is_rejected() {
+        let mut wire = Vec::new();
+        HostFrame::Stdin(b"x").encode_into(&mut wire);
+        assert_eq!(GuestFrame::parse(&wire), Err(FrameError::UnknownTag(0x81)));
+        let mut wire = Vec::new();
+        GuestFrame::Stdout(b"x").encode_into(&mut wire);
+        assert_eq!(HostFrame::parse(&wire), Err(FrameError::UnknownTag(0x03)));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        assert_eq!(
+            GuestFrame::parse(&[0x03, 0xff, 0xff, 0xff, 0xff]),
+            Err(FrameError::TooLong(u32::MAX))
+        );
+        assert_eq!(
+            GuestFrame::parse(&[0x01, 1, 0, 0, 0, 0]),
+            Err(FrameError::BadPayload(0x01))
+        );
+        assert_eq!(
+            GuestFrame::parse(&[0x05, 2, 0, 0, 0, 1, 2]),
+            Err(FrameError::BadPayload(0x05))
+        );
+        assert_eq!(
+            HostFrame::parse(&[0x83, 1, 0, 0, 0, 0]),
+            Err(FrameError::BadPayload(0x83))
+        );
+        assert_eq!(
+            HostFrame::parse(&[0x83, 1, 0, 0, 0, 65]),
+            Err(FrameError::BadPayload(0x83))
+        );
+    }
+
+    #[test]
+    fn inline_stdin_is_bounded() {
+        let mut wire = Vec::new();
+        HostFrame::Stdin(&[0; MAX_INLINE_STDIN]).encode_into(&mut wire);
+        assert!(HostFrame::parse(&wire).unwrap().is_some());
+        let mut wire = vec![0x81];
+        wire.extend_from_slice(&(MAX_INLINE_STDIN as u32 + 1).to_le_bytes());
+        wire.extend(std::iter::repeat(0).take(MAX_INLINE_STDIN + 1));
+        assert_eq!(HostFrame::parse(&wire), Err(FrameError::BadPayload(0x81)));
+    }
+
+    #[test]
+    fn the_channel_window_fits_the_guest_tty_buffer() {
+        // n_tty throttles when less than 128 of its 4096 bytes are free.
+        const { assert!(CHANNEL_WINDOW < 4096 - 128) };
+    }
+}

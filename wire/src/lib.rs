@@ -1,0 +1,20 @@
+//! The formats sekexe's launcher (host) and guest-init (PID 1 in the guest) both speak.
+//!
+//! Everything that crosses the host/guest boundary is defined here once: the run request the
+//! launcher writes into the exchange folder, the status record guest-init writes back, the
+//! frames multiplexed over the console channel, the exit codes, and the names of the files and
+//! devices both sides agree on. Decoders treat their input as hostile: they never panic and
+//! never allocate more than the input's own size.
+
+pub mod codec;
+pub mod exit;
+pub mod frame;
+pub mod names;
+pub mod request;
+pub mod status;
+
+pub use codec::DecodeError;
+pub use exit::ExitCode;
+pub use frame::{FrameError, GuestFrame, HostFrame};
+pub use request::Request;
+pub use status::{Outcome, Status};

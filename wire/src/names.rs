@@ -1,0 +1,85 @@
+//! Names both sides agree on: kernel parameters, exchange-folder files, guest paths, devices.
+
+/// The kernel parameter that tells guest-init where the run's exchange folder is on the host.
+/// It has no dot, so the kernel hands it to PID 1 as an environment variable.
+pub const EXCHANGE_PARAM: &str = "sekexe_run";
+
+/// In the exchange folder: the run request, written by the launcher before boot.
+pub const REQUEST_FILE: &str = "request";
+/// In the exchange folder: the status record, written by guest-init (atomically, via rename).
+pub const STATUS_FILE: &str = "status";
+/// In the exchange folder: where guest-init writes the status before renaming it.
+pub const STATUS_TMP_FILE: &str = "status.tmp";
+
+/// Where guest-init mounts the exchange folder inside the guest.
+pub const GUEST_EXCHANGE_DIR: &str = "/run/sekexe";
+
+/// UML console index that carries the framed channel (`con1=fd:N`); con0 is the kernel log.
+pub const CHANNEL_CONSOLE: u32 = 1;
+/// The guest device of that console.
+pub const CHANNEL_TTY: &str = "/dev/tty1";
+
+/// Encodes a host path for the kernel command line: the command line splits on spaces and
+/// knows no escapes, so every byte outside a safe set becomes `%XX`.
+pub fn encode_param(value: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value {
+        if b.is_ascii_alphanumeric() || b"/-_.,:+@~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_param`]; `None` for a malformed escape.
+pub fn decode_param(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_encoding_round_trips_any_bytes_and_is_one_word() {
+        let cases: [&[u8]; 5] = [
+            b"/tmp/sekexe-0/run-abc",
+            b"/tmp/with space/and\ttab\nnewline",
+            b"/t\xc3\xa9st/%41/\"q\"",
+            b"",
+            b"\xff\x00",
+        ];
+        for case in cases {
+            let enc = encode_param(case);
+            assert!(
+                !enc.contains(|c: char| c.is_whitespace() || c == '"'),
+                "{enc}"
+            );
+            assert_eq!(decode_param(&enc).as_deref(), Some(case));
+        }
+        assert_eq!(encode_param(b"/tmp/a b"), "/tmp/a%20b");
+    }
+
+    #[test]
+    fn malformed_escapes_are_rejected() {
+        assert_eq!(decode_param("%4"), None);
+        assert_eq!(decode_param("%zz"), None);
+        assert_eq!(decode_param("%"), None);
+    }
+}

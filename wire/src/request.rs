@@ -1,0 +1,172 @@
+//! The run request: what to run and how. The launcher writes it into the run's exchange folder
+//! before the kernel boots; guest-init reads it. None of it travels on the kernel command line,
+//! which is limited to 4096 bytes and mangles spaces, dots and quotes.
+
+use crate::codec::{DecodeError, Decoder, Encoder};
+
+const MAGIC: &[u8] = b"SEKEXERQ";
+/// Bumped whenever a field changes; launcher and guest-init must come from the same build.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// The command and its arguments, exactly as given (any bytes but NUL).
+    pub argv: Vec<Vec<u8>>,
+    /// The command's whole environment, as `KEY=VALUE` entries.
+    pub env: Vec<Vec<u8>>,
+    /// The command's working directory, an absolute path in the guest.
+    pub cwd: Vec<u8>,
+    /// The user and group the command runs as (0:0 by default).
+    pub uid: u32,
+    pub gid: u32,
+    /// Give the command a pseudo-terminal instead of plain streams.
+    pub tty: bool,
+    /// The terminal's size at start, rows and columns (TTY mode; 0 when unknown).
+    pub rows: u16,
+    pub cols: u16,
+    /// The guest's hostname.
+    pub hostname: Vec<u8>,
+    /// Report guest-init's steps on the channel (`--debug`).
+    pub debug: bool,
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(MAGIC, VERSION);
+        e.list(&self.argv)
+            .list(&self.env)
+            .bytes(&self.cwd)
+            .u32(self.uid)
+            .u32(self.gid)
+            .bool(self.tty)
+            .u32(self.rows as u32)
+            .u32(self.cols as u32)
+            .bytes(&self.hostname)
+            .bool(self.debug);
+        e.finish()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Request, DecodeError> {
+        let mut d = Decoder::new(data, MAGIC, VERSION)?;
+        let req = Request {
+            argv: d.list("argv")?,
+            env: d.list("env")?,
+            cwd: d.bytes("cwd")?,
+            uid: d.u32("uid")?,
+            gid: d.u32("gid")?,
+            tty: d.bool("tty")?,
+            rows: u16::try_from(d.u32("rows")?).map_err(|_| DecodeError::BadValue("rows"))?,
+            cols: u16::try_from(d.u32("cols")?).map_err(|_| DecodeError::BadValue("cols"))?,
+            hostname: d.bytes("hostname")?,
+            debug: d.bool("debug")?,
+        };
+        d.finish()?;
+        req.validate()?;
+        Ok(req)
+    }
+
+    /// The invariants exec needs: a command, no NUL bytes (they cannot reach execve), and
+    /// environment entries of the form KEY=VALUE.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        if self.argv.is_empty() {
+            return Err(DecodeError::BadValue("argv"));
+        }
+        if self.argv.iter().any(|a| a.contains(&0)) {
+            return Err(DecodeError::BadValue("argv"));
+        }
+        let env_ok = |e: &Vec<u8>| !e.contains(&0) && e.iter().skip(1).any(|&b| b == b'=');
+        if !self.env.iter().all(env_ok) {
+            return Err(DecodeError::BadValue("env"));
+        }
+        if self.cwd.first() != Some(&b'/') || self.cwd.contains(&0) {
+            return Err(DecodeError::BadValue("cwd"));
+        }
+        if self.hostname.contains(&0) || self.hostname.len() > 64 {
+            return Err(DecodeError::BadValue("hostname"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Request {
+        Request {
+            argv: vec![
+                b"printf".to_vec(),
+                b"%s|".to_vec(),
+                b"".to_vec(),
+                b"two words".to_vec(),
+                b"new\nline".to_vec(),
+                "\u{e9}t\u{e9}".as_bytes().to_vec(),
+                b"\xff\xfe".to_vec(),
+            ],
+            env: vec![
+                b"PATH=/bin".to_vec(),
+                b"EMPTY=".to_vec(),
+                b"EQ=a=b".to_vec(),
+            ],
+            cwd: b"/tmp/a dir".to_vec(),
+            uid: 1000,
+            gid: 100,
+            tty: true,
+            rows: 24,
+            cols: 80,
+            hostname: b"sekexe".to_vec(),
+            debug: false,
+        }
+    }
+
+    #[test]
+    fn round_trips_exact_bytes() {
+        let req = sample();
+        assert_eq!(Request::decode(&req.encode()).unwrap(), req);
+    }
+
+    #[test]
+    fn rejects_what_exec_cannot_take() {
+        let mut r = sample();
+        r.argv.clear();
+        assert_eq!(
+            Request::decode(&r.encode()),
+            Err(DecodeError::BadValue("argv"))
+        );
+        let mut r = sample();
+        r.argv[1] = b"a\0b".to_vec();
+        assert_eq!(
+            Request::decode(&r.encode()),
+            Err(DecodeError::BadValue("argv"))
+        );
+        let mut r = sample();
+        r.env.push(b"NOEQUALS".to_vec());
+        assert_eq!(
+            Request::decode(&r.encode()),
+            Err(DecodeError::BadValue("env"))
+        );
+        let mut r = sample();
+        r.env.push(b"=value".to_vec());
+        assert_eq!(
+            Request::decode(&r.encode()),
+            Err(DecodeError::BadValue("env"))
+        );
+        let mut r = sample();
+        r.cwd = b"relative".to_vec();
+        assert_eq!(
+            Request::decode(&r.encode()),
+            Err(DecodeError::BadValue("cwd"))
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let data = sample().encode();
+        for len in 0..data.len() {
+            assert!(
+                Request::decode(&data[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
+    }
+}

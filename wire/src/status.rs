@@ -1,0 +1,197 @@
+//! The status record: how the command ended, written by guest-init into the exchange folder
+//! (atomically: temporary file, fsync, rename) before it powers the guest off. A missing
+//! record means the guest failed to report, and the launcher says so.
+
+use crate::codec::{DecodeError, Decoder, Encoder};
+use crate::exit::{self, ExitCode};
+
+const MAGIC: &[u8] = b"SEKEXEST";
+pub const VERSION: u32 = 1;
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited with this status.
+    Exited(u8),
+    /// It was killed by this signal.
+    Signaled { signal: u8, core_dumped: bool },
+    /// No such command (exit 127).
+    NotFound,
+    /// Found, but exec failed with this errno (exit 126).
+    CannotExecute { errno: i32 },
+    /// guest-init could not set the guest up or run the command (exit 125).
+    GuestFailed { message: String },
+}
+
+impl Outcome {
+    /// The launcher's exit status for this outcome.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Signaled { signal, .. } => exit::for_signal(*signal),
+            Outcome::NotFound => ExitCode::NotFound.code(),
+            Outcome::CannotExecute { .. } => ExitCode::CannotExecute.code(),
+            Outcome::GuestFailed { .. } => ExitCode::Failed.code(),
+        }
+    }
+}
+
+/// Guest clock readings (CLOCK_BOOTTIME, nanoseconds since the kernel started) for the
+/// boot timeline `--debug` prints. Zero means the step was not reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timeline {
+    /// guest-init started: the kernel's own boot time.
+    pub init_ns: u64,
+    /// The command was executed.
+    pub exec_ns: u64,
+    /// The command ended.
+    pub exit_ns: u64,
+    /// The status was written, just before power-off.
+    pub report_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub outcome: Outcome,
+    pub timeline: Timeline,
+}
+
+impl Status {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(MAGIC, VERSION);
+        match &self.outcome {
+            Outcome::Exited(code) => e.u8(0).u8(*code),
+            Outcome::Signaled {
+                signal,
+                core_dumped,
+            } => e.u8(1).u8(*signal).bool(*core_dumped),
+            Outcome::NotFound => e.u8(2),
+            Outcome::CannotExecute { errno } => e.u8(3).u32(*errno as u32),
+            Outcome::GuestFailed { message } => e.u8(4).bytes(message.as_bytes()),
+        };
+        let t = &self.timeline;
+        e.u64(t.init_ns)
+            .u64(t.exec_ns)
+            .u64(t.exit_ns)
+            .u64(t.report_ns);
+        e.finish()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Status, DecodeError> {
+        let mut d = Decoder::new(data, MAGIC, VERSION)?;
+        let outcome = match d.u8("outcome")? {
+            0 => Outcome::Exited(d.u8("code")?),
+            1 => {
+                let signal = d.u8("signal")?;
+                if signal == 0 || signal > 64 {
+                    return Err(DecodeError::BadValue("signal"));
+                }
+                Outcome::Signaled {
+                    signal,
+                    core_dumped: d.bool("core_dumped")?,
+                }
+            }
+            2 => Outcome::NotFound,
+            3 => Outcome::CannotExecute {
+                errno: d.u32("errno")? as i32,
+            },
+            4 => Outcome::GuestFailed {
+                message: d.string("message")?,
+            },
+            _ => return Err(DecodeError::BadValue("outcome")),
+        };
+        let timeline = Timeline {
+            init_ns: d.u64("init_ns")?,
+            exec_ns: d.u64("exec_ns")?,
+            exit_ns: d.u64("exit_ns")?,
+            report_ns: d.u64("report_ns")?,
+        };
+        d.finish()?;
+        Ok(Status { outcome, timeline })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_outcomes() -> Vec<Outcome> {
+        vec![
+            Outcome::Exited(0),
+            Outcome::Exited(255),
+            Outcome::Signaled {
+                signal: 9,
+                core_dumped: false,
+            },
+            Outcome::Signaled {
+                signal: 11,
+                core_dumped: true,
+            },
+            Outcome::NotFound,
+            Outcome::CannotExecute { errno: 13 },
+            Outcome::GuestFailed {
+                message: "mount /proc: EPERM".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips_every_outcome() {
+        for outcome in all_outcomes() {
+            let s = Status {
+                outcome,
+                timeline: Timeline {
+                    init_ns: 1,
+                    exec_ns: 2,
+                    exit_ns: 3,
+                    report_ns: 4,
+                },
+            };
+            assert_eq!(Status::decode(&s.encode()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn every_exit_status_maps_to_itself_and_signals_to_128_plus_n() {
+        for code in 0..=255u8 {
+            assert_eq!(Outcome::Exited(code).exit_code(), code);
+        }
+        for signal in 1..=64u8 {
+            let o = Outcome::Signaled {
+                signal,
+                core_dumped: false,
+            };
+            assert_eq!(o.exit_code() as u32, 128 + signal as u32);
+        }
+        assert_eq!(Outcome::NotFound.exit_code(), 127);
+        assert_eq!(Outcome::CannotExecute { errno: 8 }.exit_code(), 126);
+        assert_eq!(
+            Outcome::GuestFailed {
+                message: String::new()
+            }
+            .exit_code(),
+            125
+        );
+    }
+
+    #[test]
+    fn rejects_impossible_signals_and_truncations() {
+        let mut s = Status {
+            outcome: Outcome::Signaled {
+                signal: 200,
+                core_dumped: false,
+            },
+            timeline: Timeline::default(),
+        }
+        .encode();
+        assert_eq!(Status::decode(&s), Err(DecodeError::BadValue("signal")));
+        s = Status {
+            outcome: Outcome::Exited(1),
+            timeline: Timeline::default(),
+        }
+        .encode();
+        for len in 0..s.len() {
+            assert!(Status::decode(&s[..len]).is_err());
+        }
+    }
+}
