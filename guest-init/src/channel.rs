@@ -1,0 +1,197 @@
+//! The framed channel to the launcher: UML console `con1`, a raw tty in the guest.
+//!
+//! Writes are buffered and non-blocking, so a slow host never stalls guest-init's other duties
+//! (reaping, signals); the relay stops reading the command's output while too much is queued.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rustix::fs::{Mode, OFlags};
+use rustix::termios::{self, OptionalActions};
+use sekexe_wire::names::CHANNEL_TTY;
+use sekexe_wire::{FrameError, GuestFrame, HostFrame};
+
+/// Read this much at a time from the tty (n_tty hands out at most 4 KiB per read anyway).
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct Channel {
+    fd: OwnedFd,
+    out: Vec<u8>,
+    out_start: usize,
+    inbuf: Vec<u8>,
+    /// The host end is gone (EOF or EIO on read, EIO on write).
+    closed: bool,
+}
+
+impl Channel {
+    pub fn open() -> Result<Channel> {
+        let fd = rustix::fs::open(
+            CHANNEL_TTY,
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("open {CHANNEL_TTY}"))?;
+        // Nobody else may open the channel and steal or inject bytes.
+        let _ = std::fs::remove_file(CHANNEL_TTY);
+        // Raw: no echo, no line editing, no CR/LF translation, no flow control, no signals.
+        // Every byte reaches the other side as it was sent.
+        let mut t = termios::tcgetattr(&fd).with_context(|| format!("tcgetattr {CHANNEL_TTY}"))?;
+        t.make_raw();
+        termios::tcsetattr(&fd, OptionalActions::Now, &t)
+            .with_context(|| format!("tcsetattr {CHANNEL_TTY}"))?;
+        Ok(Channel {
+            fd,
+            out: Vec::with_capacity(READ_CHUNK * 2),
+            out_start: 0,
+            inbuf: Vec::with_capacity(READ_CHUNK),
+            closed: false,
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Queues a frame and writes what the tty takes now.
+    pub fn send(&mut self, frame: GuestFrame<'_>) {
+        if self.closed {
+            return;
+        }
+        frame.encode_into(&mut self.out);
+        self.flush_some();
+    }
+
+    /// Bytes queued but not yet taken by the tty.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.out_start
+    }
+
+    /// Writes as much of the queue as the tty takes without blocking.
+    pub fn flush_some(&mut self) {
+        while self.pending() > 0 && !self.closed {
+            match rustix::io::write(&self.fd, &self.out[self.out_start..]) {
+                Ok(n) => self.out_start += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    self.closed = true;
+                    self.out.clear();
+                    self.out_start = 0;
+                }
+            }
+        }
+        if self.out_start == self.out.len() {
+            self.out.clear();
+            self.out_start = 0;
+        } else if self.out_start > self.out.len() / 2 {
+            self.out.drain(..self.out_start);
+            self.out_start = 0;
+        }
+    }
+
+    /// Reads what the tty has, and returns the launcher that much credit; marks the channel
+    /// closed when the host end is gone.
+    pub fn read_some(&mut self) {
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            match rustix::io::read(&self.fd, &mut buf) {
+                Ok(0) => {
+                    self.closed = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                    self.send(GuestFrame::ChannelCredit(n as u32));
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(_) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands every complete frame received so far to `handle`.
+    pub fn drain_frames(
+        &mut self,
+        mut handle: impl FnMut(&mut Channel, HostFrame<'_>),
+    ) -> Result<(), FrameError> {
+        let buf = std::mem::take(&mut self.inbuf);
+        let mut pos = 0;
+        let result = loop {
+            match HostFrame::parse(&buf[pos..]) {
+                Ok(Some((frame, used))) => {
+                    handle(self, frame);
+                    pos += used;
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let mut buf = buf;
+        buf.drain(..pos);
+        self.inbuf = buf;
+        result
+    }
+
+    /// Flushes the queue and waits for the launcher's `EndAck`, up to `limit`.
+    pub fn end_handshake(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut acked = false;
+        while !acked && !self.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let mut events = rustix::event::PollFlags::IN;
+            if self.pending() > 0 {
+                events |= rustix::event::PollFlags::OUT;
+            }
+            let mut fds = [rustix::event::PollFd::new(&self.fd, events)];
+            let left = deadline - now;
+            let ts = rustix::event::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
+            }
+            self.flush_some();
+            self.read_some();
+            if self
+                .drain_frames(|_, f| acked |= f == HostFrame::EndAck)
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// For reports written when no `Channel` value is at hand (the panic hook): a best-effort,
+/// blocking write of one frame to the console device.
+pub fn write_frame_raw(fd: BorrowedFd<'_>, frame: GuestFrame<'_>) -> io::Result<()> {
+    let mut buf = Vec::new();
+    frame.encode_into(&mut buf);
+    let mut rest = &buf[..];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !rest.is_empty() && Instant::now() < deadline {
+        match rustix::io::write(fd, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The guest's filesystems. The early ones are a table, each row with its failure policy; the
+//! host's `/` is already the root (hostfs, read-only), so everything writable is a tmpfs.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::mount::{mount, MountFlags};
+
+use crate::log::Log;
+
+#[derive(Clone, Copy)]
+enum Policy {
+    /// The guest is unusable without it; the text says what the kernel probably lacks.
+    Required(&'static str),
+    /// Useful, but a kernel or host without it still runs commands.
+    BestEffort,
+}
+
+struct Row {
+    fstype: &'static str,
+    target: &'static str,
+    flags: MountFlags,
+    data: &'static str,
+    policy: Policy,
+    /// A tmpfs over a host folder: the host's files there are hidden in the guest.
+    hides_host: bool,
+}
+
+const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
+
+const EARLY: &[Row] = &[
+    Row {
+        fstype: "proc",
+        target: "/proc",
+        flags: NOSUID_NODEV.union(MountFlags::NOEXEC),
+        data: "",
+        policy: Policy::Required("CONFIG_PROC_FS missing?"),
+        hides_host: false,
+    },
+    Row {
+        fstype: "devtmpfs",
+        target: "/dev",
+        flags: MountFlags::NOSUID,
+        data: "mode=0755",
+        policy: Policy::Required("CONFIG_DEVTMPFS missing?"),
+        hides_host: false,
+    },
+    Row {
+        fstype: "sysfs",
+        target: "/sys",
+        flags: NOSUID_NODEV.union(MountFlags::NOEXEC),
+        data: "",
+        policy: Policy::Required("CONFIG_SYSFS missing?"),
+        hides_host: false,
+    },
+    Row {
+        fstype: "devpts",
+        target: "/dev/pts",
+        flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
+        data: "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        policy: Policy::Required("CONFIG_UNIX98_PTYS missing?"),
+        hides_host: false,
+    },
+    Row {
+        fstype: "tmpfs",
+        target: "/dev/shm",
+        flags: NOSUID_NODEV,
+        data: "mode=1777",
+        policy: Policy::BestEffort,
+        hides_host: false,
+    },
+    Row {
+        fstype: "tmpfs",
+        target: "/run",
+        flags: NOSUID_NODEV,
+        data: "mode=0755",
+        policy: Policy::Required("CONFIG_TMPFS missing?"),
+        hides_host: true,
+    },
+    Row {
+        fstype: "tmpfs",
+        target: "/tmp",
+        flags: NOSUID_NODEV,
+        data: "mode=1777",
+        policy: Policy::Required("CONFIG_TMPFS missing?"),
+        hides_host: true,
+    },
+    Row {
+        fstype: "tmpfs",
+        target: "/var/tmp",
+        flags: NOSUID_NODEV,
+        data: "mode=1777",
+        policy: Policy::BestEffort,
+        hides_host: true,
+    },
+];
+
+/// The usual /dev links that devtmpfs does not create.
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("/proc/self/fd", "/dev/fd"),
+    ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+];
+
+pub fn mount_early(log: &mut Log) -> Result<()> {
+    for row in EARLY {
+        match mount_row(row) {
+            Ok(true) => log.step(&format!("mounted {} on {}", row.fstype, row.target)),
+            Ok(false) => log.step(&format!("{} already mounted", row.target)),
+            Err(e) => match row.policy {
+                Policy::Required(hint) => return Err(e.context(hint)),
+                Policy::BestEffort => log.error(&format!("skipped {}: {e:#}", row.target)),
+            },
+        }
+    }
+    for (target, link) in DEV_LINKS {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    Ok(())
+}
+
+/// Mounts a row; `Ok(false)` when something is already mounted there (the kernel mounts
+/// devtmpfs itself when built with CONFIG_DEVTMPFS_MOUNT).
+fn mount_row(row: &Row) -> Result<bool> {
+    let target = Path::new(row.target);
+    ensure_dir(target)?;
+    if is_mountpoint(target) {
+        return Ok(false);
+    }
+    let data = CString::new(row.data).expect("no NUL in mount options");
+    mount(row.fstype, target, row.fstype, row.flags, data.as_c_str())
+        .with_context(|| format!("mount -t {} {}", row.fstype, row.target))?;
+    Ok(true)
+}
+
+/// A folder that is the root of its own filesystem (its device differs from its parent's).
+fn is_mountpoint(path: &Path) -> bool {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    match (std::fs::metadata(path), std::fs::metadata(parent)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+fn ensure_dir(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).with_context(|| {
+        format!(
+            "mkdir {} (the folder must exist in the root filesystem)",
+            path.display()
+        )
+    })
+}
+
+/// Mounts the host folder `host` at `target` over hostfs.
+pub fn mount_hostfs(host: &Path, target: &Path, read_only: bool) -> Result<()> {
+    ensure_dir(target)?;
+    let data = CString::new(host.as_os_str().as_bytes())
+        .map_err(|_| anyhow!("host path {} contains a NUL byte", host.display()))?;
+    let mut flags = NOSUID_NODEV;
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    mount("none", target, "hostfs", flags, data.as_c_str())
+        .with_context(|| format!("mount -t hostfs {} on {}", host.display(), target.display()))
+}
+
+/// When the working directory lies under a folder the guest covers with a fresh tmpfs (a run
+/// started in /tmp/project, say), shows the host's folder there again, read-only, so the
+/// command starts where the caller stood.
+pub fn keep_cwd_visible(cwd: &[u8], log: &mut Log) -> Result<()> {
+    let cwd = Path::new(std::ffi::OsStr::from_bytes(cwd));
+    for row in EARLY.iter().filter(|r| r.hides_host) {
+        if cwd.starts_with(row.target) && cwd != Path::new(row.target) {
+            mount_hostfs(cwd, cwd, true)?;
+            log.step(&format!(
+                "host folder {} shown at the same path",
+                cwd.display()
+            ));
+            return Ok(());
+        }
+    }
+    if !cwd.is_dir() {
+        bail!(
+            "the working directory {} does not exist in the guest",
+            cwd.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn set_hostname(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    nix::unistd::sethostname(std::ffi::OsStr::from_bytes(name)).context("sethostname")
+}

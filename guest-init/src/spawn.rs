@@ -1,0 +1,160 @@
+//! Starting the command: its own session, the request's user, environment and working
+//! directory, and either three pipes (stream mode) or a pseudo-terminal (TTY mode).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use nix::unistd::Pid;
+use rustix::fs::{Mode, OFlags};
+use rustix::pipe::PipeFlags;
+use sekexe_wire::{Outcome, Request};
+
+use crate::log::Log;
+
+/// The running command and guest-init's ends of its streams.
+pub struct Command {
+    pub pid: Pid,
+    /// Where the command's stdin comes from: a pipe's write end, or the pty master.
+    pub stdin: Option<OwnedFd>,
+    /// Its stdout (or the pty master, which carries both output streams).
+    pub stdout: Option<OwnedFd>,
+    /// Its stderr; none in TTY mode.
+    pub stderr: Option<OwnedFd>,
+    /// TTY mode: the pty master, for window-size changes.
+    pub pty: Option<OwnedFd>,
+}
+
+pub fn command(req: &Request, log: &mut Log) -> Result<Command, Outcome> {
+    let fail = |e: anyhow::Error| Outcome::GuestFailed {
+        message: format!("{e:#}"),
+    };
+    let argv0 = OsStr::from_bytes(&req.argv[0]);
+    let mut cmd = std::process::Command::new(argv0);
+    cmd.args(req.argv[1..].iter().map(|a| OsStr::from_bytes(a)))
+        .env_clear()
+        .current_dir(OsStr::from_bytes(&req.cwd));
+    for entry in &req.env {
+        // validate() guarantees an '=' after the first byte.
+        let eq = entry.iter().skip(1).position(|&b| b == b'=').unwrap() + 1;
+        cmd.env(
+            OsStr::from_bytes(&entry[..eq]),
+            OsStr::from_bytes(&entry[eq + 1..]),
+        );
+    }
+    if req.uid != 0 || req.gid != 0 {
+        cmd.uid(req.uid).gid(req.gid);
+    }
+
+    let ours = if req.tty {
+        attach_pty(&mut cmd, req).map_err(fail)?
+    } else {
+        attach_pipes(&mut cmd).map_err(fail)?
+    };
+    let tty = req.tty;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (sigprocmask, setsid, ioctl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // guest-init blocks every signal; the command starts with none blocked.
+            let mut empty = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Its own session and process group: signals from the launcher reach the whole
+            // group, as a terminal's Ctrl-C would on the host.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(child) => {
+            log.step(&format!(
+                "executed {}",
+                String::from_utf8_lossy(&req.argv[0])
+            ));
+            let pid = Pid::from_raw(child.id() as i32);
+            // The child is reaped by the one waitpid(-1) loop, never through `Child`.
+            drop(child);
+            Ok(Command { pid, ..ours })
+        }
+        Err(e) => Err(match e.raw_os_error() {
+            Some(libc::ENOENT) => Outcome::NotFound,
+            Some(errno) => Outcome::CannotExecute { errno },
+            None => fail(anyhow::Error::new(e).context("spawn")),
+        }),
+    }
+}
+
+fn nonblocking(fd: &OwnedFd) -> Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK)?;
+    Ok(())
+}
+
+fn attach_pipes(cmd: &mut std::process::Command) -> Result<Command> {
+    let (in_r, in_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).context("pipe")?;
+    let (out_r, out_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).context("pipe")?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).context("pipe")?;
+    for fd in [&in_w, &out_r, &err_r] {
+        nonblocking(fd)?;
+    }
+    cmd.stdin(Stdio::from(in_r))
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    Ok(Command {
+        pid: Pid::from_raw(0),
+        stdin: Some(in_w),
+        stdout: Some(out_r),
+        stderr: Some(err_r),
+        pty: None,
+    })
+}
+
+fn attach_pty(cmd: &mut std::process::Command, req: &Request) -> Result<Command> {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+        .context("open /dev/ptmx")?;
+    grantpt(&master).context("grantpt")?;
+    unlockpt(&master).context("unlockpt")?;
+    let name = ptsname(&master, Vec::new()).context("ptsname")?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("open {name:?}"))?;
+    if req.rows > 0 && req.cols > 0 {
+        set_winsize(&master, req.rows, req.cols)?;
+    }
+    nonblocking(&master)?;
+    cmd.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+    Ok(Command {
+        pid: Pid::from_raw(0),
+        stdin: Some(master.try_clone()?),
+        stdout: Some(master.try_clone()?),
+        stderr: None,
+        pty: Some(master),
+    })
+}
+
+/// Sets the terminal size; the kernel sends SIGWINCH to the terminal's foreground group.
+pub fn set_winsize(master: &OwnedFd, rows: u16, cols: u16) -> Result<()> {
+    let ws = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(master, ws)
+        .with_context(|| format!("TIOCSWINSZ on pty {}", master.as_raw_fd()))
+}
