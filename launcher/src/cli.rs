@@ -1,0 +1,144 @@
+//! The command-line interface: what the user types, before validation.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  sekexe run -- uname -a                 run a command in its own kernel, as root
+  sekexe run -c 'env; exit 42'           run a shell string (exit status 42 comes back)
+  sekexe run                             an interactive root shell in a fresh kernel
+  printf 'a\\nb\\n' | sekexe run -- wc -l  stdin, stdout and stderr are forwarded
+  sekexe run -e FOO=bar -w /src -- make  environment and working directory
+  sekexe run --user 1000:1000 -- id      run as another user
+  sekexe kernel check                    what the kernel supports
+  sekexe doctor                          check this host
+
+Exit status: the command's own; 128+N if it was killed by signal N; 124 on timeout;
+125 if sekexe or the guest failed; 126 if the command cannot be executed; 127 if not found.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sekexe",
+    version,
+    about = "Run a command in its own Linux kernel (User Mode Linux), without root or KVM.",
+    long_about = "Run a command in its own Linux kernel (User Mode Linux), without root or KVM.\n\n\
+The host's / is the guest's read-only root; the command runs as root in the guest and its \
+output and exit status come back as if it had run on the host.",
+    after_help = EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a command (or a shell) in a fresh guest kernel
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// Find and check UML kernels
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+    /// Check this host for what sekexe needs, and say how to fix what is missing
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run STRING with /bin/sh -c (further arguments become $0, $1, ...)
+    #[arg(short = 'c', value_name = "STRING")]
+    pub shell_string: Option<OsString>,
+
+    /// Set an environment variable in the guest (KEY=VALUE), or pass the host's KEY through
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<OsString>,
+
+    /// Start from a minimal environment (PATH, HOME, TERM) instead of the caller's
+    #[arg(long)]
+    pub clear_env: bool,
+
+    /// Working directory in the guest [default: the current directory]
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// Run as this user and group (numeric, or names from /etc/passwd) [default: 0:0]
+    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
+    pub user: Option<String>,
+
+    /// Guest memory, e.g. 256M or 1G
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: String,
+
+    /// The UML kernel to boot [default: $SEKEXE_KERNEL, the project's kernel, linux.uml]
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Keep the run's exchange folder afterwards and print its path
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Show the kernel console, guest-init's steps and a boot timeline on stderr
+    #[arg(long)]
+    pub debug: bool,
+
+    /// The command and its arguments, passed exactly as given
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KernelCommand {
+    /// Report which of the features sekexe uses a kernel has
+    Check {
+        /// The kernel [default: the one `sekexe run` would use]
+        path: Option<PathBuf>,
+    },
+    /// List the kernels sekexe finds and which one is the default
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// The kernel to check [default: the one `sekexe run` would use]
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_after_the_command_belong_to_the_command() {
+        let cli = Cli::try_parse_from(["sekexe", "run", "ls", "-la", "--mem", "1G"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.command, ["ls", "-la", "--mem", "1G"]);
+        assert_eq!(run.mem, "256M");
+    }
+
+    #[test]
+    fn double_dash_separates_options_from_the_command() {
+        let cli = Cli::try_parse_from(["sekexe", "run", "--mem", "1G", "--", "-x", "--"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.command, ["-x", "--"]);
+        assert_eq!(run.mem, "1G");
+    }
+}

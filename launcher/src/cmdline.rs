@@ -1,0 +1,177 @@
+//! The UML kernel command line, rendered by one pure function from validated parameters.
+//!
+//! UML joins its argv into the kernel command line (at most 4096 bytes). Unknown `key=value`
+//! words become PID 1's environment and bare words its argv, more than 32 of either panic the
+//! kernel, and nothing is escaped. So only this fixed, short set of words goes there; the
+//! user's data travels in the run request.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use sekexe_wire::names::{encode_param, CHANNEL_CONSOLE, EXCHANGE_PARAM};
+use std::os::unix::ffi::OsStrExt;
+
+/// The kernel command line's length limit (COMMAND_LINE_SIZE on UML).
+pub const MAX_CMDLINE: usize = 4096;
+
+/// Where the launcher puts the channel socket in the kernel process.
+pub const CHANNEL_FD: i32 = 3;
+
+pub struct BootParams<'a> {
+    pub mem_mib: u64,
+    pub init: &'a Path,
+    pub exchange: &'a Path,
+    pub umid: &'a str,
+    pub uml_dir: &'a Path,
+    /// Initcalls to skip (slow benchmarks the stock kernel runs at boot).
+    pub skip_initcalls: &'a [&'a str],
+    /// Kernel messages: `quiet` unless debugging.
+    pub verbose: bool,
+    /// Raw words from `--kernel-arg`, appended last so they can override ours.
+    pub extra: &'a [String],
+}
+
+/// Renders the command line as UML's argv words.
+pub fn render(p: &BootParams) -> Result<Vec<String>> {
+    let mut w: Vec<String> = Vec::new();
+    // Guest memory; UML maps it from an unlinked file in $TMPDIR.
+    w.push(format!("mem={}M", p.mem_mib));
+    // No console may open an xterm or a host pty: silence them all first...
+    w.push("con=null".into());
+    w.push("ssl=null".into());
+    // ...then con0, the kernel log: input from /dev/null (fd 0), output to the log pipe (fd 1)...
+    w.push("con0=fd:0,fd:1".into());
+    // ...and the framed channel, on the socket the launcher placed at CHANNEL_FD.
+    w.push(format!("con{CHANNEL_CONSOLE}=fd:{CHANNEL_FD}"));
+    // A guest reboot() must end UML, not re-execute it in a loop.
+    w.push("noreboot".into());
+    // The host's / is the root, read-only, over hostfs.
+    w.push("rootfstype=hostfs".into());
+    w.push("rootflags=/".into());
+    w.push("ro".into());
+    // Our own umid and private uml_dir: no clash with other runs, nothing in ~/.uml, and the
+    // mconsole socket lives in a 0700 folder.
+    w.push(format!("umid={}", p.umid));
+    w.push(format!("uml_dir={}", word_path(p.uml_dir, "uml_dir")?));
+    w.push(if p.verbose { "loglevel=7" } else { "quiet" }.into());
+    if !p.skip_initcalls.is_empty() {
+        w.push(format!("initcall_blacklist={}", p.skip_initcalls.join(",")));
+    }
+    // Tells guest-init where the exchange folder is. Encoded, because the path may hold
+    // spaces; no dot in the key, so the kernel passes it to PID 1 as an environment variable.
+    w.push(format!(
+        "{EXCHANGE_PARAM}={}",
+        encode_param(p.exchange.as_os_str().as_bytes())
+    ));
+    w.extend(p.extra.iter().cloned());
+    // Last, so that nothing after it is taken as an argument to init.
+    w.push(format!("init={}", quoted_path(p.init)?));
+
+    let len: usize = w.iter().map(|s| s.len() + 1).sum();
+    if len > MAX_CMDLINE {
+        bail!("the kernel command line would be {len} bytes, over the kernel's {MAX_CMDLINE}: shorten the paths or --kernel-arg values");
+    }
+    Ok(w)
+}
+
+/// A path that must be a single command-line word as it is.
+fn word_path(path: &Path, what: &str) -> Result<String> {
+    match path.to_str() {
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"') => {
+            Ok(s.to_string())
+        }
+        _ => bail!(
+            "{what} path {} has spaces or unusual characters, which the kernel command line cannot carry: set TMPDIR to a plain path",
+            path.display()
+        ),
+    }
+}
+
+/// A path the kernel accepts in double quotes, so spaces are fine.
+fn quoted_path(path: &Path) -> Result<String> {
+    match path.to_str() {
+        Some(s) if s.bytes().all(|b| b.is_ascii_graphic() && b != b'"') => Ok(s.to_string()),
+        Some(s) if s.bytes().all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"') => {
+            Ok(format!("\"{s}\""))
+        }
+        _ => bail!(
+            "the guest-init path {} has characters the kernel command line cannot carry: move sekexe to a plain path or set SEKEXE_INIT",
+            path.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params<'a>(extra: &'a [String], skip: &'a [&'a str]) -> BootParams<'a> {
+        BootParams {
+            mem_mib: 256,
+            init: Path::new("/opt/sekexe/sekexe-init"),
+            exchange: Path::new("/tmp/sekexe-1000/run-ab cd"),
+            umid: "sekexe-42-x",
+            uml_dir: Path::new("/tmp/sekexe-1000/run-x/uml"),
+            skip_initcalls: skip,
+            verbose: false,
+            extra,
+        }
+    }
+
+    #[test]
+    fn renders_the_fixed_words_in_order() {
+        let w = render(&params(&[], &["raid6_select_algo", "init_btrfs_fs"])).unwrap();
+        assert_eq!(
+            w,
+            vec![
+                "mem=256M",
+                "con=null",
+                "ssl=null",
+                "con0=fd:0,fd:1",
+                "con1=fd:3",
+                "noreboot",
+                "rootfstype=hostfs",
+                "rootflags=/",
+                "ro",
+                "umid=sekexe-42-x",
+                "uml_dir=/tmp/sekexe-1000/run-x/uml",
+                "quiet",
+                "initcall_blacklist=raid6_select_algo,init_btrfs_fs",
+                "sekexe_run=/tmp/sekexe-1000/run-ab%20cd",
+                "init=/opt/sekexe/sekexe-init",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_word_has_a_space_unless_quoted() {
+        let mut p = params(&[], &[]);
+        p.init = Path::new("/opt/my tools/sekexe-init");
+        let w = render(&p).unwrap();
+        assert_eq!(w.last().unwrap(), "init=\"/opt/my tools/sekexe-init\"");
+        assert!(w[..w.len() - 1].iter().all(|s| !s.contains(' ')));
+    }
+
+    #[test]
+    fn extra_arguments_come_after_ours_and_before_init() {
+        let extra = vec!["initcall_debug".to_string()];
+        let w = render(&params(&extra, &[])).unwrap();
+        assert_eq!(w[w.len() - 2], "initcall_debug");
+        assert!(w.last().unwrap().starts_with("init="));
+    }
+
+    #[test]
+    fn refuses_what_the_command_line_cannot_carry() {
+        let mut p = params(&[], &[]);
+        p.uml_dir = Path::new("/tmp/with space/uml");
+        assert!(render(&p).unwrap_err().to_string().contains("TMPDIR"));
+        let mut p = params(&[], &[]);
+        p.init = Path::new("/opt/\"quoted\"/init");
+        assert!(render(&p).is_err());
+        let long = vec!["x".repeat(5000)];
+        assert!(render(&params(&long, &[]))
+            .unwrap_err()
+            .to_string()
+            .contains("4096"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The kernel console (con0 and UML's own stdout/stderr): kept in memory for failure reports,
+//! streamed to stderr with a prefix under `--debug`, never mixed into the command's output.
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+/// Keep at most this much of the log (the end of it).
+const KEEP: usize = 1 << 20;
+
+pub struct Console {
+    log: VecDeque<u8>,
+    dropped: bool,
+    /// Under --debug, a line not yet printed because its end has not arrived.
+    partial: Vec<u8>,
+    live: bool,
+}
+
+impl Console {
+    pub fn new(live: bool) -> Console {
+        Console {
+            log: VecDeque::new(),
+            dropped: false,
+            partial: Vec::new(),
+            live,
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        self.log.extend(data);
+        if self.log.len() > KEEP {
+            let excess = self.log.len() - KEEP;
+            self.log.drain(..excess);
+            self.dropped = true;
+        }
+        if self.live {
+            self.partial.extend_from_slice(data);
+            let mut out = Vec::new();
+            while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=nl).collect();
+                out.extend_from_slice(b"[kernel] ");
+                out.extend_from_slice(&line);
+            }
+            let _ = std::io::stderr().write_all(&out);
+        }
+    }
+
+    /// Prints what is left of an unfinished line (at the end of a --debug run).
+    pub fn flush_partial(&mut self) {
+        if self.live && !self.partial.is_empty() {
+            let mut out = b"[kernel] ".to_vec();
+            out.append(&mut self.partial);
+            out.push(b'\n');
+            let _ = std::io::stderr().write_all(&out);
+        }
+    }
+
+    /// The last `n` non-empty lines, for error messages.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        let (a, b) = self.log.as_slices();
+        let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+
+    pub fn contents(&self) -> Vec<u8> {
+        let (a, b) = self.log.as_slices();
+        let mut v = Vec::with_capacity(self.log.len() + 64);
+        if self.dropped {
+            v.extend_from_slice(b"[... earlier output dropped ...]\n");
+        }
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_lines() {
+        let mut c = Console::new(false);
+        c.feed(b"one\ntwo\n\nthr");
+        c.feed(b"ee\r\nfour");
+        assert_eq!(c.last_lines(3), ["two", "three", "four"]);
+        assert_eq!(c.last_lines(10).len(), 4);
+    }
+
+    #[test]
+    fn bounded_to_the_end_of_the_log() {
+        let mut c = Console::new(false);
+        for i in 0..200_000 {
+            c.feed(format!("line {i}\n").as_bytes());
+        }
+        assert!(c.contents().len() <= KEEP + 64);
+        assert_eq!(c.last_lines(1), ["line 199999"]);
+        assert!(c.contents().starts_with(b"[... earlier"));
+    }
+}

@@ -1,0 +1,361 @@
+//! What a UML kernel can do, read from its `--showconfig` output. Pure: it takes the text, so
+//! it is tested with any configuration.
+
+use std::collections::HashMap;
+
+/// A kernel's configuration: option name (without `CONFIG_`) to value; `n` for unset ones.
+#[derive(Debug, Clone, Default)]
+pub struct Kconfig {
+    values: HashMap<String, String>,
+}
+
+impl Kconfig {
+    pub fn parse(text: &str) -> Kconfig {
+        let mut values = HashMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("# CONFIG_") {
+                if let Some(name) = rest.strip_suffix(" is not set") {
+                    values.insert(name.to_string(), "n".to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("CONFIG_") {
+                if let Some((name, value)) = rest.split_once('=') {
+                    values.insert(name.to_string(), value.trim_matches('"').to_string());
+                }
+            }
+        }
+        Kconfig { values }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Built in (`=y`).
+    pub fn builtin(&self, name: &str) -> bool {
+        self.get(name) == Some("y")
+    }
+
+    /// Built in or a module.
+    pub fn available(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("y") | Some("m"))
+    }
+
+    /// A User Mode Linux kernel at all.
+    pub fn is_uml(&self) -> bool {
+        self.builtin("UML")
+    }
+
+    /// The required features this kernel lacks.
+    pub fn missing_required(&self) -> Vec<&'static Feature> {
+        FEATURES
+            .iter()
+            .filter(|f| f.required && !f.present(self))
+            .collect()
+    }
+
+    /// Initcalls that only slow the boot down (benchmarks, self-tests, allocators for swap),
+    /// which sekexe skips with `initcall_blacklist=`.
+    pub fn slow_initcalls(&self) -> Vec<&'static str> {
+        SLOW_INITCALLS
+            .iter()
+            .filter(|(_, option)| self.builtin(option))
+            .map(|(initcall, _)| *initcall)
+            .collect()
+    }
+}
+
+/// A feature sekexe uses, the options that provide it, and what breaks without it.
+pub struct Feature {
+    pub name: &'static str,
+    /// All of these must be available (built in, or a module the guest can load).
+    pub options: &'static [&'static str],
+    /// Must be built in, not a module (needed before any module could be loaded).
+    pub builtin: bool,
+    pub required: bool,
+    pub breaks: &'static str,
+}
+
+impl Feature {
+    pub fn present(&self, k: &Kconfig) -> bool {
+        self.options.iter().all(|o| {
+            if self.builtin {
+                k.builtin(o)
+            } else {
+                k.available(o)
+            }
+        })
+    }
+}
+
+/// Everything `sekexe kernel check` reports, required ones first.
+pub const FEATURES: &[Feature] = &[
+    Feature {
+        name: "hostfs",
+        options: &["HOSTFS"],
+        builtin: true,
+        required: true,
+        breaks: "the host's / cannot be the guest's root",
+    },
+    Feature {
+        name: "proc",
+        options: &["PROC_FS"],
+        builtin: true,
+        required: true,
+        breaks: "guest-init cannot mount /proc",
+    },
+    Feature {
+        name: "sysfs",
+        options: &["SYSFS"],
+        builtin: true,
+        required: true,
+        breaks: "guest-init cannot mount /sys",
+    },
+    Feature {
+        name: "tmpfs",
+        options: &["TMPFS"],
+        builtin: true,
+        required: true,
+        breaks: "no writable /tmp, /run or /dev/shm",
+    },
+    Feature {
+        name: "devtmpfs",
+        options: &["DEVTMPFS"],
+        builtin: true,
+        required: true,
+        breaks: "no device nodes in /dev",
+    },
+    Feature {
+        name: "unix98 ptys",
+        options: &["UNIX98_PTYS"],
+        builtin: true,
+        required: true,
+        breaks: "no terminals for -t and shell mode",
+    },
+    Feature {
+        name: "console channels",
+        options: &["NULL_CHAN"],
+        builtin: true,
+        required: true,
+        breaks: "unused consoles would open xterms (con=null)",
+    },
+    Feature {
+        name: "ELF binaries",
+        options: &["BINFMT_ELF"],
+        builtin: true,
+        required: true,
+        breaks: "nothing can be executed",
+    },
+    Feature {
+        name: "scripts (#!)",
+        options: &["BINFMT_SCRIPT"],
+        builtin: false,
+        required: false,
+        breaks: "scripts cannot be executed directly",
+    },
+    Feature {
+        name: "network: vector transports (fd, tap, raw, vde, bess)",
+        options: &["UML_NET_VECTOR"],
+        builtin: true,
+        required: false,
+        breaks: "--net user, vde and tap (future-proof transports)",
+    },
+    Feature {
+        name: "network: legacy slirp transport",
+        options: &["UML_NET_SLIRP"],
+        builtin: true,
+        required: false,
+        breaks: "--net slirp",
+    },
+    Feature {
+        name: "network: legacy tuntap transport",
+        options: &["UML_NET_TUNTAP"],
+        builtin: true,
+        required: false,
+        breaks: "tap on kernels without the vector driver",
+    },
+    Feature {
+        name: "cgroup v2 / v1 core",
+        options: &["CGROUPS"],
+        builtin: true,
+        required: false,
+        breaks: "no cgroups at all",
+    },
+    Feature {
+        name: "cgroup: memory",
+        options: &["MEMCG"],
+        builtin: true,
+        required: false,
+        breaks: "no memory limits",
+    },
+    Feature {
+        name: "cgroup: pids",
+        options: &["CGROUP_PIDS"],
+        builtin: true,
+        required: false,
+        breaks: "no pids.max limits",
+    },
+    Feature {
+        name: "cgroup: cpu",
+        options: &["CGROUP_SCHED"],
+        builtin: true,
+        required: false,
+        breaks: "no cpu controller",
+    },
+    Feature {
+        name: "cgroup: freezer",
+        options: &["CGROUP_FREEZER"],
+        builtin: true,
+        required: false,
+        breaks: "no v1 freezer (docker pause)",
+    },
+    Feature {
+        name: "cgroup: devices",
+        options: &["CGROUP_DEVICE"],
+        builtin: true,
+        required: false,
+        breaks: "no device controller (Docker needs it)",
+    },
+    Feature {
+        name: "namespaces",
+        options: &[
+            "NAMESPACES",
+            "UTS_NS",
+            "IPC_NS",
+            "PID_NS",
+            "NET_NS",
+            "USER_NS",
+        ],
+        builtin: true,
+        required: false,
+        breaks: "unshare and containers",
+    },
+    Feature {
+        name: "overlayfs",
+        options: &["OVERLAY_FS"],
+        builtin: false,
+        required: false,
+        breaks: "--overlay and Docker's overlay2",
+    },
+    Feature {
+        name: "loop devices",
+        options: &["BLK_DEV_LOOP"],
+        builtin: false,
+        required: false,
+        breaks: "losetup and mount -o loop",
+    },
+    Feature {
+        name: "ubd block devices",
+        options: &["BLK_DEV_UBD"],
+        builtin: true,
+        required: false,
+        breaks: "--disk",
+    },
+    Feature {
+        name: "ext4",
+        options: &["EXT4_FS"],
+        builtin: false,
+        required: false,
+        breaks: "mkfs.ext4 images and disks",
+    },
+    Feature {
+        name: "seccomp",
+        options: &["SECCOMP", "SECCOMP_FILTER"],
+        builtin: true,
+        required: false,
+        breaks: "seccomp filters in the guest (Docker profiles)",
+    },
+    Feature {
+        name: "landlock",
+        options: &["SECURITY_LANDLOCK"],
+        builtin: true,
+        required: false,
+        breaks: "Landlock sandboxes in the guest",
+    },
+    Feature {
+        name: "netfilter for Docker",
+        options: &["NETFILTER", "NF_CONNTRACK", "NF_NAT", "BRIDGE", "VETH"],
+        builtin: false,
+        required: false,
+        breaks: "Docker's bridge network and iptables",
+    },
+];
+
+/// Initcall names and the option that builds them in.
+const SLOW_INITCALLS: &[(&str, &str)] = &[
+    ("raid6_select_algo", "RAID6_PQ_BENCHMARK"),
+    ("init_btrfs_fs", "BTRFS_FS"),
+    ("calibrate_xor_blocks", "XOR_BLOCKS"),
+    ("init_zswap", "ZSWAP"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+CONFIG_UML=y
+CONFIG_HOSTFS=y
+CONFIG_PROC_FS=y
+CONFIG_SYSFS=y
+CONFIG_TMPFS=y
+CONFIG_DEVTMPFS=y
+CONFIG_UNIX98_PTYS=y
+CONFIG_NULL_CHAN=y
+CONFIG_BINFMT_ELF=y
+CONFIG_OVERLAY_FS=m
+CONFIG_LSM=\"landlock,yama\"
+# CONFIG_BTRFS_FS is not set
+";
+
+    #[test]
+    fn parses_values_modules_strings_and_unset_options() {
+        let k = Kconfig::parse(GOOD);
+        assert!(k.is_uml());
+        assert!(k.builtin("HOSTFS"));
+        assert!(k.available("OVERLAY_FS") && !k.builtin("OVERLAY_FS"));
+        assert_eq!(k.get("LSM"), Some("landlock,yama"));
+        assert_eq!(k.get("BTRFS_FS"), Some("n"));
+        assert_eq!(k.get("NOPE"), None);
+    }
+
+    #[test]
+    fn a_complete_kernel_misses_nothing_required() {
+        assert!(Kconfig::parse(GOOD).missing_required().is_empty());
+    }
+
+    #[test]
+    fn missing_or_modular_required_options_are_reported() {
+        let text = GOOD
+            .replace("CONFIG_HOSTFS=y", "CONFIG_HOSTFS=m")
+            .replace("CONFIG_DEVTMPFS=y\n", "");
+        let missing: Vec<_> = Kconfig::parse(&text)
+            .missing_required()
+            .iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(missing, ["hostfs", "devtmpfs"]);
+    }
+
+    #[test]
+    fn not_uml_without_config_uml() {
+        assert!(!Kconfig::parse("CONFIG_X86=y\n").is_uml());
+        assert!(!Kconfig::parse("").is_uml());
+    }
+
+    #[test]
+    fn slow_initcalls_follow_the_options_built_in() {
+        let stock =
+            "CONFIG_RAID6_PQ_BENCHMARK=y\nCONFIG_BTRFS_FS=y\nCONFIG_XOR_BLOCKS=y\nCONFIG_ZSWAP=y\n";
+        assert_eq!(
+            Kconfig::parse(stock).slow_initcalls(),
+            [
+                "raid6_select_algo",
+                "init_btrfs_fs",
+                "calibrate_xor_blocks",
+                "init_zswap"
+            ]
+        );
+        assert!(Kconfig::parse(GOOD).slow_initcalls().is_empty());
+    }
+}

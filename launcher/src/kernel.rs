@@ -1,0 +1,252 @@
+//! Finding the UML kernel and learning what it can do.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::kconfig::Kconfig;
+use crate::paths;
+
+/// How a kernel was chosen, for `sekexe kernel list` and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Option,
+    Env,
+    Project,
+    Path,
+}
+
+impl Source {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Option => "--kernel",
+            Source::Env => "$SEKEXE_KERNEL",
+            Source::Project => "the project's kernel (scripts/build-kernel)",
+            Source::Path => "found on PATH",
+        }
+    }
+}
+
+pub struct Kernel {
+    pub path: PathBuf,
+    pub source: Source,
+    pub config: Kconfig,
+}
+
+pub const NOT_FOUND_HINT: &str = "install Debian's user-mode-linux package \
+(apt install user-mode-linux), build the project's kernel with scripts/build-kernel, \
+or pass --kernel PATH";
+
+/// Every kernel sekexe would consider, in order of preference; the first is the default.
+pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
+    let mut found = Vec::new();
+    if let Some(p) = explicit {
+        found.push((p.to_path_buf(), Source::Option));
+        return found;
+    }
+    if let Some(p) = std::env::var_os("SEKEXE_KERNEL").filter(|p| !p.is_empty()) {
+        found.push((PathBuf::from(p), Source::Env));
+        return found;
+    }
+    if let Some(p) = paths::project_kernel().filter(|p| p.is_file()) {
+        found.push((p, Source::Project));
+    }
+    for name in ["linux.uml", "linux"] {
+        if let Some(p) = which(name) {
+            if !found.iter().any(|(f, _)| same_file(f, &p)) {
+                found.push((p, Source::Path));
+            }
+        }
+    }
+    found
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Finds the kernel to boot and checks that it is a UML kernel with what sekexe requires.
+pub fn select(explicit: Option<&Path>) -> Result<Kernel> {
+    let (path, source) = candidates(explicit)
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no UML kernel found: {NOT_FOUND_HINT}"))?;
+    let config =
+        load_config(&path).with_context(|| format!("kernel from {}", source.describe()))?;
+    let missing = config.missing_required();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} (CONFIG_{}: {})",
+                    f.name,
+                    f.options.join(", CONFIG_"),
+                    f.breaks
+                )
+            })
+            .collect();
+        bail!(
+            "kernel {} lacks what sekexe requires: {}; build the project's kernel with scripts/build-kernel",
+            path.display(),
+            list.join("; ")
+        );
+    }
+    Ok(Kernel {
+        path,
+        source,
+        config,
+    })
+}
+
+/// Reads a kernel's configuration, from the cache when this very file was read before.
+pub fn load_config(path: &Path) -> Result<Kconfig> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow!("{}: {e} ({NOT_FOUND_HINT})", path.display()))?;
+    if meta.is_dir() {
+        bail!(
+            "{} is a directory, not a UML kernel (pass the kernel binary to --kernel)",
+            path.display()
+        );
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        bail!(
+            "{} is not executable: a UML kernel is a program (chmod +x it)",
+            path.display()
+        );
+    }
+    let mut magic = [0u8; 4];
+    let elf = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map(|_| &magic == b"\x7fELF")
+        .with_context(|| format!("read {}", path.display()))?;
+    if !elf {
+        bail!(
+            "{} is not a UML kernel (not an ELF executable)",
+            path.display()
+        );
+    }
+
+    let cache = cache_file(path, &meta);
+    if let Some(text) = cache.as_ref().and_then(|c| std::fs::read_to_string(c).ok()) {
+        return Ok(Kconfig::parse(&text));
+    }
+    let text = show_config(path)?;
+    let config = Kconfig::parse(&text);
+    if !config.is_uml() {
+        bail!(
+            "{} is not a User Mode Linux kernel (its --showconfig has no CONFIG_UML=y)",
+            path.display()
+        );
+    }
+    if let Some(cache) = cache {
+        // A cache that cannot be written only costs the next run 20 ms.
+        let _ = write_atomic(&cache, text.as_bytes());
+    }
+    Ok(config)
+}
+
+/// A cache entry is keyed by the file's identity and modification time, so a rebuilt kernel
+/// at the same path is read again.
+fn cache_file(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
+    let mut h = DefaultHasher::new();
+    std::fs::canonicalize(path).ok()?.hash(&mut h);
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+        .hash(&mut h);
+    Some(
+        paths::cache_dir()?
+            .join("kconfig")
+            .join(format!("{:016x}", h.finish())),
+    )
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap();
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), data)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Runs `KERNEL --showconfig`, bounded in time and size: whatever file the user named, this
+/// cannot hang or fill memory.
+fn show_config(path: &Path) -> Result<String> {
+    let mut child = Command::new(path)
+        .arg("--showconfig")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_clear()
+        .spawn()
+        .with_context(|| format!("run {} --showconfig", path.display()))?;
+    let mut stdout = child.stdout.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 65536];
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [rustix::event::PollFd::new(
+            &stdout,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) => {
+                break Err(anyhow!(
+                    "{} --showconfig did not finish in 5 s: not a UML kernel?",
+                    path.display()
+                ))
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => break Err(e.into()),
+        }
+        match stdout.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) if text.len() + n > 4 << 20 => {
+                break Err(anyhow!(
+                    "{} --showconfig printed over 4 MiB: not a UML kernel",
+                    path.display()
+                ))
+            }
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e.into()),
+        }
+    };
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    result?;
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}

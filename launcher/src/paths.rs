@@ -1,0 +1,70 @@
+//! Where sekexe finds its parts on the host: guest-init, the cache, the project's kernel.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// The name of the guest-init binary.
+pub const INIT_NAME: &str = "sekexe-init";
+
+/// `$XDG_CACHE_HOME/sekexe`, else `~/.cache/sekexe`; `None` without a usable home.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SEKEXE_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(xdg).join("sekexe"));
+    }
+    let home = std::env::var_os("HOME").filter(|d| !d.is_empty())?;
+    Some(PathBuf::from(home).join(".cache").join("sekexe"))
+}
+
+/// The project's kernel as scripts/build-kernel leaves it.
+pub fn project_kernel() -> Option<PathBuf> {
+    Some(cache_dir()?.join("kernels").join("linux"))
+}
+
+/// guest-init: `$SEKEXE_INIT`, next to the sekexe binary, in an installed `lib/sekexe`, or
+/// where cargo builds it for the musl target.
+pub fn guest_init() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SEKEXE_INIT").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("SEKEXE_INIT={}: no such file", p.display());
+        }
+        return Ok(absolute(&p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let mut candidates = vec![
+        dir.join(INIT_NAME),
+        dir.join("../lib/sekexe").join(INIT_NAME),
+    ];
+    // target/<profile>/sekexe → target/x86_64-unknown-linux-musl/<profile>/sekexe-init;
+    // tests run from target/<profile>/deps.
+    for base in [dir, dir.parent().unwrap_or(dir)] {
+        if let (Some(profile), Some(target)) = (base.file_name(), base.parent()) {
+            candidates.push(
+                target
+                    .join("x86_64-unknown-linux-musl")
+                    .join(profile)
+                    .join(INIT_NAME),
+            );
+        }
+    }
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(std::fs::canonicalize(c).unwrap_or_else(|_| c.clone()));
+        }
+    }
+    bail!(
+        "guest-init ({INIT_NAME}) not found next to {}: build it with \
+         'cargo build --release -p sekexe-init --target x86_64-unknown-linux-musl' \
+         (scripts/sekexe does it for you), or set SEKEXE_INIT",
+        exe.display()
+    )
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}

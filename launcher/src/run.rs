@@ -1,0 +1,211 @@
+//! `sekexe run`: from options to the command's exit status.
+
+use std::os::unix::ffi::OsStrExt;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use sekexe_wire::{ExitCode, Outcome, Request};
+
+use crate::cli::RunArgs;
+use crate::cmdline::{self, BootParams};
+use crate::config::{Caller, RunConfig};
+use crate::session::{Interruption, Session};
+use crate::uml::{self, Spawn, Uml};
+use crate::{kernel, memory, paths, rundir, signals, units};
+
+/// How many kernel console lines a failure report shows.
+const CONSOLE_TAIL: usize = 20;
+
+pub fn run(args: RunArgs) -> Result<u8> {
+    let cfg = RunConfig::from_args(args, &Caller::current())?;
+    let kernel = kernel::select(cfg.kernel.as_deref())?;
+    let init = paths::guest_init()?;
+    let memory_dir = memory::choose_dir()?;
+    memory::check_room(&memory_dir, cfg.mem)?;
+
+    // From here on signals wait in the signalfd: a Ctrl-C cannot leave a half-made run behind.
+    let signals = signals::block()?;
+    let base = rundir::user_base(&std::env::temp_dir())?;
+    let mut run_dir = rundir::RunDir::create(&base)?;
+    run_dir.write_request(&request(&cfg))?;
+
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .context("socketpair")?;
+    rustix::io::ioctl_fionbio(&ours, true).context("make the channel non-blocking")?;
+    let (console_r, console_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
+
+    let umid = format!(
+        "sekexe-{}-{}",
+        std::process::id(),
+        run_dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("run-")
+    );
+    let uml_dir = run_dir.uml_dir();
+    let skip = kernel.config.slow_initcalls();
+    let words = cmdline::render(&BootParams {
+        mem_mib: units::to_mib(cfg.mem),
+        init: &init,
+        exchange: run_dir.path(),
+        umid: &umid,
+        uml_dir: &uml_dir,
+        skip_initcalls: &skip,
+        verbose: cfg.debug,
+        extra: &[],
+    })?;
+    if cfg.debug {
+        eprintln!(
+            "[sekexe] kernel {} ({})",
+            kernel.path.display(),
+            kernel.source.describe()
+        );
+        eprintln!("[sekexe] command line: {}", words.join(" "));
+    }
+    let spawned = Instant::now();
+    let uml = Uml::spawn(Spawn {
+        kernel: &kernel.path,
+        words: &words,
+        channel: theirs,
+        console: console_w,
+        memory_dir: &memory_dir,
+        cwd: run_dir.path(),
+    })?;
+    // Now that the kernel boots, tidy up after launchers that were killed.
+    rundir::remove_stale(&base, run_dir.path());
+
+    let mut session = Session::new(
+        ours,
+        run_dir.path(),
+        console_r,
+        signals,
+        uml,
+        spawned,
+        cfg.debug,
+    );
+    session.run();
+
+    let code = conclude(&cfg, &run_dir, &mut session);
+    if cfg.debug {
+        print_timeline(&session, &run_dir);
+    }
+    if cfg.keep {
+        run_dir.keep();
+        eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
+    }
+    Ok(code)
+}
+
+fn request(cfg: &RunConfig) -> Request {
+    Request {
+        argv: cfg.argv.clone(),
+        env: cfg.env.clone(),
+        cwd: cfg.cwd.as_os_str().as_bytes().to_vec(),
+        uid: cfg.uid,
+        gid: cfg.gid,
+        tty: cfg.tty,
+        rows: 0,
+        cols: 0,
+        hostname: cfg.hostname.as_bytes().to_vec(),
+        debug: cfg.debug,
+    }
+}
+
+/// The exit status, and the messages a user needs when it is not the command's own.
+fn conclude(cfg: &RunConfig, run_dir: &rundir::RunDir, session: &mut Session) -> u8 {
+    let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
+    match &session.interruption {
+        Some(Interruption::Signal(sig)) => {
+            eprintln!(
+                "sekexe: stopped by {} before the guest finished",
+                sig.as_str()
+            );
+            return sekexe_wire::exit::for_signal(*sig as i32 as u8);
+        }
+        Some(Interruption::Protocol(e)) => {
+            guest_failure(session, &format!("the run was stopped: {e}"));
+            return ExitCode::Failed.code();
+        }
+        None => {}
+    }
+    match run_dir.read_status() {
+        Ok(Some(status)) => match status.outcome {
+            Outcome::Exited(code) => code,
+            o @ Outcome::Signaled { .. } => o.exit_code(),
+            Outcome::NotFound => {
+                eprintln!("sekexe: {argv0}: command not found");
+                ExitCode::NotFound.code()
+            }
+            Outcome::CannotExecute { errno } => {
+                let err = std::io::Error::from_raw_os_error(errno);
+                eprintln!("sekexe: {argv0}: cannot execute: {err}");
+                ExitCode::CannotExecute.code()
+            }
+            Outcome::GuestFailed { message } => {
+                guest_failure(session, &format!("the guest failed: {message}"));
+                ExitCode::Failed.code()
+            }
+        },
+        Ok(None) => {
+            let how = session
+                .uml
+                .try_wait()
+                .map(uml::describe)
+                .unwrap_or_else(|| "was stopped".into());
+            guest_failure(
+                session,
+                &format!(
+                    "the guest ended without reporting the command's status: the kernel {how}"
+                ),
+            );
+            ExitCode::Failed.code()
+        }
+        Err(e) => {
+            guest_failure(session, &format!("{e:#}"));
+            ExitCode::Failed.code()
+        }
+    }
+}
+
+fn guest_failure(session: &Session, message: &str) {
+    eprintln!("sekexe: {message}");
+    let tail = session.console.last_lines(CONSOLE_TAIL);
+    if !tail.is_empty() {
+        eprintln!("sekexe: last kernel console lines:");
+        for line in tail {
+            eprintln!("  | {line}");
+        }
+    }
+}
+
+fn print_timeline(session: &Session, run_dir: &rundir::RunDir) {
+    let e = &session.events;
+    let Some(t0) = e.spawned else { return };
+    let ms = |t: Option<Instant>| {
+        t.map(|t| format!("{:7.1} ms", t.duration_since(t0).as_secs_f64() * 1000.0))
+            .unwrap_or_else(|| "      -   ".into())
+    };
+    eprintln!("[sekexe] timeline (host clock, from starting the kernel):");
+    eprintln!("[sekexe]   {}  guest-init up (kernel boot)", ms(e.hello));
+    eprintln!("[sekexe]   {}  command started", ms(e.started));
+    eprintln!("[sekexe]   {}  guest reported the end", ms(e.end));
+    eprintln!("[sekexe]   {}  kernel exited (power-off)", ms(e.exited));
+    if let Ok(Some(status)) = run_dir.read_status() {
+        let t = status.timeline;
+        let g = |ns: u64| format!("{:7.1} ms", ns as f64 / 1e6);
+        eprintln!("[sekexe] guest clock (from kernel start):");
+        eprintln!("[sekexe]   {}  guest-init started", g(t.init_ns));
+        eprintln!("[sekexe]   {}  command executed", g(t.exec_ns));
+        eprintln!("[sekexe]   {}  command ended", g(t.exit_ns));
+        eprintln!("[sekexe]   {}  status written", g(t.report_ns));
+    }
+}

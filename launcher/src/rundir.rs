@@ -1,0 +1,170 @@
+//! The run's private exchange folder on the host, `$TMPDIR/sekexe-<uid>/run-XXXXXX` (0700).
+//!
+//! It holds the request (launcher to guest), the status record (guest to launcher) and the
+//! kernel's uml_dir (its mconsole socket and pid file). The guest mounts it over hostfs. It is
+//! removed when the run ends unless `--keep` is given; a lock held for the run's lifetime lets
+//! the next run remove folders left by a launcher that was killed.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::FlockOperation;
+use sekexe_wire::names::{REQUEST_FILE, STATUS_FILE};
+use sekexe_wire::{Request, Status};
+
+const LOCK_FILE: &str = "lock";
+/// Marks a folder kept with `--keep`, which stale-folder removal leaves alone.
+const KEPT_FILE: &str = "kept";
+const UML_DIR: &str = "uml";
+
+pub struct RunDir {
+    path: PathBuf,
+    /// Held (flock) for the run's lifetime; its release marks the folder as stale.
+    _lock: File,
+    keep: bool,
+}
+
+/// `$TMPDIR/sekexe-<uid>`: private to the user, checked so that another user cannot have
+/// planted it.
+pub fn user_base(tmpdir: &Path) -> Result<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let base = tmpdir.join(format!("sekexe-{uid}"));
+    match DirBuilder::new().mode(0o700).create(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot create {} (TMPDIR={}): set TMPDIR to a writable folder",
+                    base.display(),
+                    tmpdir.display()
+                )
+            })
+        }
+    }
+    let meta =
+        std::fs::symlink_metadata(&base).with_context(|| format!("stat {}", base.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is not a private folder of uid {uid} (owner {}, mode {:o}): remove it, or set TMPDIR elsewhere",
+            base.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(base)
+}
+
+impl RunDir {
+    pub fn create(base: &Path) -> Result<RunDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .rand_bytes(8)
+            .tempdir_in(base)
+            .with_context(|| {
+                format!(
+                    "cannot create a run folder in {} (is it full?)",
+                    base.display()
+                )
+            })?;
+        let path = dir.keep();
+        let cleanup = |e: anyhow::Error| {
+            let _ = std::fs::remove_dir_all(&path);
+            e
+        };
+        let lock = File::create(path.join(LOCK_FILE))
+            .context("create the run lock")
+            .map_err(cleanup)?;
+        rustix::fs::flock(&lock, FlockOperation::LockExclusive)
+            .context("lock the run folder")
+            .map_err(|e| cleanup(e.into()))?;
+        DirBuilder::new()
+            .mode(0o700)
+            .create(path.join(UML_DIR))
+            .context("create uml_dir")
+            .map_err(cleanup)?;
+        Ok(RunDir {
+            path,
+            _lock: lock,
+            keep: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn uml_dir(&self) -> PathBuf {
+        self.path.join(UML_DIR)
+    }
+
+    pub fn write_request(&self, request: &Request) -> Result<()> {
+        let path = self.path.join(REQUEST_FILE);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        f.write_all(&request.encode())
+            .with_context(|| format!("write {} (is TMPDIR full?)", path.display()))
+    }
+
+    /// The status record, `None` when the guest did not write one.
+    pub fn read_status(&self) -> Result<Option<Status>> {
+        let path = self.path.join(STATUS_FILE);
+        match std::fs::read(&path) {
+            Ok(data) => Status::decode(&data).map(Some).with_context(|| {
+                format!("the guest's status record {} is malformed", path.display())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    /// Keeps the folder after the run (`--keep`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+        let _ = File::create(self.path.join(KEPT_FILE));
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Removes run folders whose launcher is gone: their lock is free. A folder without a lock file
+/// is only removed once it is a minute old, so a run that is being created is left alone.
+pub fn remove_stale(base: &Path, ours: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_run = entry.file_name().to_string_lossy().starts_with("run-");
+        if !is_run || path == ours || path.join(KEPT_FILE).exists() {
+            continue;
+        }
+        let stale = match File::open(path.join(LOCK_FILE)) {
+            Ok(lock) => rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok(),
+            Err(_) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| {
+                    SystemTime::now().duration_since(t).unwrap_or_default()
+                        > Duration::from_secs(60)
+                })
+                .unwrap_or(false),
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}

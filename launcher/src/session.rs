@@ -1,0 +1,445 @@
+//! The launcher's event loop while the guest runs: the command's three streams, the kernel
+//! console, signals, and the end-of-run handshake, all in one single-threaded poll loop.
+
+use std::io::Write;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use sekexe_wire::frame::{stdin_file_name, CHANNEL_WINDOW, MAX_INLINE_STDIN, MAX_PAYLOAD};
+use sekexe_wire::{GuestFrame, HostFrame};
+
+use crate::console::Console;
+use crate::signals;
+use crate::uml::Uml;
+
+/// Stdin is read in chunks of up to this much; a chunk over MAX_INLINE_STDIN becomes a file.
+const STDIN_CHUNK: usize = 1 << 20;
+/// At most this much stdin is in flight to the guest before it reports it consumed.
+const STDIN_WINDOW: usize = 4 * STDIN_CHUNK;
+/// After the guest said it is done, the kernel gets this long to power off.
+const POWER_OFF_WAIT: Duration = Duration::from_secs(5);
+
+/// When each step of the run was seen on the host.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Events {
+    pub spawned: Option<Instant>,
+    pub hello: Option<Instant>,
+    pub started: Option<Instant>,
+    pub end: Option<Instant>,
+    pub exited: Option<Instant>,
+}
+
+/// How the loop ended, besides the kernel exiting normally.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Interruption {
+    /// A second SIGINT/SIGTERM: the kernel was killed at once.
+    Signal(Signal),
+    /// The guest sent something that is not a frame.
+    Protocol(String),
+}
+
+pub struct Session {
+    chan: OwnedFd,
+    chan_open: bool,
+    out: Vec<u8>,
+    /// Channel bytes written but not yet read by guest-init (see CHANNEL_WINDOW).
+    unacked: usize,
+    /// Where stdin chunks too large to go inline are left for the guest.
+    run_dir: PathBuf,
+    next_stdin_file: u32,
+    inbuf: Vec<u8>,
+    console_fd: Option<OwnedFd>,
+    pub console: Console,
+    stdin_open: bool,
+    in_flight: usize,
+    output_open: [bool; 2],
+    signals: SignalFd,
+    pub uml: Uml,
+    pub events: Events,
+    debug: bool,
+    /// The first SIGINT/SIGTERM was forwarded; a second one ends the run at once.
+    stopping: bool,
+    pub interruption: Option<Interruption>,
+}
+
+impl Session {
+    pub fn new(
+        chan: OwnedFd,
+        run_dir: &Path,
+        console_fd: OwnedFd,
+        signals: SignalFd,
+        uml: Uml,
+        spawned: Instant,
+        debug: bool,
+    ) -> Session {
+        Session {
+            chan,
+            chan_open: true,
+            out: Vec::new(),
+            unacked: 0,
+            run_dir: run_dir.to_path_buf(),
+            next_stdin_file: 0,
+            inbuf: Vec::new(),
+            console_fd: Some(console_fd),
+            console: Console::new(debug),
+            stdin_open: true,
+            in_flight: 0,
+            output_open: [true, true],
+            signals,
+            uml,
+            events: Events {
+                spawned: Some(spawned),
+                ..Events::default()
+            },
+            debug,
+            stopping: false,
+            interruption: None,
+        }
+    }
+
+    /// Runs until the kernel has exited (or was killed because the run was interrupted).
+    pub fn run(&mut self) {
+        loop {
+            if self.uml.try_wait().is_some() {
+                self.events.exited = Some(Instant::now());
+                break;
+            }
+            if self.interruption.is_some() {
+                self.uml.kill_now();
+                self.events.exited = Some(Instant::now());
+                break;
+            }
+            if let Some(end) = self.events.end {
+                if end.elapsed() > POWER_OFF_WAIT {
+                    self.uml.kill_now();
+                    continue;
+                }
+            }
+            self.poll_once();
+        }
+        // The kernel is gone: collect what it wrote before it went.
+        self.read_channel();
+        self.read_console();
+        self.console.flush_partial();
+    }
+
+    fn poll_once(&mut self) {
+        let hello = self.events.hello.is_some();
+        let want_stdin = hello
+            && self.stdin_open
+            && self.events.end.is_none()
+            && self.out.len() < CHANNEL_WINDOW
+            && self.in_flight + STDIN_CHUNK <= STDIN_WINDOW;
+        let mut chan_events = PollFlags::IN;
+        if hello && !self.out.is_empty() && self.unacked < CHANNEL_WINDOW {
+            chan_events |= PollFlags::OUT;
+        }
+        let timeout = self.events.end.map(|end| {
+            let left = (end + POWER_OFF_WAIT).saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            }
+        });
+        let stdin = std::io::stdin();
+        let (chan, console, sig, input) = {
+            let mut fds: Vec<PollFd> = Vec::with_capacity(4);
+            let mut slots = [usize::MAX; 4];
+            if self.chan_open {
+                slots[0] = fds.len();
+                fds.push(PollFd::new(&self.chan, chan_events));
+            }
+            if let Some(fd) = &self.console_fd {
+                slots[1] = fds.len();
+                fds.push(PollFd::new(fd, PollFlags::IN));
+            }
+            slots[2] = fds.len();
+            fds.push(PollFd::new(&self.signals, PollFlags::IN));
+            if want_stdin {
+                slots[3] = fds.len();
+                fds.push(PollFd::new(&stdin, PollFlags::IN));
+            }
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => return,
+                Err(e) => {
+                    self.interruption = Some(Interruption::Protocol(format!("poll: {e}")));
+                    return;
+                }
+            }
+            let ready = |s: usize| s != usize::MAX && !fds[s].revents().is_empty();
+            (
+                ready(slots[0]),
+                ready(slots[1]),
+                ready(slots[2]),
+                ready(slots[3]),
+            )
+        };
+        if chan {
+            self.flush_channel();
+            self.read_channel();
+        }
+        if console {
+            self.read_console();
+        }
+        if sig {
+            self.handle_signals();
+        }
+        if input {
+            self.read_stdin();
+        }
+        self.flush_channel();
+    }
+
+    fn send(&mut self, frame: HostFrame<'_>) {
+        frame.encode_into(&mut self.out);
+    }
+
+    /// Writes queued frames, never blocking and never more than the guest has room for;
+    /// nothing goes out before the guest's Hello (the channel tty is not raw until then, and
+    /// would echo it back).
+    fn flush_channel(&mut self) {
+        if self.events.hello.is_none() {
+            return;
+        }
+        while !self.out.is_empty() && self.chan_open && self.unacked < CHANNEL_WINDOW {
+            let room = (CHANNEL_WINDOW - self.unacked).min(self.out.len());
+            match rustix::io::write(&self.chan, &self.out[..room]) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                    self.unacked += n;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    self.out.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn read_channel(&mut self) {
+        let mut buf = vec![0u8; 4 * MAX_PAYLOAD];
+        loop {
+            if !self.chan_open {
+                return;
+            }
+            match rustix::io::read(&self.chan, &mut buf) {
+                Ok(0) => self.chan_open = false,
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                    self.handle_frames();
+                    if n < buf.len() {
+                        return;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(_) => self.chan_open = false,
+            }
+        }
+    }
+
+    fn handle_frames(&mut self) {
+        let buf = std::mem::take(&mut self.inbuf);
+        let mut pos = 0;
+        loop {
+            match GuestFrame::parse(&buf[pos..]) {
+                Ok(Some((frame, used))) => {
+                    self.handle_frame(frame);
+                    pos += used;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.interruption = Some(Interruption::Protocol(format!(
+                        "the guest sent a malformed frame ({e})"
+                    )));
+                    self.chan_open = false;
+                    return;
+                }
+            }
+        }
+        let mut buf = buf;
+        buf.drain(..pos);
+        self.inbuf = buf;
+    }
+
+    fn handle_frame(&mut self, frame: GuestFrame<'_>) {
+        match frame {
+            GuestFrame::Hello => {
+                self.events.hello.get_or_insert_with(Instant::now);
+            }
+            GuestFrame::Started => {
+                self.events.started.get_or_insert_with(Instant::now);
+            }
+            GuestFrame::Stdout(data) => self.write_output(0, data),
+            GuestFrame::Stderr(data) => self.write_output(1, data),
+            GuestFrame::StdinCredit(n) => {
+                self.in_flight = self.in_flight.saturating_sub(n as usize);
+            }
+            GuestFrame::StdinClosed => self.stdin_open = false,
+            GuestFrame::ChannelCredit(n) => {
+                self.unacked = self.unacked.saturating_sub(n as usize);
+            }
+            GuestFrame::Log(line) => {
+                if self.debug {
+                    let mut msg = b"[init] ".to_vec();
+                    msg.extend_from_slice(line);
+                    msg.push(b'\n');
+                    let _ = std::io::stderr().write_all(&msg);
+                }
+            }
+            GuestFrame::End => {
+                self.events.end.get_or_insert_with(Instant::now);
+                self.send(HostFrame::EndAck);
+            }
+        }
+    }
+
+    /// Writes the command's output to our stdout or stderr. When the reader is gone (a closed
+    /// pipe, `| head -1`), the guest closes the command's end too, so it gets SIGPIPE as it
+    /// would on the host.
+    fn write_output(&mut self, index: usize, data: &[u8]) {
+        if !self.output_open[index] {
+            return;
+        }
+        // SAFETY: fds 1 and 2 are open for the launcher's whole life (the borrow is local).
+        let fd = unsafe { BorrowedFd::borrow_raw(index as i32 + 1) };
+        if let Err(e) = write_all(fd, data) {
+            self.output_open[index] = false;
+            if e != rustix::io::Errno::PIPE {
+                let name = ["stdout", "stderr"][index];
+                eprintln!("sekexe: writing the command's {name}: {e}; the rest of it is lost");
+            }
+            self.send(if index == 0 {
+                HostFrame::CloseStdout
+            } else {
+                HostFrame::CloseStderr
+            });
+        }
+    }
+
+    fn read_console(&mut self) {
+        let mut buf = [0u8; 16384];
+        while let Some(fd) = &self.console_fd {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => self.console_fd = None,
+                Ok(n) => {
+                    self.console.feed(&buf[..n]);
+                    if n < buf.len() {
+                        return;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads what stdin has, up to STDIN_CHUNK: a little goes inline (keystrokes, small
+    /// pipes), more goes as a file in the run folder.
+    fn read_stdin(&mut self) {
+        let stdin = std::io::stdin();
+        let mut buf = vec![0u8; STDIN_CHUNK];
+        let mut len = 0;
+        let mut eof = false;
+        while len < buf.len() {
+            match rustix::io::read(&stdin, &mut buf[len..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => len += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                // A closed or broken stdin is an empty one.
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+            // More right away (a full pipe, a file)? Gather it into one chunk.
+            let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if len <= MAX_INLINE_STDIN
+                || !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+            {
+                break;
+            }
+        }
+        if len > 0 {
+            self.in_flight += len;
+            if len <= MAX_INLINE_STDIN {
+                self.send(HostFrame::Stdin(&buf[..len]));
+            } else if let Err(e) = self.send_stdin_file(&buf[..len]) {
+                eprintln!("sekexe: cannot pass stdin to the guest: {e:#}; closing it");
+                eof = true;
+            }
+        }
+        if eof {
+            self.stdin_eof();
+        }
+    }
+
+    fn send_stdin_file(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let seq = self.next_stdin_file;
+        let path = self.run_dir.join(stdin_file_name(seq));
+        std::fs::write(&path, data)
+            .with_context(|| format!("write {} (is TMPDIR full?)", path.display()))?;
+        self.next_stdin_file += 1;
+        self.send(HostFrame::StdinFile {
+            seq,
+            len: data.len() as u32,
+        });
+        Ok(())
+    }
+
+    fn stdin_eof(&mut self) {
+        self.stdin_open = false;
+        self.send(HostFrame::StdinEof);
+    }
+
+    fn handle_signals(&mut self) {
+        for sig in signals::drain(&self.signals) {
+            match sig {
+                Signal::SIGCHLD => {} // the loop checks the kernel each round
+                Signal::SIGWINCH => {}
+                Signal::SIGINT | Signal::SIGTERM if self.stopping => {
+                    self.interruption = Some(Interruption::Signal(sig));
+                }
+                s if signals::FORWARDED.contains(&s) => {
+                    if matches!(s, Signal::SIGINT | Signal::SIGTERM) {
+                        self.stopping = true;
+                    }
+                    self.send(HostFrame::Signal(s as i32 as u8));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), rustix::io::Errno> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                // Someone else made our output non-blocking: wait until it drains.
+                let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+                let _ = rustix::event::poll(&mut fds, None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The UML kernel as a host process: started with exactly the fds it needs, tied to the
+//! launcher's life, and always stopped and reaped, whichever way the run ends.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cmdline::CHANNEL_FD;
+
+pub struct Spawn<'a> {
+    pub kernel: &'a Path,
+    pub words: &'a [String],
+    /// The kernel's end of the channel socket, placed at CHANNEL_FD.
+    pub channel: OwnedFd,
+    /// The console log pipe: the kernel's stdout and stderr.
+    pub console: OwnedFd,
+    /// Where UML maps guest memory from (its TMPDIR).
+    pub memory_dir: &'a Path,
+    /// The kernel's working directory (the run folder, so nothing lands elsewhere).
+    pub cwd: &'a Path,
+}
+
+pub struct Uml {
+    pid: Pid,
+    status: Option<ExitStatus>,
+}
+
+impl Uml {
+    pub fn spawn(s: Spawn) -> Result<Uml> {
+        let parent = rustix::process::getpid();
+        let channel_fd = s.channel.as_raw_fd();
+        let mut cmd = Command::new(s.kernel);
+        cmd.args(s.words)
+            .env_clear()
+            .env("TMPDIR", s.memory_dir)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(s.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                s.console.try_clone().context("dup console pipe")?,
+            ))
+            .stderr(Stdio::from(s.console));
+        // SAFETY: runs in the forked child before exec. The launcher is single-threaded, and
+        // the closure only makes async-signal-safe calls (sigprocmask, signal, prctl,
+        // setrlimit, dup2, fcntl, getppid, close_range, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                // The launcher blocks the signals it reads from a signalfd; UML needs them all.
+                let mut empty = std::mem::zeroed::<libc::sigset_t>();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                // If the launcher dies, even by SIGKILL, the kernel gets SIGTERM: UML's
+                // handler shuts it down cleanly, helpers and uml_dir entry included.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent.as_raw_nonzero().get() {
+                    libc::_exit(125);
+                }
+                // A guest panic aborts UML: no core file in the run folder or anywhere.
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                if channel_fd == CHANNEL_FD {
+                    let flags = libc::fcntl(CHANNEL_FD, libc::F_GETFD);
+                    libc::fcntl(CHANNEL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Nothing else the launcher's own caller may have leaked reaches the kernel.
+                libc::syscall(libc::SYS_close_range, CHANNEL_FD + 1, u32::MAX, 0);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start the kernel {}", s.kernel.display()))?;
+        // `s.channel` is dropped here: the launcher keeps only its own end.
+        Ok(Uml {
+            pid: Pid::from_raw(child.id() as i32),
+            status: None,
+        })
+    }
+
+    /// The kernel's exit status once it has ended (reaps it, without blocking).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(ws) = waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                self.status = raw_status(ws);
+                if self.status.is_some() {
+                    // Helpers UML left behind (they share its process group) go with it.
+                    let _ = killpg(self.pid, Signal::SIGKILL);
+                }
+            }
+        }
+        self.status
+    }
+
+    /// Asks the kernel to shut down (UML handles SIGTERM by halting cleanly).
+    pub fn terminate(&self) {
+        if self.status.is_none() {
+            let _ = kill(self.pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Kills the kernel and every helper at once.
+    pub fn kill_now(&mut self) {
+        if self.status.is_none() {
+            // UML calls setsid(), so its group is its pid; before that, the pid alone.
+            let _ = killpg(self.pid, Signal::SIGKILL);
+            let _ = kill(self.pid, Signal::SIGKILL);
+            if let Ok(ws) = waitpid(self.pid, None) {
+                self.status = raw_status(ws);
+            }
+        }
+    }
+
+    /// Stops the kernel if it still runs: SIGTERM, then SIGKILL after `grace`; always reaps.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.try_wait().is_some() {
+            return;
+        }
+        self.terminate();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.try_wait().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill_now();
+    }
+}
+
+impl Drop for Uml {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(1));
+    }
+}
+
+fn raw_status(ws: WaitStatus) -> Option<ExitStatus> {
+    match ws {
+        WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
+        WaitStatus::Signaled(_, sig, core) => Some(ExitStatus::from_raw(
+            sig as i32 | if core { 0x80 } else { 0 },
+        )),
+        _ => None,
+    }
+}
+
+/// Describes how the kernel process ended, for error messages.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (_, Some(libc::SIGABRT)) => "aborted (a kernel panic)".to_string(),
+        (_, Some(sig)) => format!(
+            "was killed by signal {sig} ({})",
+            Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("?")
+        ),
+        _ => "ended".to_string(),
+    }
+}
