@@ -70,7 +70,7 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV,
         data: "mode=1777",
         policy: Policy::BestEffort,
-        hides_host: false,
+        hides_host: true,
     },
     Row {
         fstype: "tmpfs",

@@ -5,12 +5,14 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
 use rustix::pipe::PipeFlags;
+use sekexe_wire::names::DEFAULT_PATH;
 use sekexe_wire::{Outcome, Request};
 
 use crate::log::Log;
@@ -33,8 +35,15 @@ pub fn command(req: &Request, log: &mut Log) -> Result<Command, Outcome> {
         message: format!("{e:#}"),
     };
     let argv0 = OsStr::from_bytes(&req.argv[0]);
-    let mut cmd = std::process::Command::new(argv0);
-    cmd.args(req.argv[1..].iter().map(|a| OsStr::from_bytes(a)))
+    let path_var = req
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix(b"PATH="))
+        .unwrap_or(DEFAULT_PATH.as_bytes());
+    let program = resolve(&req.argv[0], path_var)?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(argv0)
+        .args(req.argv[1..].iter().map(|a| OsStr::from_bytes(a)))
         .env_clear()
         .current_dir(OsStr::from_bytes(&req.cwd));
     for entry in &req.env {
@@ -91,6 +100,36 @@ pub fn command(req: &Request, log: &mut Log) -> Result<Command, Outcome> {
             None => fail(anyhow::Error::new(e).context("spawn")),
         }),
     }
+}
+
+/// Finds the program as a shell does: a name with a slash is taken as it is; otherwise the
+/// first executable regular file of that name in PATH, skipping folders that cannot be
+/// searched. 127 when there is none; 126 when the only match is not executable.
+pub fn resolve(name: &[u8], path_var: &[u8]) -> Result<PathBuf, Outcome> {
+    if name.contains(&b'/') {
+        return Ok(PathBuf::from(OsStr::from_bytes(name)));
+    }
+    let mut denied = false;
+    for dir in path_var.split(|&b| b == b':') {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(OsStr::from_bytes(name));
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() => {
+                if rustix::fs::access(&candidate, rustix::fs::Access::EXEC_OK).is_ok() {
+                    return Ok(candidate);
+                }
+                denied = true;
+            }
+            _ => {}
+        }
+    }
+    Err(if denied {
+        Outcome::CannotExecute {
+            errno: libc::EACCES,
+        }
+    } else {
+        Outcome::NotFound
+    })
 }
 
 fn nonblocking(fd: &OwnedFd) -> Result<()> {
@@ -157,4 +196,37 @@ pub fn set_winsize(master: &OwnedFd, rows: u16, cols: u16) -> Result<()> {
     };
     rustix::termios::tcsetwinsize(master, ws)
         .with_context(|| format!("TIOCSWINSZ on pty {}", master.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_follows_path_like_a_shell() {
+        let dir = std::env::temp_dir().join(format!("sekexe-resolve-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("tool"), "").unwrap(); // not executable
+        std::fs::write(b.join("tool"), "").unwrap();
+        std::fs::set_permissions(
+            b.join("tool"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(a.join("plain"), "").unwrap();
+        let path = format!("/nonexistent:{}:{}", a.display(), b.display());
+
+        assert_eq!(resolve(b"tool", path.as_bytes()), Ok(b.join("tool")));
+        assert_eq!(
+            resolve(b"plain", path.as_bytes()),
+            Err(Outcome::CannotExecute {
+                errno: libc::EACCES
+            })
+        );
+        assert_eq!(resolve(b"missing", path.as_bytes()), Err(Outcome::NotFound));
+        assert_eq!(resolve(b"./x", b""), Ok(PathBuf::from("./x")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

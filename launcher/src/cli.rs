@@ -13,6 +13,7 @@ Examples:
   printf 'a\\nb\\n' | sekexe run -- wc -l  stdin, stdout and stderr are forwarded
   sekexe run -e FOO=bar -w /src -- make  environment and working directory
   sekexe run --user 1000:1000 -- id      run as another user
+  sekexe run --timeout 5m -- make test   never hang a CI step (exit 124 on timeout)
   sekexe kernel check                    what the kernel supports
   sekexe doctor                          check this host
 
@@ -77,6 +78,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
+    /// Stop the command after DURATION (90, 30s, 5m, 1h): SIGTERM, then SIGKILL after
+    /// --kill-after, then power the guest off; exit status 124
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// After --timeout's SIGTERM, wait this long before SIGKILL
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "timeout"
+    )]
+    pub kill_after: String,
+
     /// Keep the run's exchange folder afterwards and print its path
     #[arg(long)]
     pub keep: bool,
@@ -86,11 +101,7 @@ pub struct RunArgs {
     pub debug: bool,
 
     /// The command and its arguments, passed exactly as given
-    #[arg(
-        value_name = "COMMAND",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
@@ -130,6 +141,11 @@ mod tests {
         };
         assert_eq!(run.command, ["ls", "-la", "--mem", "1G"]);
         assert_eq!(run.mem, "256M");
+    }
+
+    #[test]
+    fn an_unknown_option_before_the_command_is_an_error_not_a_command() {
+        assert!(Cli::try_parse_from(["sekexe", "run", "--no-such-option"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -13,8 +14,7 @@ use crate::units;
 
 /// The guest needs at least this much memory to boot.
 pub const MIN_MEM: u64 = 32 << 20;
-/// PATH for `--clear-env` and for commands looked up without one.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use sekexe_wire::names::DEFAULT_PATH;
 pub const DEFAULT_HOSTNAME: &str = "sekexe";
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,14 @@ pub struct RunConfig {
     pub keep: bool,
     pub debug: bool,
     pub hostname: String,
+    pub timeout: Option<Timeout>,
+}
+
+/// `--timeout` and `--kill-after`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeout {
+    pub after: Duration,
+    pub kill_after: Duration,
 }
 
 /// What the configuration depends on in the caller's process, gathered once so the logic
@@ -75,6 +83,14 @@ impl RunConfig {
         let cwd = workdir(args.workdir.as_deref(), caller)?;
         let tty = shell_mode && caller.stdin_is_tty;
         let env = environment(&args.env, args.clear_env, tty, caller)?;
+        let timeout = match &args.timeout {
+            Some(t) => Some(Timeout {
+                after: units::parse_duration(t).map_err(|e| anyhow!("--timeout {e}"))?,
+                kill_after: units::parse_duration(&args.kill_after)
+                    .map_err(|e| anyhow!("--kill-after {e}"))?,
+            }),
+            None => None,
+        };
         Ok(RunConfig {
             argv,
             env,
@@ -87,6 +103,7 @@ impl RunConfig {
             keep: args.keep,
             debug: args.debug,
             hostname: DEFAULT_HOSTNAME.to_string(),
+            timeout,
         })
     }
 }
@@ -351,6 +368,29 @@ mod tests {
         assert!(e.contains("--user"), "{e}");
         let e = parse(&["--", ""]).unwrap_err().to_string();
         assert!(e.contains("empty"), "{e}");
+        let e = parse(&["--timeout", "soon", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--timeout") && e.contains("30s"), "{e}");
+        let e = parse(&["--timeout", "1", "--kill-after", "x", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--kill-after"), "{e}");
+    }
+
+    #[test]
+    fn timeouts() {
+        let cfg = parse(&["--timeout", "90", "true"]).unwrap();
+        assert_eq!(
+            cfg.timeout,
+            Some(Timeout {
+                after: Duration::from_secs(90),
+                kill_after: Duration::from_secs(10)
+            })
+        );
+        let cfg = parse(&["--timeout", "5m", "--kill-after", "1s", "true"]).unwrap();
+        assert_eq!(cfg.timeout.unwrap().kill_after, Duration::from_secs(1));
+        assert_eq!(parse(&["true"]).unwrap().timeout, None);
     }
 
     #[test]

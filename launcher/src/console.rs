@@ -54,14 +54,15 @@ impl Console {
         }
     }
 
-    /// The last `n` non-empty lines, for error messages.
+    /// The last `n` telling lines, for error messages: empty lines and the frames of kernel
+    /// stack traces (which would push the panic message itself out of view) are left out.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         let (a, b) = self.log.as_slices();
         let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
         let lines: Vec<&str> = text
             .lines()
             .map(|l| l.trim_end_matches('\r'))
-            .filter(|l| !l.trim().is_empty())
+            .filter(|l| !l.trim().is_empty() && !is_stack_frame(l))
             .collect();
         lines[lines.len().saturating_sub(n)..]
             .iter()
@@ -81,6 +82,18 @@ impl Console {
     }
 }
 
+/// ` [<606944ba>] ? _printk+0x0/0x94`, as UML prints call traces (after an optional time).
+fn is_stack_frame(line: &str) -> bool {
+    let l = line.trim_start();
+    let l = match l.strip_prefix('[') {
+        Some(rest) if !rest.starts_with('<') => {
+            rest.split_once(']').map_or(l, |(_, r)| r.trim_start())
+        }
+        _ => l,
+    };
+    l.starts_with("[<")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +105,25 @@ mod tests {
         c.feed(b"ee\r\nfour");
         assert_eq!(c.last_lines(3), ["two", "three", "four"]);
         assert_eq!(c.last_lines(10).len(), 4);
+    }
+
+    #[test]
+    fn stack_frames_do_not_hide_the_panic() {
+        let mut c = Console::new(false);
+        c.feed(b"Kernel panic - not syncing: Attempted to kill init!\n");
+        for _ in 0..30 {
+            c.feed(
+                b" [<606944ba>] ? _printk+0x0/0x94\n[    0.5] [<6069f509>] dump_stack+0x1a/0x1c\n",
+            );
+        }
+        c.feed(b"reboot: System halted\n");
+        assert_eq!(
+            c.last_lines(5),
+            [
+                "Kernel panic - not syncing: Attempted to kill init!",
+                "reboot: System halted"
+            ]
+        );
     }
 
     #[test]

@@ -135,11 +135,11 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
             path.display()
         );
     }
-    let mut magic = [0u8; 4];
-    let elf = std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|_| &magic == b"\x7fELF")
+    let mut magic = Vec::with_capacity(4);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4).read_to_end(&mut magic))
         .with_context(|| format!("read {}", path.display()))?;
+    let elf = magic == b"\x7fELF";
     if !elf {
         bail!(
             "{} is not a UML kernel (not an ELF executable)",

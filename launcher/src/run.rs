@@ -1,6 +1,7 @@
 //! `sekexe run`: from options to the command's exit status.
 
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -10,7 +11,7 @@ use sekexe_wire::{ExitCode, Outcome, Request};
 use crate::cli::RunArgs;
 use crate::cmdline::{self, BootParams};
 use crate::config::{Caller, RunConfig};
-use crate::session::{Interruption, Session};
+use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
 use crate::{kernel, memory, paths, rundir, signals, units};
 
@@ -83,18 +84,24 @@ pub fn run(args: RunArgs) -> Result<u8> {
     // Now that the kernel boots, tidy up after launchers that were killed.
     rundir::remove_stale(&base, run_dir.path());
 
-    let mut session = Session::new(
-        ours,
-        run_dir.path(),
-        console_r,
+    let io = Io {
+        channel: ours,
+        console: console_r,
         signals,
-        uml,
-        spawned,
-        cfg.debug,
-    );
+        run_dir: run_dir.path().to_path_buf(),
+    };
+    let options = Options {
+        debug: cfg.debug,
+        timeout: cfg.timeout,
+    };
+    let mut session = Session::new(io, uml, spawned, options);
     session.run();
 
-    let code = conclude(&cfg, &run_dir, &mut session);
+    let failure = Failure {
+        base: &base,
+        umid: &umid,
+    };
+    let code = conclude(&cfg, &run_dir, &mut session, &failure);
     if cfg.debug {
         print_timeline(&session, &run_dir);
     }
@@ -120,8 +127,19 @@ fn request(cfg: &RunConfig) -> Request {
     }
 }
 
+/// Where a failed run's kernel log goes.
+struct Failure<'a> {
+    base: &'a Path,
+    umid: &'a str,
+}
+
 /// The exit status, and the messages a user needs when it is not the command's own.
-fn conclude(cfg: &RunConfig, run_dir: &rundir::RunDir, session: &mut Session) -> u8 {
+fn conclude(
+    cfg: &RunConfig,
+    run_dir: &rundir::RunDir,
+    session: &mut Session,
+    failure: &Failure,
+) -> u8 {
     let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
     match &session.interruption {
         Some(Interruption::Signal(sig)) => {
@@ -131,13 +149,25 @@ fn conclude(cfg: &RunConfig, run_dir: &rundir::RunDir, session: &mut Session) ->
             );
             return sekexe_wire::exit::for_signal(*sig as i32 as u8);
         }
+        Some(Interruption::Unresponsive) => {
+            guest_failure(
+                session,
+                failure,
+                "the guest stopped responding after --timeout; its kernel was killed",
+            );
+            return ExitCode::TimedOut.code();
+        }
         Some(Interruption::Protocol(e)) => {
-            guest_failure(session, &format!("the run was stopped: {e}"));
+            guest_failure(session, failure, &format!("the run was stopped: {e}"));
             return ExitCode::Failed.code();
         }
         None => {}
     }
-    match run_dir.read_status() {
+    let status = run_dir.read_status();
+    if session.timed_out {
+        return ExitCode::TimedOut.code();
+    }
+    match status {
         Ok(Some(status)) => match status.outcome {
             Outcome::Exited(code) => code,
             o @ Outcome::Signaled { .. } => o.exit_code(),
@@ -146,12 +176,12 @@ fn conclude(cfg: &RunConfig, run_dir: &rundir::RunDir, session: &mut Session) ->
                 ExitCode::NotFound.code()
             }
             Outcome::CannotExecute { errno } => {
-                let err = std::io::Error::from_raw_os_error(errno);
+                let err = nix::errno::Errno::from_raw(errno).desc();
                 eprintln!("sekexe: {argv0}: cannot execute: {err}");
                 ExitCode::CannotExecute.code()
             }
             Outcome::GuestFailed { message } => {
-                guest_failure(session, &format!("the guest failed: {message}"));
+                guest_failure(session, failure, &format!("the guest failed: {message}"));
                 ExitCode::Failed.code()
             }
         },
@@ -163,6 +193,7 @@ fn conclude(cfg: &RunConfig, run_dir: &rundir::RunDir, session: &mut Session) ->
                 .unwrap_or_else(|| "was stopped".into());
             guest_failure(
                 session,
+                failure,
                 &format!(
                     "the guest ended without reporting the command's status: the kernel {how}"
                 ),
@@ -170,13 +201,13 @@ fn conclude(cfg: &RunConfig, run_dir: &rundir::RunDir, session: &mut Session) ->
             ExitCode::Failed.code()
         }
         Err(e) => {
-            guest_failure(session, &format!("{e:#}"));
+            guest_failure(session, failure, &format!("{e:#}"));
             ExitCode::Failed.code()
         }
     }
 }
 
-fn guest_failure(session: &Session, message: &str) {
+fn guest_failure(session: &Session, failure: &Failure, message: &str) {
     eprintln!("sekexe: {message}");
     let tail = session.console.last_lines(CONSOLE_TAIL);
     if !tail.is_empty() {
@@ -184,6 +215,13 @@ fn guest_failure(session: &Session, message: &str) {
         for line in tail {
             eprintln!("  | {line}");
         }
+    }
+    match rundir::save_failure_log(failure.base, failure.umid, &session.console.contents()) {
+        Ok(path) => eprintln!(
+            "sekexe: full kernel log: {} (--debug shows it live)",
+            path.display()
+        ),
+        Err(e) => eprintln!("sekexe: could not keep the kernel log: {e:#}"),
     }
 }
 

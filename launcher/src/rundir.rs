@@ -81,7 +81,7 @@ impl RunDir {
             .map_err(cleanup)?;
         rustix::fs::flock(&lock, FlockOperation::LockExclusive)
             .context("lock the run folder")
-            .map_err(|e| cleanup(e.into()))?;
+            .map_err(cleanup)?;
         DirBuilder::new()
             .mode(0o700)
             .create(path.join(UML_DIR))
@@ -138,6 +138,31 @@ impl Drop for RunDir {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// How many kernel logs of failed runs are kept in the user's folder.
+const KEEP_FAILURE_LOGS: usize = 10;
+
+/// Saves the kernel log of a failed run as `<base>/failed-<umid>.log`, keeping only the newest
+/// few, and returns its path.
+pub fn save_failure_log(base: &Path, umid: &str, log: &[u8]) -> Result<PathBuf> {
+    let path = base.join(format!("failed-{umid}.log"));
+    std::fs::write(&path, log).with_context(|| format!("write {}", path.display()))?;
+    let mut logs: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(base)?
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("failed-") && n.ends_with(".log")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(KEEP_FAILURE_LOGS);
+    for (_, old) in logs.into_iter().take(excess) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
 }
 
 /// Removes run folders whose launcher is gone: their lock is free. A folder without a lock file

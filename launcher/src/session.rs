@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -12,6 +12,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use sekexe_wire::frame::{stdin_file_name, CHANNEL_WINDOW, MAX_INLINE_STDIN, MAX_PAYLOAD};
 use sekexe_wire::{GuestFrame, HostFrame};
 
+use crate::config::Timeout;
 use crate::console::Console;
 use crate::signals;
 use crate::uml::Uml;
@@ -22,6 +23,18 @@ const STDIN_CHUNK: usize = 1 << 20;
 const STDIN_WINDOW: usize = 4 * STDIN_CHUNK;
 /// After the guest said it is done, the kernel gets this long to power off.
 const POWER_OFF_WAIT: Duration = Duration::from_secs(5);
+/// After a timeout's SIGKILL and shutdown request, a guest that has not ended by then is
+/// considered hung, and its kernel is killed.
+const UNRESPONSIVE_WAIT: Duration = Duration::from_secs(5);
+
+/// The steps of `--timeout`, each at its own time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimeoutStage {
+    Armed,
+    Terminated,
+    Killed,
+    Done,
+}
 
 /// When each step of the run was seen on the host.
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,11 +46,29 @@ pub struct Events {
     pub exited: Option<Instant>,
 }
 
+/// The loop's file descriptors.
+pub struct Io {
+    /// The launcher's end of the channel socket (non-blocking).
+    pub channel: OwnedFd,
+    /// The read end of the kernel console pipe.
+    pub console: OwnedFd,
+    pub signals: SignalFd,
+    /// The run folder, where large stdin chunks are left for the guest.
+    pub run_dir: PathBuf,
+}
+
+pub struct Options {
+    pub debug: bool,
+    pub timeout: Option<Timeout>,
+}
+
 /// How the loop ended, besides the kernel exiting normally.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Interruption {
     /// A second SIGINT/SIGTERM: the kernel was killed at once.
     Signal(Signal),
+    /// The guest did not end after the timeout's SIGKILL: its kernel was killed.
+    Unresponsive,
     /// The guest sent something that is not a frame.
     Protocol(String),
 }
@@ -64,24 +95,27 @@ pub struct Session {
     /// The first SIGINT/SIGTERM was forwarded; a second one ends the run at once.
     stopping: bool,
     pub interruption: Option<Interruption>,
+    timeout: Option<Timeout>,
+    timeout_stage: TimeoutStage,
+    /// `--timeout` expired (the run exits 124 however the command ends).
+    pub timed_out: bool,
 }
 
 impl Session {
-    pub fn new(
-        chan: OwnedFd,
-        run_dir: &Path,
-        console_fd: OwnedFd,
-        signals: SignalFd,
-        uml: Uml,
-        spawned: Instant,
-        debug: bool,
-    ) -> Session {
+    pub fn new(io: Io, uml: Uml, spawned: Instant, options: Options) -> Session {
+        let Io {
+            channel: chan,
+            console: console_fd,
+            signals,
+            run_dir,
+        } = io;
+        let Options { debug, timeout } = options;
         Session {
             chan,
             chan_open: true,
             out: Vec::new(),
             unacked: 0,
-            run_dir: run_dir.to_path_buf(),
+            run_dir,
             next_stdin_file: 0,
             inbuf: Vec::new(),
             console_fd: Some(console_fd),
@@ -98,6 +132,58 @@ impl Session {
             debug,
             stopping: false,
             interruption: None,
+            timeout,
+            timeout_stage: TimeoutStage::Armed,
+            timed_out: false,
+        }
+    }
+
+    /// When the next `--timeout` step is due.
+    fn timeout_deadline(&self) -> Option<Instant> {
+        let t = self.timeout?;
+        let start = self.events.spawned?;
+        match self.timeout_stage {
+            TimeoutStage::Armed => Some(start + t.after),
+            TimeoutStage::Terminated => Some(start + t.after + t.kill_after),
+            TimeoutStage::Killed => Some(start + t.after + t.kill_after + UNRESPONSIVE_WAIT),
+            TimeoutStage::Done => None,
+        }
+    }
+
+    /// Takes the `--timeout` steps that are due: SIGTERM, then SIGKILL and shutdown, then
+    /// killing an unresponsive kernel.
+    fn check_timeout(&mut self) {
+        let Some(deadline) = self.timeout_deadline() else {
+            return;
+        };
+        if Instant::now() < deadline {
+            return;
+        }
+        let t = self.timeout.unwrap();
+        match self.timeout_stage {
+            TimeoutStage::Armed => {
+                self.timed_out = true;
+                eprintln!(
+                    "sekexe: --timeout {} expired: sending the command SIGTERM",
+                    crate::units::format_duration(t.after)
+                );
+                self.send(HostFrame::Signal(Signal::SIGTERM as i32 as u8));
+                self.timeout_stage = TimeoutStage::Terminated;
+            }
+            TimeoutStage::Terminated => {
+                eprintln!(
+                    "sekexe: the command outlived --kill-after {}: killing it and stopping the guest",
+                    crate::units::format_duration(t.kill_after)
+                );
+                self.send(HostFrame::Signal(Signal::SIGKILL as i32 as u8));
+                self.send(HostFrame::Shutdown);
+                self.timeout_stage = TimeoutStage::Killed;
+            }
+            TimeoutStage::Killed => {
+                self.interruption = Some(Interruption::Unresponsive);
+                self.timeout_stage = TimeoutStage::Done;
+            }
+            TimeoutStage::Done => {}
         }
     }
 
@@ -119,6 +205,10 @@ impl Session {
                     continue;
                 }
             }
+            self.check_timeout();
+            if self.interruption.is_some() {
+                continue;
+            }
             self.poll_once();
         }
         // The kernel is gone: collect what it wrote before it went.
@@ -138,8 +228,15 @@ impl Session {
         if hello && !self.out.is_empty() && self.unacked < CHANNEL_WINDOW {
             chan_events |= PollFlags::OUT;
         }
-        let timeout = self.events.end.map(|end| {
-            let left = (end + POWER_OFF_WAIT).saturating_duration_since(Instant::now());
+        let wake = [
+            self.events.end.map(|end| end + POWER_OFF_WAIT),
+            self.timeout_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = wake.map(|at| {
+            let left = at.saturating_duration_since(Instant::now());
             Timespec {
                 tv_sec: left.as_secs() as _,
                 tv_nsec: left.subsec_nanos() as _,

@@ -132,8 +132,15 @@ fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// A frame cut from the input, before its tag is interpreted.
+struct Raw<'a> {
+    tag: u8,
+    payload: &'a [u8],
+    used: usize,
+}
+
 /// Splits a complete frame off the front of `buf`: `Ok(None)` when more bytes are needed.
-fn split(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, FrameError> {
+fn split(buf: &[u8]) -> Result<Option<Raw<'_>>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -145,7 +152,11 @@ fn split(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, FrameError> {
     if buf.len() < total {
         return Ok(None);
     }
-    Ok(Some((buf[0], &buf[HEADER_LEN..total], total)))
+    Ok(Some(Raw {
+        tag: buf[0],
+        payload: &buf[HEADER_LEN..total],
+        used: total,
+    }))
 }
 
 fn u32_payload(tag: u8, payload: &[u8]) -> Result<u32, FrameError> {
@@ -180,7 +191,12 @@ impl<'a> GuestFrame<'a> {
 
     /// Parses the frame at the front of `buf`, returning it and the bytes it used.
     pub fn parse(buf: &'a [u8]) -> Result<Option<(GuestFrame<'a>, usize)>, FrameError> {
-        let Some((t, p, used)) = split(buf)? else {
+        let Some(Raw {
+            tag: t,
+            payload: p,
+            used,
+        }) = split(buf)?
+        else {
             return Ok(None);
         };
         let frame = match t {
@@ -226,7 +242,12 @@ impl<'a> HostFrame<'a> {
 
     /// Parses the frame at the front of `buf`, returning it and the bytes it used.
     pub fn parse(buf: &'a [u8]) -> Result<Option<(HostFrame<'a>, usize)>, FrameError> {
-        let Some((t, p, used)) = split(buf)? else {
+        let Some(Raw {
+            tag: t,
+            payload: p,
+            used,
+        }) = split(buf)?
+        else {
             return Ok(None);
         };
         let frame = match t {
@@ -374,7 +395,7 @@ mod tests {
         assert!(HostFrame::parse(&wire).unwrap().is_some());
         let mut wire = vec![0x81];
         wire.extend_from_slice(&(MAX_INLINE_STDIN as u32 + 1).to_le_bytes());
-        wire.extend(std::iter::repeat(0).take(MAX_INLINE_STDIN + 1));
+        wire.extend(std::iter::repeat_n(0, MAX_INLINE_STDIN + 1));
         assert_eq!(HostFrame::parse(&wire), Err(FrameError::BadPayload(0x81)));
     }
 

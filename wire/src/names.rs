@@ -19,6 +19,9 @@ pub const CHANNEL_CONSOLE: u32 = 1;
 /// The guest device of that console.
 pub const CHANNEL_TTY: &str = "/dev/tty1";
 
+/// PATH for `--clear-env`, and for looking up commands when the environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Encodes a host path for the kernel command line: the command line splits on spaces and
 /// knows no escapes, so every byte outside a safe set becomes `%XX`.
 pub fn encode_param(value: &[u8]) -> String {
