@@ -220,6 +220,11 @@ impl Relay {
             },
             HostFrame::StdinEof => {
                 self.stdin_eof = true;
+                if self.pty.is_some() {
+                    // A terminal has no end of input: type the EOF character, which ends
+                    // input for a program reading a line (a shell exits on it).
+                    self.stdin_buf.push(4);
+                }
                 self.close_stdin_if_done();
             }
             HostFrame::Signal(n) => self.forward(n as i32),

@@ -10,6 +10,7 @@ Examples:
   sekexe run -- uname -a                 run a command in its own kernel, as root
   sekexe run -c 'env; exit 42'           run a shell string (exit status 42 comes back)
   sekexe run                             an interactive root shell in a fresh kernel
+  sekexe run -t -- top                   a full-screen program, at this terminal's size
   printf 'a\\nb\\n' | sekexe run -- wc -l  stdin, stdout and stderr are forwarded
   sekexe run -e FOO=bar -w /src -- make  environment and working directory
   sekexe run --user 1000:1000 -- id      run as another user
@@ -91,6 +92,10 @@ pub struct RunArgs {
         requires = "timeout"
     )]
     pub kill_after: String,
+
+    /// Give the command a terminal (the default for a shell when stdin is a terminal)
+    #[arg(short = 't', long)]
+    pub tty: bool,
 
     /// Keep the run's exchange folder afterwards and print its path
     #[arg(long)]

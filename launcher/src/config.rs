@@ -81,7 +81,7 @@ impl RunConfig {
             None => (0, 0),
         };
         let cwd = workdir(args.workdir.as_deref(), caller)?;
-        let tty = shell_mode && caller.stdin_is_tty;
+        let tty = args.tty || (shell_mode && caller.stdin_is_tty);
         let env = environment(&args.env, args.clear_env, tty, caller)?;
         let timeout = match &args.timeout {
             Some(t) => Some(Timeout {
@@ -323,6 +323,17 @@ mod tests {
         let cfg = parse(&[]).unwrap();
         assert_eq!(cfg.argv, vec![b"/bin/sh".to_vec()]);
         assert!(!cfg.tty, "stdin is not a terminal here");
+        let mut c = caller();
+        c.stdin_is_tty = true;
+        let cli = crate::cli::Cli::try_parse_from(["sekexe", "run"]).unwrap();
+        let crate::cli::Command::Run(run) = cli.command else {
+            unreachable!()
+        };
+        assert!(
+            RunConfig::from_args(run, &c).unwrap().tty,
+            "a shell at a terminal gets one"
+        );
+        assert!(parse(&["-t", "top"]).unwrap().tty);
     }
 
     #[test]

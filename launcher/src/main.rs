@@ -12,6 +12,7 @@ mod run;
 mod rundir;
 mod session;
 mod signals;
+mod terminal;
 mod uml;
 mod units;
 
@@ -19,6 +20,7 @@ use clap::Parser;
 use sekexe_wire::ExitCode;
 
 fn main() {
+    terminal::install_panic_hook();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

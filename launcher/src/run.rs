@@ -1,5 +1,6 @@
 //! `sekexe run`: from options to the command's exit status.
 
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use crate::cmdline::{self, BootParams};
 use crate::config::{Caller, RunConfig};
 use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
-use crate::{kernel, memory, paths, rundir, signals, units};
+use crate::{kernel, memory, paths, rundir, signals, terminal, units};
 
 /// How many kernel console lines a failure report shows.
 const CONSOLE_TAIL: usize = 20;
@@ -93,9 +94,18 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let options = Options {
         debug: cfg.debug,
         timeout: cfg.timeout,
+        tty: cfg.tty,
     };
     let mut session = Session::new(io, uml, spawned, options);
-    session.run();
+    {
+        // Raw only while attached: messages after the run go to a sane terminal.
+        let _raw = if cfg.tty {
+            terminal::RawMode::enter(std::io::stdin().as_fd())?
+        } else {
+            None
+        };
+        session.run();
+    }
 
     let failure = Failure {
         base: &base,
@@ -113,6 +123,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
 }
 
 fn request(cfg: &RunConfig) -> Request {
+    let (rows, cols) = if cfg.tty {
+        terminal::size().unwrap_or((0, 0))
+    } else {
+        (0, 0)
+    };
     Request {
         argv: cfg.argv.clone(),
         env: cfg.env.clone(),
@@ -120,8 +135,8 @@ fn request(cfg: &RunConfig) -> Request {
         uid: cfg.uid,
         gid: cfg.gid,
         tty: cfg.tty,
-        rows: 0,
-        cols: 0,
+        rows,
+        cols,
         hostname: cfg.hostname.as_bytes().to_vec(),
         debug: cfg.debug,
     }

@@ -60,6 +60,8 @@ pub struct Io {
 pub struct Options {
     pub debug: bool,
     pub timeout: Option<Timeout>,
+    /// The command has a terminal: window-size changes are passed on.
+    pub tty: bool,
 }
 
 /// How the loop ended, besides the kernel exiting normally.
@@ -97,6 +99,7 @@ pub struct Session {
     pub interruption: Option<Interruption>,
     timeout: Option<Timeout>,
     timeout_stage: TimeoutStage,
+    tty: bool,
     /// `--timeout` expired (the run exits 124 however the command ends).
     pub timed_out: bool,
 }
@@ -109,7 +112,11 @@ impl Session {
             signals,
             run_dir,
         } = io;
-        let Options { debug, timeout } = options;
+        let Options {
+            debug,
+            timeout,
+            tty,
+        } = options;
         Session {
             chan,
             chan_open: true,
@@ -134,6 +141,7 @@ impl Session {
             interruption: None,
             timeout,
             timeout_stage: TimeoutStage::Armed,
+            tty,
             timed_out: false,
         }
     }
@@ -509,7 +517,11 @@ impl Session {
         for sig in signals::drain(&self.signals) {
             match sig {
                 Signal::SIGCHLD => {} // the loop checks the kernel each round
-                Signal::SIGWINCH => {}
+                Signal::SIGWINCH => {
+                    if let (true, Some((rows, cols))) = (self.tty, crate::terminal::size()) {
+                        self.send(HostFrame::Winsize { rows, cols });
+                    }
+                }
                 Signal::SIGINT | Signal::SIGTERM if self.stopping => {
                     self.interruption = Some(Interruption::Signal(sig));
                 }
