@@ -1,14 +1,15 @@
 //! sekexe-init: PID 1 in the guest kernel.
 //!
-//! It reads like the boot script it replaces: block signals, mount the early filesystems,
-//! attach the run's exchange folder and channel, read the request, set the guest up, run the
-//! command while relaying its streams, terminate what it left behind, report how it ended, and
-//! power off. PID 1 never returns and never panics: every way out, a panic included, writes a
-//! status (when it can) and powers the guest off.
+//! It reads like the boot script it replaces: block signals, mount /proc and /dev, open the
+//! channel to the launcher, mount the rest, attach the run's exchange folder, read the request,
+//! set the guest up, run the command while relaying its streams, terminate what it left behind,
+//! report how it ended, and power off. PID 1 never returns and never panics: every way out, a
+//! panic included, writes a status (when it can) and powers the guest off.
 
 mod channel;
 mod clock;
 mod exchange;
+mod guest;
 mod log;
 mod mounts;
 mod reaper;
@@ -17,58 +18,32 @@ mod report;
 mod signals;
 mod spawn;
 
-use sekexe_wire::status::{Outcome, Timeline};
-
 use crate::channel::Channel;
-use crate::log::Log;
-use crate::report::Report;
+use crate::guest::Guest;
 
 fn main() -> ! {
-    let mut report = Report::new(Timeline {
-        init_ns: clock::boottime_ns(),
-        ..Timeline::default()
-    });
-    let mut log = Log::new();
-    report::install_panic_hook();
+    let mut g = Guest::start();
 
-    let signals = report.or_fail(signals::block_all(), "blocking signals");
-    report.or_fail(
-        mounts::mount_early(&mut log),
-        "mounting the early filesystems",
-    );
-    let exchange = report.or_fail(exchange::attach(&mut log), "attaching the exchange folder");
-    report.set_exchange(exchange.clone());
-    let mut channel = report.or_fail(Channel::open(), "opening the channel console");
-    channel.send(sekexe_wire::GuestFrame::Hello);
-    report.set_channel(&channel);
+    let signals = g.check(signals::block_all(), "blocking signals");
+    g.attach_signals(signals);
+    let base = mounts::mount_base(&mut g.log);
+    g.check(base, "mounting /proc and /dev");
+    let channel = g.check(Channel::open(), "opening the channel console");
+    g.attach_channel(channel);
+    let rest = mounts::mount_rest(&mut g.log);
+    g.check(rest, "mounting the early filesystems");
+    let exchange = exchange::attach(&mut g.log);
+    let exchange = g.check(exchange, "attaching the exchange folder");
+    g.attach_exchange(exchange);
 
-    let request = report.or_fail(exchange.read_request(), "reading the run request");
-    log.set_debug(request.debug);
-    log.flush(&mut channel);
-    report.or_fail(
-        mounts::keep_cwd_visible(&request.cwd, &mut log),
-        "making the working directory visible",
-    );
-    report.or_fail(
+    let request = g.read_request();
+    let cwd = mounts::keep_cwd_visible(&request.cwd, &mut g.log);
+    g.check(cwd, "making the working directory visible");
+    g.check(
         mounts::set_hostname(&request.hostname),
         "setting the hostname",
     );
 
-    let outcome = match spawn::command(&request, &mut log) {
-        Ok(command) => {
-            report.timeline.exec_ns = clock::boottime_ns();
-            channel.send(sekexe_wire::GuestFrame::Started);
-            let outcome = relay::run(&mut channel, &signals, &exchange, command, &mut log);
-            report.timeline.exit_ns = clock::boottime_ns();
-            outcome
-        }
-        Err(outcome) => {
-            reaper::terminate_leftovers(&signals);
-            outcome
-        }
-    };
-    if let Outcome::GuestFailed { message } = &outcome {
-        log.error(message);
-    }
-    report.finish(outcome, &mut channel, &signals)
+    let outcome = g.run_command(&request);
+    g.finish(outcome, &request)
 }

@@ -31,6 +31,9 @@ struct Row {
 
 const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
 
+/// The first rows: what the channel needs.
+const BASE_ROWS: usize = 2;
+
 const EARLY: &[Row] = &[
     Row {
         fstype: "proc",
@@ -106,8 +109,22 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("/proc/self/fd/2", "/dev/stderr"),
 ];
 
-pub fn mount_early(log: &mut Log) -> Result<()> {
-    for row in EARLY {
+/// /proc and /dev, which the channel needs; the kernel may have mounted /dev already.
+pub fn mount_base(log: &mut Log) -> Result<()> {
+    mount_rows(&EARLY[..BASE_ROWS], log)
+}
+
+/// Everything else in the table, and the usual /dev links.
+pub fn mount_rest(log: &mut Log) -> Result<()> {
+    mount_rows(&EARLY[BASE_ROWS..], log)?;
+    for (target, link) in DEV_LINKS {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    Ok(())
+}
+
+fn mount_rows(rows: &[Row], log: &mut Log) -> Result<()> {
+    for row in rows {
         match mount_row(row) {
             Ok(true) => log.step(&format!("mounted {} on {}", row.fstype, row.target)),
             Ok(false) => log.step(&format!("{} already mounted", row.target)),
@@ -116,9 +133,6 @@ pub fn mount_early(log: &mut Log) -> Result<()> {
                 Policy::BestEffort => log.error(&format!("skipped {}: {e:#}", row.target)),
             },
         }
-    }
-    for (target, link) in DEV_LINKS {
-        let _ = std::os::unix::fs::symlink(target, link);
     }
     Ok(())
 }

@@ -49,7 +49,7 @@ struct Relay {
 pub fn run(
     channel: &mut Channel,
     signals: &SignalFd,
-    exchange: &Exchange,
+    exchange: Option<&Exchange>,
     cmd: Command,
     log: &mut Log,
 ) -> Outcome {
@@ -133,7 +133,7 @@ impl Relay {
         &mut self,
         channel: &mut Channel,
         signals: &SignalFd,
-        exchange: &Exchange,
+        exchange: Option<&Exchange>,
         log: &mut Log,
     ) {
         let want_output = channel.pending() < CHANNEL_HIGH_WATER;
@@ -201,14 +201,17 @@ impl Relay {
         }
     }
 
-    fn handle_frames(&mut self, channel: &mut Channel, exchange: &Exchange, log: &mut Log) {
+    fn handle_frames(&mut self, channel: &mut Channel, exchange: Option<&Exchange>, log: &mut Log) {
         let result = channel.drain_frames(|channel, frame| match frame {
             HostFrame::Stdin(data) => {
                 if self.stdin.is_some() {
                     self.stdin_buf.extend_from_slice(data);
                 }
             }
-            HostFrame::StdinFile { seq, len } => match exchange.take_stdin_file(seq, len) {
+            HostFrame::StdinFile { seq, len } => match exchange
+                .ok_or_else(|| anyhow::anyhow!("no exchange folder"))
+                .and_then(|x| x.take_stdin_file(seq, len))
+            {
                 Ok(data) if self.stdin.is_some() => self.stdin_buf.extend_from_slice(&data),
                 Ok(_) => {}
                 Err(e) => {

@@ -41,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a command (or a shell) in a fresh guest kernel
     #[command(after_help = EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Find and check UML kernels
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -97,6 +97,15 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
 
+    /// Append a raw argument to the kernel command line (repeatable), e.g. initcall_debug
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
+
+    /// Run every initcall, including the slow ones sekexe skips (RAID6/XOR benchmarks,
+    /// btrfs, zswap): for a guest that needs btrfs or zswap
+    #[arg(long)]
+    pub full_boot: bool,
+
     /// Keep the run's exchange folder afterwards and print its path
     #[arg(long)]
     pub keep: bool,
@@ -104,6 +113,11 @@ pub struct RunArgs {
     /// Show the kernel console, guest-init's steps and a boot timeline on stderr
     #[arg(long)]
     pub debug: bool,
+
+    /// When a guest-init step or the command fails, open a shell in the guest before it
+    /// powers off (exit the shell to end the run)
+    #[arg(long)]
+    pub debug_shell: bool,
 
     /// The command and its arguments, passed exactly as given
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]

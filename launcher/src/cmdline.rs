@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use sekexe_wire::names::{encode_param, CHANNEL_CONSOLE, EXCHANGE_PARAM};
+use sekexe_wire::names::{encode_param, CHANNEL_CONSOLE, DEBUG_SHELL_PARAM, EXCHANGE_PARAM};
 use std::os::unix::ffi::OsStrExt;
 
 /// The kernel command line's length limit (COMMAND_LINE_SIZE on UML).
@@ -27,6 +27,8 @@ pub struct BootParams<'a> {
     pub skip_initcalls: &'a [&'a str],
     /// Kernel messages: `quiet` unless debugging.
     pub verbose: bool,
+    /// `--debug-shell`.
+    pub debug_shell: bool,
     /// Raw words from `--kernel-arg`, appended last so they can override ours.
     pub extra: &'a [String],
 }
@@ -63,6 +65,9 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
         "{EXCHANGE_PARAM}={}",
         encode_param(p.exchange.as_os_str().as_bytes())
     ));
+    if p.debug_shell {
+        w.push(format!("{DEBUG_SHELL_PARAM}=1"));
+    }
     w.extend(p.extra.iter().cloned());
     // Last, so that nothing after it is taken as an argument to init.
     w.push(format!("init={}", quoted_path(p.init)?));
@@ -114,6 +119,7 @@ mod tests {
             uml_dir: Path::new("/tmp/sekexe-1000/run-x/uml"),
             skip_initcalls: skip,
             verbose: false,
+            debug_shell: false,
             extra,
         }
     }
@@ -150,6 +156,15 @@ mod tests {
         let w = render(&p).unwrap();
         assert_eq!(w.last().unwrap(), "init=\"/opt/my tools/sekexe-init\"");
         assert!(w[..w.len() - 1].iter().all(|s| !s.contains(' ')));
+    }
+
+    #[test]
+    fn debug_shell_is_a_word_of_its_own() {
+        let mut p = params(&[], &[]);
+        p.debug_shell = true;
+        assert!(render(&p)
+            .unwrap()
+            .contains(&"sekexe_debug_shell=1".to_string()));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::cli::RunArgs;
 use crate::units;
 
+/// `--mem` when not given (the CLI's default text says the same).
+pub const DEFAULT_MEM: u64 = 256 << 20;
 /// The guest needs at least this much memory to boot.
 pub const MIN_MEM: u64 = 32 << 20;
 pub use sekexe_wire::names::DEFAULT_PATH;
@@ -31,6 +33,45 @@ pub struct RunConfig {
     pub debug: bool,
     pub hostname: String,
     pub timeout: Option<Timeout>,
+    pub kernel_args: Vec<String>,
+    pub full_boot: bool,
+    pub debug_shell: bool,
+}
+
+/// Kernel parameters sekexe sets itself, and the option to use instead.
+const OWN_PARAMS: &[(&str, &str)] = &[
+    ("mem", "--mem"),
+    ("init", "SEKEXE_INIT"),
+    ("con", "nothing: sekexe needs its consoles"),
+    ("con0", "nothing: sekexe needs its consoles"),
+    ("con1", "nothing: sekexe needs its consoles"),
+    ("umid", "nothing: each run has its own"),
+    ("uml_dir", "nothing: each run has its own"),
+    ("root", "--root"),
+    ("rootfstype", "--root"),
+    ("rootflags", "--root"),
+    (
+        sekexe_wire::names::EXCHANGE_PARAM,
+        "nothing: it is sekexe's own",
+    ),
+];
+
+/// Checks `--kernel-arg` values: single words, and none of the parameters sekexe relies on.
+pub fn check_kernel_args(args: &[String]) -> Result<()> {
+    for arg in args {
+        if arg.is_empty()
+            || arg
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c.is_control())
+        {
+            bail!("--kernel-arg {arg:?}: one word without spaces or quotes per --kernel-arg");
+        }
+        let key = arg.split('=').next().unwrap();
+        if let Some((_, instead)) = OWN_PARAMS.iter().find(|(k, _)| *k == key) {
+            bail!("--kernel-arg {arg}: sekexe sets {key}= itself; use {instead}");
+        }
+    }
+    Ok(())
 }
 
 /// `--timeout` and `--kill-after`.
@@ -91,6 +132,7 @@ impl RunConfig {
             }),
             None => None,
         };
+        check_kernel_args(&args.kernel_args)?;
         Ok(RunConfig {
             argv,
             env,
@@ -104,6 +146,9 @@ impl RunConfig {
             debug: args.debug,
             hostname: DEFAULT_HOSTNAME.to_string(),
             timeout,
+            kernel_args: args.kernel_args,
+            full_boot: args.full_boot,
+            debug_shell: args.debug_shell,
         })
     }
 }
@@ -278,7 +323,7 @@ mod tests {
         let crate::cli::Command::Run(run) = cli.command else {
             unreachable!()
         };
-        RunConfig::from_args(run, &caller())
+        RunConfig::from_args(*run, &caller())
     }
 
     fn env_of(cfg: &RunConfig) -> Vec<String> {
@@ -330,7 +375,7 @@ mod tests {
             unreachable!()
         };
         assert!(
-            RunConfig::from_args(run, &c).unwrap().tty,
+            RunConfig::from_args(*run, &c).unwrap().tty,
             "a shell at a terminal gets one"
         );
         assert!(parse(&["-t", "top"]).unwrap().tty);
@@ -390,6 +435,11 @@ mod tests {
     }
 
     #[test]
+    fn the_default_memory_matches_the_cli_default() {
+        assert_eq!(parse(&["true"]).unwrap().mem, DEFAULT_MEM);
+    }
+
+    #[test]
     fn timeouts() {
         let cfg = parse(&["--timeout", "90", "true"]).unwrap();
         assert_eq!(
@@ -402,6 +452,28 @@ mod tests {
         let cfg = parse(&["--timeout", "5m", "--kill-after", "1s", "true"]).unwrap();
         assert_eq!(cfg.timeout.unwrap().kill_after, Duration::from_secs(1));
         assert_eq!(parse(&["true"]).unwrap().timeout, None);
+    }
+
+    #[test]
+    fn kernel_args_are_single_words_and_leave_sekexe_params_alone() {
+        assert!(parse(&[
+            "--kernel-arg",
+            "initcall_debug",
+            "--kernel-arg",
+            "loglevel=8",
+            "true"
+        ])
+        .is_ok());
+        let e = parse(&["--kernel-arg", "mem=1G", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--mem"), "{e}");
+        let e = parse(&["--kernel-arg", "a b", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one word"), "{e}");
+        assert!(parse(&["--kernel-arg", "con1=fd:0", "true"]).is_err());
+        assert!(parse(&["--kernel-arg", "", "true"]).is_err());
     }
 
     #[test]

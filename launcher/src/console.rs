@@ -46,7 +46,7 @@ impl Console {
 
     /// Prints what is left of an unfinished line (at the end of a --debug run).
     pub fn flush_partial(&mut self) {
-        if self.live && !self.partial.is_empty() {
+        if self.live && self.partial.iter().any(|b| !b.is_ascii_whitespace()) {
             let mut out = b"[kernel] ".to_vec();
             out.append(&mut self.partial);
             out.push(b'\n');

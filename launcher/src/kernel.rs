@@ -25,7 +25,7 @@ pub enum Source {
 impl Source {
     pub fn describe(self) -> &'static str {
         match self {
-            Source::Option => "--kernel",
+            Source::Option => "given on the command line",
             Source::Env => "$SEKEXE_KERNEL",
             Source::Project => "the project's kernel (scripts/build-kernel)",
             Source::Path => "found on PATH",

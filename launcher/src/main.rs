@@ -4,12 +4,15 @@ mod cli;
 mod cmdline;
 mod config;
 mod console;
+mod doctor;
 mod kconfig;
 mod kernel;
+mod kernelcmd;
 mod memory;
 mod paths;
 mod run;
 mod rundir;
+mod sandbox;
 mod session;
 mod signals;
 mod terminal;
@@ -36,10 +39,12 @@ fn main() {
         }
     };
     let result = match cli.command {
-        cli::Command::Run(args) => run::run(args),
-        cli::Command::Kernel(_) | cli::Command::Doctor(_) => {
-            Err(anyhow::anyhow!("not implemented yet"))
+        cli::Command::Run(args) => run::run(*args),
+        cli::Command::Kernel(cli::KernelCommand::Check { path }) => {
+            kernelcmd::check(path.as_deref())
         }
+        cli::Command::Kernel(cli::KernelCommand::List) => kernelcmd::list(),
+        cli::Command::Doctor(args) => doctor::doctor(args),
     };
     let code = match result {
         Ok(code) => code as i32,

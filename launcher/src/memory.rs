@@ -65,3 +65,11 @@ pub fn check_room(dir: &Path, mem: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether `dir` is on a tmpfs (guest memory there stays in RAM).
+pub fn is_tmpfs(dir: &Path) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    rustix::fs::statfs(dir)
+        .map(|s| s.f_type as u64 == TMPFS_MAGIC)
+        .unwrap_or(false)
+}

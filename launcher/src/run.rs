@@ -1,6 +1,5 @@
 //! `sekexe run`: from options to the command's exit status.
 
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
@@ -54,7 +53,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .trim_start_matches("run-")
     );
     let uml_dir = run_dir.uml_dir();
-    let skip = kernel.config.slow_initcalls();
+    // The user's own initcall_blacklist, or --full-boot, replaces ours.
+    let own_blacklist = cfg
+        .kernel_args
+        .iter()
+        .any(|a| a.starts_with("initcall_blacklist="));
+    let skip = if cfg.full_boot || own_blacklist {
+        Vec::new()
+    } else {
+        kernel.config.slow_initcalls()
+    };
     let words = cmdline::render(&BootParams {
         mem_mib: units::to_mib(cfg.mem),
         init: &init,
@@ -63,7 +71,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
         uml_dir: &uml_dir,
         skip_initcalls: &skip,
         verbose: cfg.debug,
-        extra: &[],
+        debug_shell: cfg.debug_shell,
+        extra: &cfg.kernel_args,
     })?;
     if cfg.debug {
         eprintln!(
@@ -97,15 +106,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         tty: cfg.tty,
     };
     let mut session = Session::new(io, uml, spawned, options);
-    {
-        // Raw only while attached: messages after the run go to a sane terminal.
-        let _raw = if cfg.tty {
-            terminal::RawMode::enter(std::io::stdin().as_fd())?
-        } else {
-            None
-        };
-        session.run();
-    }
+    session.run()?;
 
     let failure = Failure {
         base: &base,
@@ -243,22 +244,33 @@ fn guest_failure(session: &Session, failure: &Failure, message: &str) {
 fn print_timeline(session: &Session, run_dir: &rundir::RunDir) {
     let e = &session.events;
     let Some(t0) = e.spawned else { return };
-    let ms = |t: Option<Instant>| {
-        t.map(|t| format!("{:7.1} ms", t.duration_since(t0).as_secs_f64() * 1000.0))
-            .unwrap_or_else(|| "      -   ".into())
-    };
-    eprintln!("[sekexe] timeline (host clock, from starting the kernel):");
-    eprintln!("[sekexe]   {}  guest-init up (kernel boot)", ms(e.hello));
-    eprintln!("[sekexe]   {}  command started", ms(e.started));
-    eprintln!("[sekexe]   {}  guest reported the end", ms(e.end));
-    eprintln!("[sekexe]   {}  kernel exited (power-off)", ms(e.exited));
+    let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
+    eprintln!("[sekexe] timeline, ms since the kernel process started (host clock):");
+    let mut last = 0.0;
+    for (at, what, phase) in [
+        (e.hello, "guest-init running", "kernel boot"),
+        (e.started, "command started", "guest-init setup"),
+        (e.end, "run reported", "command and cleanup"),
+        (e.exited, "kernel exited", "power-off"),
+    ] {
+        if let Some(at) = at {
+            let now = ms(at);
+            eprintln!(
+                "[sekexe] {now:8.1}  {what:<20} {phase}: {:.1} ms",
+                now - last
+            );
+            last = now;
+        }
+    }
     if let Ok(Some(status)) = run_dir.read_status() {
         let t = status.timeline;
-        let g = |ns: u64| format!("{:7.1} ms", ns as f64 / 1e6);
-        eprintln!("[sekexe] guest clock (from kernel start):");
-        eprintln!("[sekexe]   {}  guest-init started", g(t.init_ns));
-        eprintln!("[sekexe]   {}  command executed", g(t.exec_ns));
-        eprintln!("[sekexe]   {}  command ended", g(t.exit_ns));
-        eprintln!("[sekexe]   {}  status written", g(t.report_ns));
+        let g = |ns: u64| ns as f64 / 1e6;
+        eprintln!(
+            "[sekexe] guest clock: guest-init started at {:.1} ms, command ran {:.1}-{:.1} ms, status written at {:.1} ms",
+            g(t.init_ns),
+            g(t.exec_ns),
+            g(t.exit_ns),
+            g(t.report_ns)
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! console, signals, and the end-of-run handshake, all in one single-threaded poll loop.
 
 use std::io::Write;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use sekexe_wire::{GuestFrame, HostFrame};
 use crate::config::Timeout;
 use crate::console::Console;
 use crate::signals;
+use crate::terminal::RawMode;
 use crate::uml::Uml;
 
 /// Stdin is read in chunks of up to this much; a chunk over MAX_INLINE_STDIN becomes a file.
@@ -88,6 +89,8 @@ pub struct Session {
     console_fd: Option<OwnedFd>,
     pub console: Console,
     stdin_open: bool,
+    /// stdin reached its end (as opposed to the guest no longer wanting it).
+    stdin_ended: bool,
     in_flight: usize,
     output_open: [bool; 2],
     signals: SignalFd,
@@ -100,6 +103,8 @@ pub struct Session {
     timeout: Option<Timeout>,
     timeout_stage: TimeoutStage,
     tty: bool,
+    /// The host terminal in raw mode, while a guest terminal is attached.
+    raw: Option<RawMode>,
     /// `--timeout` expired (the run exits 124 however the command ends).
     pub timed_out: bool,
 }
@@ -128,6 +133,7 @@ impl Session {
             console_fd: Some(console_fd),
             console: Console::new(debug),
             stdin_open: true,
+            stdin_ended: false,
             in_flight: 0,
             output_open: [true, true],
             signals,
@@ -142,6 +148,7 @@ impl Session {
             timeout,
             timeout_stage: TimeoutStage::Armed,
             tty,
+            raw: None,
             timed_out: false,
         }
     }
@@ -196,7 +203,10 @@ impl Session {
     }
 
     /// Runs until the kernel has exited (or was killed because the run was interrupted).
-    pub fn run(&mut self) {
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        if self.tty {
+            self.raw = RawMode::enter(std::io::stdin().as_fd())?;
+        }
         loop {
             if self.uml.try_wait().is_some() {
                 self.events.exited = Some(Instant::now());
@@ -223,6 +233,9 @@ impl Session {
         self.read_channel();
         self.read_console();
         self.console.flush_partial();
+        // Raw only while attached: messages after the run go to a sane terminal.
+        self.raw = None;
+        Ok(())
     }
 
     fn poll_once(&mut self) {
@@ -399,11 +412,35 @@ impl Session {
                     let _ = std::io::stderr().write_all(&msg);
                 }
             }
+            GuestFrame::DebugShell(reason) => self.debug_shell(reason),
             GuestFrame::End => {
                 self.events.end.get_or_insert_with(Instant::now);
                 self.send(HostFrame::EndAck);
             }
         }
+    }
+
+    /// `--debug-shell`: the guest now relays a shell on a terminal; attach to it like -t.
+    fn debug_shell(&mut self, reason: &[u8]) {
+        // The message goes out on a cooked terminal, then the shell gets a raw one.
+        self.raw = None;
+        eprintln!(
+            "sekexe: {}; --debug-shell: a shell in the guest follows, exit it to end the run",
+            String::from_utf8_lossy(reason)
+        );
+        self.tty = true;
+        if self.raw.is_none() {
+            match RawMode::enter(std::io::stdin().as_fd()) {
+                Ok(raw) => self.raw = raw,
+                Err(e) => eprintln!("sekexe: cannot put the terminal in raw mode: {e:#}"),
+            }
+        }
+        if let Some((rows, cols)) = crate::terminal::size() {
+            self.send(HostFrame::Winsize { rows, cols });
+        }
+        self.in_flight = 0;
+        self.stdin_open = !self.stdin_ended;
+        self.output_open = [true, true];
     }
 
     /// Writes the command's output to our stdout or stderr. When the reader is gone (a closed
@@ -510,6 +547,7 @@ impl Session {
 
     fn stdin_eof(&mut self) {
         self.stdin_open = false;
+        self.stdin_ended = true;
         self.send(HostFrame::StdinEof);
     }
 

@@ -52,6 +52,9 @@ pub enum GuestFrame<'a> {
     End,
     /// guest-init has read this many more bytes of the channel.
     ChannelCredit(u32),
+    /// `--debug-shell`: a step or the command failed (the text says which); a shell on a
+    /// terminal follows, relayed like a command's, before the run ends.
+    DebugShell(&'a [u8]),
 }
 
 /// Frames the launcher sends to guest-init.
@@ -110,6 +113,7 @@ mod tag {
     pub const LOG: u8 = 0x07;
     pub const END: u8 = 0x08;
     pub const CHANNEL_CREDIT: u8 = 0x09;
+    pub const DEBUG_SHELL: u8 = 0x0a;
 
     pub const STDIN: u8 = 0x81;
     pub const STDIN_EOF: u8 = 0x82;
@@ -186,6 +190,7 @@ impl<'a> GuestFrame<'a> {
             GuestFrame::Log(d) => put(out, tag::LOG, d),
             GuestFrame::End => put(out, tag::END, &[]),
             GuestFrame::ChannelCredit(n) => put(out, tag::CHANNEL_CREDIT, &n.to_le_bytes()),
+            GuestFrame::DebugShell(reason) => put(out, tag::DEBUG_SHELL, reason),
         }
     }
 
@@ -206,6 +211,7 @@ impl<'a> GuestFrame<'a> {
             tag::STDERR => GuestFrame::Stderr(p),
             tag::STDIN_CREDIT => GuestFrame::StdinCredit(u32_payload(t, p)?),
             tag::CHANNEL_CREDIT => GuestFrame::ChannelCredit(u32_payload(t, p)?),
+            tag::DEBUG_SHELL => GuestFrame::DebugShell(p),
             tag::STDIN_CLOSED => empty(t, p).map(|_| GuestFrame::StdinClosed)?,
             tag::LOG => GuestFrame::Log(p),
             tag::END => empty(t, p).map(|_| GuestFrame::End)?,
@@ -297,6 +303,7 @@ mod tests {
             GuestFrame::Log(b"mounted /proc"),
             GuestFrame::End,
             GuestFrame::ChannelCredit(2048),
+            GuestFrame::DebugShell(b"the command exited with status 3"),
         ]
     }
 

@@ -4,6 +4,11 @@
 /// It has no dot, so the kernel hands it to PID 1 as an environment variable.
 pub const EXCHANGE_PARAM: &str = "sekexe_run";
 
+/// Present (`=1`) on the kernel command line with `--debug-shell`: guest-init opens a shell
+/// when a step or the command fails. On the command line, not in the request, so that steps
+/// taken before the request is read are covered too.
+pub const DEBUG_SHELL_PARAM: &str = "sekexe_debug_shell";
+
 /// In the exchange folder: the run request, written by the launcher before boot.
 pub const REQUEST_FILE: &str = "request";
 /// In the exchange folder: the status record, written by guest-init (atomically, via rename).

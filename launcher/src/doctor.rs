@@ -1,0 +1,218 @@
+//! `sekexe doctor`: checks this host for everything sekexe needs, and says how to fix each
+//! problem. Ends with a real test run when nothing blocks one.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::cli::DoctorArgs;
+use crate::config::DEFAULT_MEM;
+use crate::{kernel, memory, paths, rundir, sandbox};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    worst: Level,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, text: &str) {
+        let mark = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        println!("{mark}  {what:<12} {text}");
+        self.worst = self.worst.max(level);
+    }
+}
+
+pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
+    let mut r = Report { worst: Level::Ok };
+
+    let kernel = match kernel::select(args.kernel.as_deref()) {
+        Ok(k) => {
+            r.line(
+                Level::Ok,
+                "kernel",
+                &format!(
+                    "{} ({}), has every required feature",
+                    k.path.display(),
+                    k.source.describe()
+                ),
+            );
+            if !k.config.slow_initcalls().is_empty() {
+                r.line(Level::Ok, "boot time", "slow initcalls present; sekexe skips them (scripts/build-kernel makes a kernel that boots faster still)");
+            }
+            Some(k)
+        }
+        Err(e) => {
+            r.line(Level::Fail, "kernel", &format!("{e:#}"));
+            None
+        }
+    };
+
+    let init = match paths::guest_init() {
+        Ok(p) => match is_static(&p) {
+            Ok(true) => {
+                r.line(
+                    Level::Ok,
+                    "guest-init",
+                    &format!("{} (static)", p.display()),
+                );
+                Some(p)
+            }
+            Ok(false) => {
+                r.line(Level::Fail, "guest-init", &format!("{} is dynamically linked: it runs as PID 1 before any library path exists; build it for x86_64-unknown-linux-musl", p.display()));
+                None
+            }
+            Err(e) => {
+                r.line(Level::Fail, "guest-init", &format!("{}: {e}", p.display()));
+                None
+            }
+        },
+        Err(e) => {
+            r.line(Level::Fail, "guest-init", &format!("{e:#}"));
+            None
+        }
+    };
+
+    match memory::choose_dir().and_then(|d| memory::check_room(&d, DEFAULT_MEM).map(|_| d)) {
+        Ok(dir) => {
+            if memory::is_tmpfs(&dir) {
+                r.line(
+                    Level::Ok,
+                    "memory",
+                    &format!(
+                        "guest memory goes in {} (tmpfs, exec-able, room for the default --mem)",
+                        dir.display()
+                    ),
+                );
+            } else {
+                r.line(Level::Warn, "memory", &format!("guest memory goes in {}, which is not a tmpfs: guests run slower; set TMPDIR to a tmpfs such as /dev/shm", dir.display()));
+            }
+        }
+        Err(e) => r.line(Level::Fail, "memory", &format!("{e:#}")),
+    }
+    match rundir::user_base(&std::env::temp_dir()) {
+        Ok(base) => r.line(
+            Level::Ok,
+            "run folders",
+            &format!("{} (private)", base.display()),
+        ),
+        Err(e) => r.line(Level::Fail, "run folders", &format!("{e:#}")),
+    }
+
+    match ptrace_allowed() {
+        Ok(scope) => r.line(Level::Ok, "ptrace", &format!("allowed{scope}")),
+        Err(e) => r.line(Level::Fail, "ptrace", &e),
+    }
+
+    match sandbox::abi_version() {
+        Some(v) if v >= 1 => r.line(Level::Ok, "landlock", &format!("ABI {v}: the kernel process is confined to its run folder")),
+        _ => r.line(Level::Warn, "landlock", "not available on this host kernel: the guest is not confined to its run folder (needs Linux 5.13+ with landlock in the LSM list)"),
+    }
+
+    if which("libslirp-helper") {
+        r.line(
+            Level::Ok,
+            "network",
+            "libslirp-helper found: --net user works",
+        );
+    } else {
+        r.line(Level::Warn, "network", "libslirp-helper missing: --net user needs it (apt install libslirp-helper); --net none works without");
+    }
+
+    if r.worst < Level::Fail {
+        if let (Some(k), Some(_)) = (&kernel, &init) {
+            let started = Instant::now();
+            let exe = std::env::current_exe()?;
+            let out = Command::new(exe)
+                .args(["run", "--kernel"])
+                .arg(&k.path)
+                .args(["--", "true"])
+                .stdin(Stdio::null())
+                .output()?;
+            if out.status.success() {
+                r.line(
+                    Level::Ok,
+                    "test run",
+                    &format!(
+                        "'true' in a guest took {:.2} s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                r.line(
+                    Level::Fail,
+                    "test run",
+                    &format!("failed: {}", err.lines().next().unwrap_or("")),
+                );
+            }
+        }
+    }
+    Ok(if r.worst == Level::Fail { 1 } else { 0 })
+}
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// A static executable has no PT_INTERP program header.
+fn is_static(path: &Path) -> std::io::Result<bool> {
+    let mut head = Vec::new();
+    std::fs::File::open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    let bad = || std::io::Error::other("not a 64-bit little-endian ELF file");
+    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let p_type = head.get(at..at + 4).ok_or_else(bad)?;
+        if u32::from_le_bytes(p_type.try_into().unwrap()) == 3 {
+            return Ok(false); // PT_INTERP
+        }
+    }
+    Ok(true)
+}
+
+/// UML runs the guest's processes under ptrace. Yama's scope 3 forbids it, and so do some
+/// container seccomp profiles: try it.
+fn ptrace_allowed() -> Result<String, String> {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .map(|s| s.trim().to_string());
+    if scope.as_deref() == Some("3") {
+        return Err("Yama ptrace_scope is 3, which forbids all ptrace; UML needs it: set kernel.yama.ptrace_scope to 1 or less (root)".into());
+    }
+    let mut probe = Command::new("/bin/true");
+    // SAFETY: runs in the forked child before exec; ptrace and _exit are async-signal-safe.
+    unsafe {
+        probe.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Traced now: exiting here spares the parent from handling an exec stop.
+            libc::_exit(0);
+        });
+    }
+    match probe.status() {
+        Ok(_) => Ok(scope.map(|s| format!(" (Yama ptrace_scope {s})")).unwrap_or_default()),
+        Err(e) => Err(format!("ptrace(PTRACE_TRACEME) fails ({e}): a container seccomp profile may forbid it; UML needs ptrace (e.g. docker run --cap-add SYS_PTRACE --security-opt seccomp=unconfined)")),
+    }
+}

@@ -1,0 +1,185 @@
+//! `sekexe kernel check` and `sekexe kernel list`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, Result};
+
+use crate::kconfig::{Feature, Kconfig, FEATURES};
+use crate::kernel::{self, NOT_FOUND_HINT};
+
+/// Exit status of `kernel check` when a required feature is missing.
+pub const MISSING_REQUIRED: u8 = 1;
+
+pub fn check(path: Option<&Path>) -> Result<u8> {
+    let (path, source) = kernel::candidates(path)
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no UML kernel found: {NOT_FOUND_HINT}"))?;
+    let config = kernel::load_config(&path)?;
+    let version = version(&path);
+    let modules = version
+        .as_deref()
+        .map(|v| Path::new("/usr/lib/uml/modules").join(v))
+        .filter(|d| d.is_dir());
+    println!("kernel: {} ({})", path.display(), source.describe());
+    if let Some(v) = &version {
+        println!("version: {v}");
+    }
+    match &modules {
+        Some(dir) => println!("modules: {} (modprobe works in the guest)", dir.display()),
+        None => println!("modules: none (features built as modules are unavailable)"),
+    }
+    let report = report(&config, modules.is_some());
+    print!("{report}");
+    Ok(if config.missing_required().is_empty() {
+        0
+    } else {
+        MISSING_REQUIRED
+    })
+}
+
+/// The feature table, one line each: required ones first, then what the kernel lacks and
+/// what breaks without it, then the slow initcalls.
+pub fn report(config: &Kconfig, have_modules: bool) -> String {
+    let mut out = String::new();
+    for (title, required) in [("required", true), ("optional", false)] {
+        out.push_str(&format!("\n{title}:\n"));
+        for f in FEATURES.iter().filter(|f| f.required == required) {
+            out.push_str(&feature_line(f, config, have_modules));
+            out.push('\n');
+        }
+    }
+    out.push_str("\nboot time:\n");
+    let slow = config.slow_initcalls();
+    if slow.is_empty() {
+        out.push_str(
+            "  ok       no slow boot-time initcalls (RAID6/XOR benchmarks, btrfs, zswap)\n",
+        );
+    } else {
+        out.push_str(&format!(
+            "  skipped  slow initcalls {}: sekexe skips them at boot (--full-boot runs them)\n",
+            slow.join(", ")
+        ));
+    }
+    out
+}
+
+fn feature_line(f: &Feature, config: &Kconfig, have_modules: bool) -> String {
+    let options = f.options.join(", ");
+    let modular = f.options.iter().any(|o| config.get(o) == Some("m"));
+    let usable = f.present(config) && (have_modules || !modular);
+    let (state, note) = if usable {
+        if modular {
+            (
+                "module",
+                format!("{} ({options}; loaded with modprobe)", f.name),
+            )
+        } else {
+            ("ok", format!("{} ({options})", f.name))
+        }
+    } else {
+        let missing: Vec<&str> = f
+            .options
+            .iter()
+            .filter(|o| !config.builtin(o))
+            .copied()
+            .collect();
+        let mark = if f.required { "MISSING" } else { "missing" };
+        (
+            mark,
+            format!(
+                "{}: without CONFIG_{}, {}",
+                f.name,
+                missing.join(", CONFIG_"),
+                f.breaks
+            ),
+        )
+    };
+    format!("  {state:<8} {note}")
+}
+
+/// `KERNEL --version`: the release, for the modules folder.
+fn version(path: &Path) -> Option<String> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .env_clear()
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!v.is_empty() && v.len() < 64 && !v.contains(char::is_whitespace)).then_some(v)
+}
+
+pub fn list() -> Result<u8> {
+    let found = kernel::candidates(None);
+    if found.is_empty() {
+        println!("no UML kernel found: {NOT_FOUND_HINT}");
+        return Ok(MISSING_REQUIRED);
+    }
+    for (i, (path, source)) in found.iter().enumerate() {
+        let state = match kernel::load_config(path) {
+            Ok(c) if c.missing_required().is_empty() => "usable".to_string(),
+            Ok(c) => format!(
+                "lacks {}",
+                c.missing_required()
+                    .iter()
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("unusable: {e:#}"),
+        };
+        let default = if i == 0 { "  (default)" } else { "" };
+        println!(
+            "{}  [{}; {state}]{default}",
+            path.display(),
+            source.describe()
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STOCK_LIKE: &str = "CONFIG_UML=y\nCONFIG_HOSTFS=y\nCONFIG_PROC_FS=y\nCONFIG_SYSFS=y\n\
+        CONFIG_TMPFS=y\nCONFIG_DEVTMPFS=y\nCONFIG_UNIX98_PTYS=y\nCONFIG_NULL_CHAN=y\n\
+        CONFIG_BINFMT_ELF=y\nCONFIG_OVERLAY_FS=m\nCONFIG_RAID6_PQ_BENCHMARK=y\n";
+
+    #[test]
+    fn report_lists_required_then_optional_with_what_breaks() {
+        let r = report(&Kconfig::parse(STOCK_LIKE), true);
+        let required = r.find("required:").unwrap();
+        let optional = r.find("optional:").unwrap();
+        assert!(required < optional);
+        assert!(r.contains("  ok       hostfs (HOSTFS)"), "{r}");
+        assert!(r.contains("  module   overlayfs"), "{r}");
+        assert!(
+            r.contains("  missing  loop devices: without CONFIG_BLK_DEV_LOOP, losetup"),
+            "{r}"
+        );
+        assert!(
+            r.contains("skipped  slow initcalls raid6_select_algo"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn modules_without_a_module_folder_count_as_missing() {
+        let r = report(&Kconfig::parse(STOCK_LIKE), false);
+        assert!(r.contains("  missing  overlayfs"), "{r}");
+    }
+
+    #[test]
+    fn a_missing_required_feature_is_shouted() {
+        let text = STOCK_LIKE.replace("CONFIG_DEVTMPFS=y\n", "");
+        let r = report(&Kconfig::parse(&text), true);
+        assert!(
+            r.contains("  MISSING  devtmpfs: without CONFIG_DEVTMPFS, no device nodes in /dev"),
+            "{r}"
+        );
+    }
+}
