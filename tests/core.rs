@@ -453,10 +453,16 @@ fn nothing_is_left_behind_in_the_default_tmpdir_or_home() {
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr_str());
     assert!(!home.join(".uml").exists(), "~/.uml was created");
+    // Without TMPDIR, runs live on /dev/shm (a tmpfs, so guest memory stays in RAM).
     // SAFETY: geteuid has no preconditions.
-    let base = std::env::temp_dir().join(format!("sekexe-{}", unsafe { libc::geteuid() }));
+    let base = Path::new("/dev/shm").join(format!("sekexe-{}", unsafe { libc::geteuid() }));
     let mine: Vec<_> = std::fs::read_dir(&base)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
+                .collect()
+        })
         .unwrap_or_default();
     // Other runs may be in flight in the shared folder; none may be older than a minute.
     for p in mine {

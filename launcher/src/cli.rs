@@ -106,6 +106,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub full_boot: bool,
 
+    /// Do not confine the kernel process on the host (Landlock, seccomp, read-only mounts):
+    /// the guest can then write to the host with your rights
+    #[arg(long)]
+    pub no_sandbox: bool,
+
     /// Keep the run's exchange folder afterwards and print its path
     #[arg(long)]
     pub keep: bool,

@@ -36,6 +36,7 @@ pub struct RunConfig {
     pub kernel_args: Vec<String>,
     pub full_boot: bool,
     pub debug_shell: bool,
+    pub sandbox: bool,
 }
 
 /// Kernel parameters sekexe sets itself, and the option to use instead.
@@ -149,6 +150,7 @@ impl RunConfig {
             kernel_args: args.kernel_args,
             full_boot: args.full_boot,
             debug_shell: args.debug_shell,
+            sandbox: !args.no_sandbox,
         })
     }
 }

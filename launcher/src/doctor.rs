@@ -101,7 +101,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
         }
         Err(e) => r.line(Level::Fail, "memory", &format!("{e:#}")),
     }
-    match rundir::user_base(&std::env::temp_dir()) {
+    match memory::choose_dir().and_then(|d| rundir::user_base(&d)) {
         Ok(base) => r.line(
             Level::Ok,
             "run folders",

@@ -1,13 +1,15 @@
-//! Where the guest's memory lives on the host. UML maps it from an unlinked file in its
-//! TMPDIR, which must allow exec and have room for `--mem`.
+//! Where runs live on the host: the run folders and, inside each, the guest's memory. UML maps
+//! memory from an unlinked file in its TMPDIR, which must allow exec and have room for `--mem`;
+//! sekexe points UML's TMPDIR at the run folder, so that the kernel process needs to write
+//! nowhere else (see the sandbox). A tmpfs is best: memory stays in RAM and fsync is free.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use rustix::fs::StatVfsMountFlags;
 
-/// `$TMPDIR` when the user set it (UML would use it too), else the first of /dev/shm and
-/// /tmp that is a writable, exec-able folder.
+/// `$TMPDIR` when the user set it, else the first of /dev/shm (a tmpfs) and /tmp that is a
+/// writable, exec-able folder.
 pub fn choose_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("TMPDIR").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);

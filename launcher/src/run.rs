@@ -11,6 +11,7 @@ use sekexe_wire::{ExitCode, Outcome, Request};
 use crate::cli::RunArgs;
 use crate::cmdline::{self, BootParams};
 use crate::config::{Caller, RunConfig};
+use crate::sandbox::{Plan, Sandbox};
 use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
 use crate::{kernel, memory, paths, rundir, signals, terminal, units};
@@ -27,7 +28,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
 
     // From here on signals wait in the signalfd: a Ctrl-C cannot leave a half-made run behind.
     let signals = signals::block()?;
-    let base = rundir::user_base(&std::env::temp_dir())?;
+    let base = rundir::user_base(&memory_dir)?;
     let mut run_dir = rundir::RunDir::create(&base)?;
     run_dir.write_request(&request(&cfg))?;
 
@@ -82,14 +83,21 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
         eprintln!("[sekexe] command line: {}", words.join(" "));
     }
+    let sandbox = sandbox(&cfg, run_dir.path())?;
+    if cfg.debug {
+        for line in &sandbox.summary {
+            eprintln!("[sekexe] sandbox: {line}");
+        }
+    }
     let spawned = Instant::now();
     let uml = Uml::spawn(Spawn {
         kernel: &kernel.path,
         words: &words,
         channel: theirs,
         console: console_w,
-        memory_dir: &memory_dir,
+        memory_dir: run_dir.path(),
         cwd: run_dir.path(),
+        sandbox,
     })?;
     // Now that the kernel boots, tidy up after launchers that were killed.
     rundir::remove_stale(&base, run_dir.path());
@@ -121,6 +129,26 @@ pub fn run(args: RunArgs) -> Result<u8> {
         eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
     }
     Ok(code)
+}
+
+/// The kernel process's confinement for this run.
+fn sandbox(cfg: &RunConfig, run_dir: &Path) -> Result<Sandbox> {
+    if !cfg.sandbox {
+        eprintln!(
+            "sekexe: warning: --no-sandbox: the guest can write to the host with your rights"
+        );
+        return Ok(Sandbox::none());
+    }
+    let plan = Plan {
+        writable: vec![run_dir.to_path_buf()],
+        allow_tcp: false,
+        net_admin: false,
+    };
+    let sandbox = Sandbox::prepare(&plan)?;
+    if let Some(w) = &sandbox.warning {
+        eprintln!("sekexe: warning: {w}");
+    }
+    Ok(sandbox)
 }
 
 fn request(cfg: &RunConfig) -> Request {

@@ -1,4 +1,64 @@
-//! Confining the kernel process on the host with Landlock.
+//! Confinement of the kernel process on the host. The guest kernel is treated as hostile: guest
+//! root can remount hostfs read-write, escape a hostfs prefix with `..`, and, if it exploits the
+//! kernel, run any code in the UML process. So the boundary is what the host enforces on that
+//! process, set up between fork and exec:
+//!
+//! 1. As host root only: a private mount namespace in which every host mount is read-only but
+//!    the writable paths, and a capability bounding set reduced to file access (no mount, module,
+//!    raw I/O, network admin, reboot, setuid... powers).
+//! 2. Landlock: read and execute everywhere, write only beneath the writable paths (the run
+//!    folder, rw volumes, the overlay folder); no TCP unless the network mode needs it; no
+//!    abstract unix sockets or signals outside the kernel's own processes.
+//! 3. seccomp, when the run has no writable host path but its run folder: chmod, chown,
+//!    utimes and xattr calls fail, since Landlock does not cover them.
+//!
+//! Each layer is best effort where the host lacks it, and says so.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use landlock::{
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, RestrictionStatus,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+
+/// The newest Landlock ABI sekexe knows how to use.
+const BEST_ABI: ABI = ABI::V6;
+
+/// Capabilities the kernel process keeps when sekexe runs as root: enough to reach every file
+/// as root would (subject to Landlock and the read-only mounts), nothing else.
+const KEPT_CAPS: &[u32] = &[
+    0, // CAP_CHOWN
+    1, // CAP_DAC_OVERRIDE
+    2, // CAP_DAC_READ_SEARCH
+    3, // CAP_FOWNER
+    4, // CAP_FSETID
+];
+const CAP_NET_ADMIN: u32 = 12;
+
+/// What the kernel process may do on the host.
+pub struct Plan {
+    /// Where it may write (the run folder first).
+    pub writable: Vec<PathBuf>,
+    /// The network mode needs TCP from the kernel process itself (legacy slirp).
+    pub allow_tcp: bool,
+    /// The network mode attaches a tap device (root may need CAP_NET_ADMIN for it).
+    pub net_admin: bool,
+}
+
+/// A sandbox ready to be applied in the child.
+pub struct Sandbox {
+    landlock: Option<RulesetCreated>,
+    seccomp: Option<seccompiler::BpfProgram>,
+    mounts: Option<ReadOnlyMounts>,
+    drop_caps: Vec<u32>,
+    /// What was set up, for --debug.
+    pub summary: Vec<String>,
+    /// A warning for the user, printed once.
+    pub warning: Option<String>,
+}
 
 /// The Landlock ABI version this host kernel offers, `None` when it has none.
 pub fn abi_version() -> Option<i32> {
@@ -13,4 +73,308 @@ pub fn abi_version() -> Option<i32> {
         )
     };
     (v > 0).then_some(v as i32)
+}
+
+impl Sandbox {
+    /// No confinement (`--no-sandbox`).
+    pub fn none() -> Sandbox {
+        Sandbox {
+            landlock: None,
+            seccomp: None,
+            mounts: None,
+            drop_caps: Vec::new(),
+            summary: vec!["off (--no-sandbox)".into()],
+            warning: None,
+        }
+    }
+
+    /// Prepares everything that allocates or opens files, in the parent.
+    pub fn prepare(plan: &Plan) -> Result<Sandbox> {
+        let mut summary = Vec::new();
+        let mut warning = None;
+        let writable: Vec<String> = plan
+            .writable
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+
+        let landlock = match abi_version() {
+            Some(abi) => {
+                let ruleset = landlock_ruleset(plan).context("prepare the Landlock ruleset")?;
+                summary.push(format!(
+                    "landlock ABI {abi}: read and execute anywhere, write only beneath {}{}",
+                    writable.join(", "),
+                    if plan.allow_tcp { "" } else { "; no TCP" }
+                ));
+                Some(ruleset)
+            }
+            None => {
+                warning = Some("Landlock is not available on this host kernel: the guest kernel is not confined to its run folder (see 'sekexe doctor')".to_string());
+                None
+            }
+        };
+
+        let seccomp = if plan.writable.len() == 1 {
+            summary.push("seccomp: chmod, chown, utimes and xattr calls denied".into());
+            Some(metadata_filter()?)
+        } else {
+            None
+        };
+
+        let root = rustix::process::geteuid().is_root();
+        let (mounts, drop_caps) = if root {
+            let mounts = ReadOnlyMounts::plan(&plan.writable)?;
+            summary.push(format!(
+                "mount namespace: {} host mounts read-only",
+                mounts.read_only.len()
+            ));
+            let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(40);
+            let drop: Vec<u32> = (0..=last)
+                .filter(|c| !(KEPT_CAPS.contains(c) || plan.net_admin && *c == CAP_NET_ADMIN))
+                .collect();
+            summary.push("capabilities: only file access kept".into());
+            (Some(mounts), drop)
+        } else {
+            (None, Vec::new())
+        };
+        Ok(Sandbox {
+            landlock,
+            seccomp,
+            mounts,
+            drop_caps,
+            summary,
+            warning,
+        })
+    }
+
+    /// Applies the sandbox to the calling process. For the forked child, before exec: the
+    /// launcher is single-threaded, so the little allocation the layers do is safe here.
+    pub fn apply(&mut self) -> std::io::Result<()> {
+        if let Some(mounts) = &self.mounts {
+            mounts.apply()?;
+        }
+        for cap in &self.drop_caps {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if let Some(ruleset) = self.landlock.take() {
+            let status: RestrictionStatus = ruleset
+                .restrict_self()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if status.ruleset == RulesetStatus::NotEnforced {
+                // Prepared as supported, so this means the host refused it: do not run open.
+                return Err(std::io::Error::other("Landlock was not enforced"));
+            }
+        }
+        if let Some(filter) = &self.seccomp {
+            seccompiler::apply_filter(filter).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
+    let read = AccessFs::from_read(BEST_ABI);
+    let all = AccessFs::from_all(BEST_ABI);
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)?;
+    if !plan.allow_tcp {
+        ruleset = ruleset.handle_access(AccessNet::from_all(BEST_ABI))?;
+    }
+    let ruleset = ruleset.scope(Scope::from_all(BEST_ABI))?;
+    let mut created = ruleset
+        .create()?
+        .add_rule(PathBeneath::new(PathFd::new("/")?, read))?;
+    for dir in &plan.writable {
+        let fd = PathFd::new(dir).with_context(|| format!("open {}", dir.display()))?;
+        created = created.add_rule(PathBeneath::new(fd, all))?;
+    }
+    // Device files the kernel process opens for writing.
+    for dev in ["/dev/null", "/dev/zero", "/dev/net/tun"] {
+        if let Ok(fd) = PathFd::new(dev) {
+            created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(BEST_ABI)))?;
+        }
+    }
+    Ok(created)
+}
+
+/// Denies the file-metadata calls Landlock lets through.
+fn metadata_filter() -> Result<seccompiler::BpfProgram> {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    let calls: &[i64] = &[
+        libc::SYS_chmod,
+        libc::SYS_fchmod,
+        libc::SYS_fchmodat,
+        452, // fchmodat2
+        libc::SYS_chown,
+        libc::SYS_fchown,
+        libc::SYS_lchown,
+        libc::SYS_fchownat,
+        libc::SYS_utime,
+        libc::SYS_utimes,
+        libc::SYS_futimesat,
+        libc::SYS_utimensat,
+        libc::SYS_setxattr,
+        libc::SYS_lsetxattr,
+        libc::SYS_fsetxattr,
+        libc::SYS_removexattr,
+        libc::SYS_lremovexattr,
+        libc::SYS_fremovexattr,
+        463, // setxattrat
+        466, // removexattrat
+    ];
+    let filter = SeccompFilter::new(
+        calls.iter().map(|&c| (c, vec![])).collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH
+            .try_into()
+            .context("seccomp on this architecture")?,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// The host's mounts, to be made read-only in a private mount namespace.
+struct ReadOnlyMounts {
+    /// Mount points with the flags to keep (nosuid, nodev, noexec, atime).
+    read_only: Vec<(CString, libc::c_ulong)>,
+    writable: Vec<CString>,
+}
+
+impl ReadOnlyMounts {
+    fn plan(writable: &[PathBuf]) -> Result<ReadOnlyMounts> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+        let cstr = |p: &Path| CString::new(p.as_os_str().as_bytes()).context("NUL in a path");
+        Ok(ReadOnlyMounts {
+            read_only: parse_mountinfo(&text)
+                .into_iter()
+                .filter_map(|(p, f)| Some((CString::new(p).ok()?, f)))
+                .collect(),
+            writable: writable.iter().map(|p| cstr(p)).collect::<Result<_>>()?,
+        })
+    }
+
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        let null = std::ptr::null::<libc::c_char>();
+        // SAFETY (all calls below): unshare and mount take integer flags and NUL-terminated
+        // strings that live in `self` for the duration of the calls.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Nothing done here reaches the host's namespace.
+            check(libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_SLAVE,
+                null.cast(),
+            ))?;
+            for (target, keep) in &self.read_only {
+                // Some mounts (a filesystem the kernel refuses to remount) stay as they are;
+                // Landlock still keeps writes out of them.
+                let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | keep;
+                libc::mount(null, target.as_ptr(), null, flags, null.cast());
+            }
+            for dir in &self.writable {
+                check(libc::mount(
+                    dir.as_ptr(),
+                    dir.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    null.cast(),
+                ))?;
+                check(libc::mount(
+                    null,
+                    dir.as_ptr(),
+                    null,
+                    libc::MS_REMOUNT | libc::MS_BIND,
+                    null.cast(),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mount points and their per-mount flags worth keeping, from /proc/self/mountinfo text.
+fn parse_mountinfo(text: &str) -> Vec<(Vec<u8>, libc::c_ulong)> {
+    let mut mounts = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 6 {
+            continue;
+        }
+        let mut flags = 0;
+        for opt in fields[5].split(',') {
+            flags |= match opt {
+                "nosuid" => libc::MS_NOSUID,
+                "nodev" => libc::MS_NODEV,
+                "noexec" => libc::MS_NOEXEC,
+                "noatime" => libc::MS_NOATIME,
+                "nodiratime" => libc::MS_NODIRATIME,
+                "relatime" => libc::MS_RELATIME,
+                _ => 0,
+            };
+        }
+        mounts.push((unescape(fields[4]), flags));
+    }
+    mounts
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
+fn unescape(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_gives_mount_points_with_their_flags() {
+        let text = "22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw\n\
+                    27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    30 27 0:30 / /mnt/with\\040space rw,noatime - tmpfs tmpfs rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m[0].0, b"/proc");
+        assert_eq!(
+            m[0].1,
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME
+        );
+        assert_eq!(m[1], (b"/".to_vec(), libc::MS_RELATIME));
+        assert_eq!(m[2].0, b"/mnt/with space");
+        assert_eq!(m[2].1, libc::MS_NOATIME);
+    }
+
+    #[test]
+    fn the_metadata_filter_compiles() {
+        assert!(!metadata_filter().unwrap().is_empty());
+    }
 }

@@ -13,6 +13,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::cmdline::CHANNEL_FD;
+use crate::sandbox::Sandbox;
 
 pub struct Spawn<'a> {
     pub kernel: &'a Path,
@@ -25,6 +26,8 @@ pub struct Spawn<'a> {
     pub memory_dir: &'a Path,
     /// The kernel's working directory (the run folder, so nothing lands elsewhere).
     pub cwd: &'a Path,
+    /// Confinement, applied last before exec.
+    pub sandbox: Sandbox,
 }
 
 pub struct Uml {
@@ -36,6 +39,7 @@ impl Uml {
     pub fn spawn(s: Spawn) -> Result<Uml> {
         let parent = rustix::process::getpid();
         let channel_fd = s.channel.as_raw_fd();
+        let mut sandbox = s.sandbox;
         let mut cmd = Command::new(s.kernel);
         cmd.args(s.words)
             .env_clear()
@@ -47,9 +51,10 @@ impl Uml {
                 s.console.try_clone().context("dup console pipe")?,
             ))
             .stderr(Stdio::from(s.console));
-        // SAFETY: runs in the forked child before exec. The launcher is single-threaded, and
-        // the closure only makes async-signal-safe calls (sigprocmask, signal, prctl,
-        // setrlimit, dup2, fcntl, getppid, close_range, _exit).
+        // SAFETY: runs in the forked child before exec. The launcher is single-threaded, so no
+        // lock can be held by another thread; the closure makes async-signal-safe calls
+        // (sigprocmask, signal, prctl, setrlimit, dup2, fcntl, getppid, close_range, _exit),
+        // then applies the sandbox, whose few allocations are safe for that reason.
         unsafe {
             cmd.pre_exec(move || {
                 // The launcher blocks the signals it reads from a signalfd; UML needs them all.
@@ -78,8 +83,14 @@ impl Uml {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Nothing else the launcher's own caller may have leaked reaches the kernel.
-                libc::syscall(libc::SYS_close_range, CHANNEL_FD + 1, u32::MAX, 0);
-                Ok(())
+                // (Marked close-on-exec rather than closed: std's own error pipe is among them.)
+                libc::syscall(
+                    libc::SYS_close_range,
+                    CHANNEL_FD + 1,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                sandbox.apply()
             });
         }
         let child = cmd
