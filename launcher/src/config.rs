@@ -14,8 +14,9 @@ use crate::units;
 
 /// `--mem` when not given (the CLI's default text says the same).
 pub const DEFAULT_MEM: u64 = 256 << 20;
-/// The guest needs at least this much memory to boot.
-pub const MIN_MEM: u64 = 32 << 20;
+/// The guest needs at least this much memory to boot (Debian's 6.1 kernel sometimes fails
+/// to allocate its memory map at 32-36M; nothing below 40M is reliable).
+pub const MIN_MEM: u64 = 64 << 20;
 pub use sekexe_wire::names::DEFAULT_PATH;
 pub const DEFAULT_HOSTNAME: &str = "sekexe";
 
@@ -195,13 +196,13 @@ fn workdir(given: Option<&Path>, caller: &Caller) -> Result<PathBuf> {
     let meta = std::fs::metadata(&dir).with_context(|| {
         format!(
             "working directory {}: no such directory (use -w DIR with an existing one)",
-            dir.display()
+            units::shown(&dir)
         )
     })?;
     if !meta.is_dir() {
         bail!(
             "working directory {}: not a directory (use -w DIR)",
-            dir.display()
+            units::shown(&dir)
         );
     }
     Ok(dir)

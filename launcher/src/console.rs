@@ -70,6 +70,12 @@ impl Console {
             .collect()
     }
 
+    /// The whole log as text, for recognising failures.
+    pub fn text(&self) -> String {
+        let (a, b) = self.log.as_slices();
+        String::from_utf8_lossy(&[a, b].concat()).into_owned()
+    }
+
     pub fn contents(&self) -> Vec<u8> {
         let (a, b) = self.log.as_slices();
         let mut v = Vec::with_capacity(self.log.len() + 64);

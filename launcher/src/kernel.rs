@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::units;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::kconfig::Kconfig;
@@ -108,7 +109,7 @@ pub fn select(explicit: Option<&Path>) -> Result<Kernel> {
             .collect();
         bail!(
             "kernel {} lacks what sekexe requires: {}; build the project's kernel with scripts/build-kernel",
-            path.display(),
+            units::shown(&path),
             list.join("; ")
         );
     }
@@ -122,28 +123,28 @@ pub fn select(explicit: Option<&Path>) -> Result<Kernel> {
 /// Reads a kernel's configuration, from the cache when this very file was read before.
 pub fn load_config(path: &Path) -> Result<Kconfig> {
     let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow!("{}: {e} ({NOT_FOUND_HINT})", path.display()))?;
+        .map_err(|e| anyhow!("{}: {e} ({NOT_FOUND_HINT})", units::shown(path)))?;
     if meta.is_dir() {
         bail!(
             "{} is a directory, not a UML kernel (pass the kernel binary to --kernel)",
-            path.display()
+            units::shown(path)
         );
     }
     if meta.permissions().mode() & 0o111 == 0 {
         bail!(
             "{} is not executable: a UML kernel is a program (chmod +x it)",
-            path.display()
+            units::shown(path)
         );
     }
     let mut magic = Vec::with_capacity(4);
     std::fs::File::open(path)
         .and_then(|f| f.take(4).read_to_end(&mut magic))
-        .with_context(|| format!("read {}", path.display()))?;
+        .with_context(|| format!("read {}", units::shown(path)))?;
     let elf = magic == b"\x7fELF";
     if !elf {
         bail!(
             "{} is not a UML kernel (not an ELF executable)",
-            path.display()
+            units::shown(path)
         );
     }
 
@@ -156,7 +157,7 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
     if !config.is_uml() {
         bail!(
             "{} is not a User Mode Linux kernel (its --showconfig has no CONFIG_UML=y)",
-            path.display()
+            units::shown(path)
         );
     }
     if let Some(cache) = cache {
@@ -205,7 +206,7 @@ fn show_config(path: &Path) -> Result<String> {
         .stderr(Stdio::null())
         .env_clear()
         .spawn()
-        .with_context(|| format!("run {} --showconfig", path.display()))?;
+        .with_context(|| format!("run {} --showconfig", units::shown(path)))?;
     let mut stdout = child.stdout.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut text = Vec::new();
@@ -224,7 +225,7 @@ fn show_config(path: &Path) -> Result<String> {
             Ok(0) => {
                 break Err(anyhow!(
                     "{} --showconfig did not finish in 5 s: not a UML kernel?",
-                    path.display()
+                    units::shown(path)
                 ))
             }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -235,7 +236,7 @@ fn show_config(path: &Path) -> Result<String> {
             Ok(n) if text.len() + n > 4 << 20 => {
                 break Err(anyhow!(
                     "{} --showconfig printed over 4 MiB: not a UML kernel",
-                    path.display()
+                    units::shown(path)
                 ))
             }
             Ok(n) => text.extend_from_slice(&buf[..n]),

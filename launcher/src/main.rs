@@ -4,6 +4,7 @@ mod cli;
 mod cmdline;
 mod config;
 mod console;
+mod diagnose;
 mod doctor;
 mod kconfig;
 mod kernel;
@@ -49,9 +50,39 @@ fn main() {
     let code = match result {
         Ok(code) => code as i32,
         Err(e) => {
-            eprintln!("sekexe: {e:#}");
+            eprintln!("sekexe: {}", without_errno_numbers(&format!("{e:#}")));
             ExitCode::Failed.code() as i32
         }
     };
     std::process::exit(code);
+}
+
+/// io::Error text ends in " (os error N)", which tells users nothing the words did not.
+fn without_errno_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match rest.find(')') {
+            Some(end) => rest = &rest[end + 1..],
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errno_numbers_are_dropped() {
+        assert_eq!(
+            super::without_errno_numbers(
+                "read x: No such file or directory (os error 2): more (os error 13)"
+            ),
+            "read x: No such file or directory: more"
+        );
+        assert_eq!(super::without_errno_numbers("plain"), "plain");
+    }
 }

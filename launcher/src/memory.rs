@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::units;
 use anyhow::{bail, Result};
 use rustix::fs::StatVfsMountFlags;
 
@@ -29,13 +30,13 @@ fn check_dir(dir: &Path, label: &str) -> Result<()> {
         Ok(v) => v,
         Err(e) => bail!(
             "{label}{}: {e}: set TMPDIR to an existing folder",
-            dir.display()
+            units::shown(dir)
         ),
     };
     if vfs.f_flag.contains(StatVfsMountFlags::NOEXEC) {
         bail!(
             "{label}{} is mounted noexec, and UML maps guest memory from it as executable: set TMPDIR to an exec-able tmpfs, e.g. TMPDIR=/dev/shm if it is not noexec",
-            dir.display()
+            units::shown(dir)
         );
     }
     if rustix::fs::access(
@@ -46,7 +47,7 @@ fn check_dir(dir: &Path, label: &str) -> Result<()> {
     {
         bail!(
             "{label}{} is not writable: set TMPDIR to a writable folder",
-            dir.display()
+            units::shown(dir)
         );
     }
     Ok(())
@@ -60,7 +61,7 @@ pub fn check_room(dir: &Path, mem: u64) -> Result<()> {
     if free < mem {
         bail!(
             "{} has {} MiB free, less than --mem {} MiB needs for guest memory: free some space, lower --mem, or set TMPDIR to a larger tmpfs",
-            dir.display(),
+            units::shown(dir),
             free >> 20,
             mem >> 20
         );

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::units;
 use anyhow::{bail, Result};
 
 /// The name of the guest-init binary.
@@ -30,7 +31,7 @@ pub fn guest_init() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SEKEXE_INIT").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("SEKEXE_INIT={}: no such file", p.display());
+            bail!("SEKEXE_INIT={}: no such file", units::shown(&p));
         }
         return Ok(absolute(&p));
     }
@@ -61,7 +62,7 @@ pub fn guest_init() -> Result<PathBuf> {
         "guest-init ({INIT_NAME}) not found next to {}: build it with \
          'cargo build --release -p sekexe-init --target x86_64-unknown-linux-musl' \
          (scripts/sekexe does it for you), or set SEKEXE_INIT",
-        exe.display()
+        units::shown(&exe)
     )
 }
 

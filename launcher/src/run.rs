@@ -14,7 +14,7 @@ use crate::config::{Caller, RunConfig};
 use crate::sandbox::{Plan, Sandbox};
 use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
-use crate::{kernel, memory, paths, rundir, signals, terminal, units};
+use crate::{diagnose, kernel, memory, paths, rundir, signals, terminal, units};
 
 /// How many kernel console lines a failure report shows.
 const CONSOLE_TAIL: usize = 20;
@@ -119,6 +119,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let failure = Failure {
         base: &base,
         umid: &umid,
+        memory_dir: &memory_dir,
     };
     let code = conclude(&cfg, &run_dir, &mut session, &failure);
     if cfg.debug {
@@ -171,10 +172,11 @@ fn request(cfg: &RunConfig) -> Request {
     }
 }
 
-/// Where a failed run's kernel log goes.
+/// Where a failed run's kernel log goes, and what helps explain it.
 struct Failure<'a> {
     base: &'a Path,
     umid: &'a str,
+    memory_dir: &'a Path,
 }
 
 /// The exit status, and the messages a user needs when it is not the command's own.
@@ -230,17 +232,25 @@ fn conclude(
             }
         },
         Ok(None) => {
-            let how = session
-                .uml
-                .try_wait()
-                .map(uml::describe)
-                .unwrap_or_else(|| "was stopped".into());
+            let kernel = session.uml.try_wait();
+            let why = if !run_dir.path().is_dir() {
+                format!(
+                    "the run folder {} was removed during the run",
+                    run_dir.path().display()
+                )
+            } else {
+                let memory_dir = failure.memory_dir.display().to_string();
+                diagnose::cause(&session.console.text(), kernel, &memory_dir).unwrap_or_else(|| {
+                    let how = kernel
+                        .map(uml::describe)
+                        .unwrap_or_else(|| "was stopped".into());
+                    format!("the kernel {how}")
+                })
+            };
             guest_failure(
                 session,
                 failure,
-                &format!(
-                    "the guest ended without reporting the command's status: the kernel {how}"
-                ),
+                &format!("the guest ended without reporting the command's status: {why}"),
             );
             ExitCode::Failed.code()
         }

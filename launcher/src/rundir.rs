@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::units;
 use anyhow::{bail, Context, Result};
 use rustix::fs::FlockOperation;
 use sekexe_wire::names::{REQUEST_FILE, STATUS_FILE};
@@ -40,18 +41,18 @@ pub fn user_base(tmpdir: &Path) -> Result<PathBuf> {
             return Err(e).with_context(|| {
                 format!(
                     "cannot create {} (TMPDIR={}): set TMPDIR to a writable folder",
-                    base.display(),
-                    tmpdir.display()
+                    units::shown(&base),
+                    units::shown(tmpdir)
                 )
             })
         }
     }
-    let meta =
-        std::fs::symlink_metadata(&base).with_context(|| format!("stat {}", base.display()))?;
+    let meta = std::fs::symlink_metadata(&base)
+        .with_context(|| format!("stat {}", units::shown(&base)))?;
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
         bail!(
             "{} is not a private folder of uid {uid} (owner {}, mode {:o}): remove it, or set TMPDIR elsewhere",
-            base.display(),
+            units::shown(&base),
             meta.uid(),
             meta.mode() & 0o7777
         );
@@ -68,7 +69,7 @@ impl RunDir {
             .with_context(|| {
                 format!(
                     "cannot create a run folder in {} (is it full?)",
-                    base.display()
+                    units::shown(base)
                 )
             })?;
         let path = dir.keep();
@@ -108,9 +109,9 @@ impl RunDir {
             .write(true)
             .create_new(true)
             .open(&path)
-            .with_context(|| format!("create {}", path.display()))?;
+            .with_context(|| format!("create {}", units::shown(&path)))?;
         f.write_all(&request.encode())
-            .with_context(|| format!("write {} (is TMPDIR full?)", path.display()))
+            .with_context(|| format!("write {} (is TMPDIR full?)", units::shown(&path)))
     }
 
     /// The status record, `None` when the guest did not write one.
@@ -118,10 +119,13 @@ impl RunDir {
         let path = self.path.join(STATUS_FILE);
         match std::fs::read(&path) {
             Ok(data) => Status::decode(&data).map(Some).with_context(|| {
-                format!("the guest's status record {} is malformed", path.display())
+                format!(
+                    "the guest's status record {} is malformed",
+                    units::shown(&path)
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+            Err(e) => Err(e).with_context(|| format!("read {}", units::shown(&path))),
         }
     }
 
@@ -147,7 +151,7 @@ const KEEP_FAILURE_LOGS: usize = 10;
 /// few, and returns its path.
 pub fn save_failure_log(base: &Path, umid: &str, log: &[u8]) -> Result<PathBuf> {
     let path = base.join(format!("failed-{umid}.log"));
-    std::fs::write(&path, log).with_context(|| format!("write {}", path.display()))?;
+    std::fs::write(&path, log).with_context(|| format!("write {}", units::shown(&path)))?;
     let mut logs: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(base)?
         .flatten()
         .filter(|e| {

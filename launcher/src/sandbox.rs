@@ -195,10 +195,17 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
         let fd = PathFd::new(dir).with_context(|| format!("open {}", dir.display()))?;
         created = created.add_rule(PathBeneath::new(fd, all))?;
     }
-    // Device files the kernel process opens for writing.
-    for dev in ["/dev/null", "/dev/zero", "/dev/net/tun"] {
+    // Device files the kernel process opens for writing (UML probes SIGIO on a pty at boot).
+    for dev in [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/net/tun",
+        "/dev/ptmx",
+        "/dev/pts",
+    ] {
         if let Ok(fd) = PathFd::new(dev) {
-            created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(BEST_ABI)))?;
+            let access = AccessFs::from_file(BEST_ABI) | AccessFs::ReadDir;
+            created = created.add_rule(PathBeneath::new(fd, access))?;
         }
     }
     Ok(created)

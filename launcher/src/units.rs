@@ -108,3 +108,30 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
     }
 }
+
+/// A path as an error message shows it: as is when plain, quoted and escaped when it holds
+/// spaces, quotes or control characters (so a message stays on one line).
+pub fn shown(path: &std::path::Path) -> String {
+    match path.to_str() {
+        Some(s)
+            if s.chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\'') =>
+        {
+            s.to_string()
+        }
+        _ => format!("{:?}", path.as_os_str()),
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn plain_paths_stay_plain_and_odd_ones_stay_on_one_line() {
+        assert_eq!(shown(Path::new("/tmp/x")), "/tmp/x");
+        assert_eq!(shown(Path::new("/tmp/a b")), "\"/tmp/a b\"");
+        assert_eq!(shown(Path::new("/tmp/a\nb")), "\"/tmp/a\\nb\"");
+    }
+}
