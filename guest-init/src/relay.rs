@@ -257,10 +257,7 @@ impl Relay {
 
     fn handle_signals(&mut self, signals: &SignalFd, log: &mut Log) {
         for signo in signals::drain(signals) {
-            if signals::is_child(signo) {
-                continue;
-            }
-            if signo != libc::SIGPIPE && !is_job_control(signo) {
+            if signals::forwarded_to_command(signo) {
                 self.forward(signo);
             }
         }
@@ -334,11 +331,4 @@ impl Relay {
             Err(_) => self.outputs[index] = None,
         }
     }
-}
-
-fn is_job_control(signo: i32) -> bool {
-    matches!(
-        signo,
-        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU | libc::SIGCONT
-    )
 }

@@ -13,8 +13,7 @@ pub fn block_all() -> Result<SignalFd> {
     SignalFd::with_flags(&all, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")
 }
 
-/// Signals received by PID 1 that the relay handles: SIGCHLD means "reap"; the rest are
-/// forwarded to the command, as tini and docker-init do. Returns the numbers read.
+/// Signals received by PID 1. Returns the numbers read; SIGCHLD means "reap".
 pub fn drain(fd: &SignalFd) -> Vec<i32> {
     let mut got = Vec::new();
     while let Ok(Some(info)) = fd.read_signal() {
@@ -23,6 +22,18 @@ pub fn drain(fd: &SignalFd) -> Vec<i32> {
     got
 }
 
-pub fn is_child(signo: i32) -> bool {
-    signo == Signal::SIGCHLD as i32
+/// Signals sent to PID 1 that it passes on to the command, as tini and docker-init do: the
+/// ones that ask a program to stop or act. Faults, job control, SIGPIPE (guest-init's own) and
+/// SIGCHLD are not the command's business.
+pub fn forwarded_to_command(signo: i32) -> bool {
+    [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ]
+    .iter()
+    .any(|s| *s as i32 == signo)
 }

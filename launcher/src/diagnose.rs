@@ -29,8 +29,14 @@ pub fn cause(console: &str, kernel: Option<ExitStatus>, memory_dir: &str) -> Opt
     if let Some(reason) = panic_reason(console) {
         return Some(format!("the guest kernel panicked: {reason}"));
     }
-    if has("reboot: System halted") || has("reboot: Power down") || has("reboot: Restarting system")
-    {
+    let halted = [
+        "reboot: System halted",
+        "reboot: Power down",
+        "reboot: Restarting system",
+        "sysrq: Resetting",
+        "sysrq: Power Off",
+    ];
+    if halted.iter().any(|h| has(h)) {
         return Some(
             "the guest halted or rebooted before the command ended (reboot(2) or sysrq)".into(),
         );
@@ -94,8 +100,12 @@ mod tests {
             cause(c, signal(libc::SIGABRT), "/x").unwrap(),
             "the guest kernel panicked: VFS: Unable to mount root fs"
         );
-        let c = "[    1.0] reboot: Power down\n";
-        assert!(cause(c, None, "/x").unwrap().contains("halted or rebooted"));
+        for c in [
+            "[    1.0] reboot: Power down\n",
+            "[    0.09] sysrq: Resetting\n",
+        ] {
+            assert!(cause(c, None, "/x").unwrap().contains("halted or rebooted"));
+        }
     }
 
     #[test]
