@@ -494,32 +494,6 @@ fn keep_leaves_the_run_folder_and_says_where() {
 }
 
 #[test]
-fn killing_the_launcher_takes_the_kernel_with_it() {
-    let s = Scratch::new();
-    let mut r = sekexe(&s, ["run", "--", "sh", "-c", "echo up; sleep 1000"]).spawn();
-    r.read_until(b"up\n");
-    assert!(
-        !s.leftover_processes().is_empty(),
-        "the kernel should be running"
-    );
-    r.signal(libc::SIGKILL);
-    let _ = r.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !s.leftover_processes().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "kernel processes outlived the launcher by 2 s: {:?}",
-            s.leftover_processes()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The next run removes the folder the killed launcher left.
-    assert_eq!(s.leftover_runs().len(), 1);
-    assert_eq!(run(&s, &["run", "--", "true"]).code, 0);
-    s.assert_clean();
-}
-
-#[test]
 fn the_host_is_read_only() {
     let s = Scratch::new();
     // The working directory is visible in the guest (the rest of /dev/shm is the guest's own

@@ -93,7 +93,7 @@ pub fn select(explicit: Option<&Path>) -> Result<Kernel> {
         .next()
         .ok_or_else(|| anyhow!("no UML kernel found: {NOT_FOUND_HINT}"))?;
     let config =
-        load_config(&path).with_context(|| format!("kernel from {}", source.describe()))?;
+        load_config(&path).with_context(|| format!("the kernel ({})", source.describe()))?;
     let missing = config.missing_required();
     if !missing.is_empty() {
         let list: Vec<String> = missing
@@ -206,7 +206,12 @@ fn show_config(path: &Path) -> Result<String> {
         .stderr(Stdio::null())
         .env_clear()
         .spawn()
-        .with_context(|| format!("run {} --showconfig", units::shown(path)))?;
+        .with_context(|| {
+            format!(
+                "{} is not a UML kernel: it cannot be executed",
+                units::shown(path)
+            )
+        })?;
     let mut stdout = child.stdout.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut text = Vec::new();

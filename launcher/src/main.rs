@@ -29,14 +29,14 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; usage errors exit 125 like every other
-            // failure of sekexe itself, so scripts can tell them from the command's statuses.
-            let code = if e.use_stderr() {
-                ExitCode::Failed.code() as i32
-            } else {
-                0
-            };
-            let _ = e.print();
-            std::process::exit(code);
+            // failure of sekexe itself, so scripts can tell them from the command's statuses,
+            // and take one line, like every other error.
+            if !e.use_stderr() {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            eprintln!("sekexe: {}", usage_error_line(&e.render().to_string()));
+            std::process::exit(ExitCode::Failed.code() as i32);
         }
     };
     let result = match cli.command {
@@ -57,6 +57,19 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The first paragraph of clap's error on one line, without its "error: " prefix, and where
+/// to look next.
+fn usage_error_line(rendered: &str) -> String {
+    let first: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let text = first.join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    format!("{text} (see 'sekexe --help' or 'sekexe run --help')")
+}
+
 /// io::Error text ends in " (os error N)", which tells users nothing the words did not.
 fn without_errno_numbers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -75,6 +88,15 @@ fn without_errno_numbers(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn usage_errors_are_one_line() {
+        use clap::Parser;
+        let e = crate::cli::Cli::try_parse_from(["sekexe", "run", "--no-such"]).unwrap_err();
+        let line = super::usage_error_line(&e.render().to_string());
+        assert!(line.contains("--no-such") && !line.contains('\n'), "{line}");
+        assert!(!line.starts_with("error:"), "{line}");
+    }
+
     #[test]
     fn errno_numbers_are_dropped() {
         assert_eq!(

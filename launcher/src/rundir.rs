@@ -18,6 +18,9 @@ use sekexe_wire::names::{REQUEST_FILE, STATUS_FILE};
 use sekexe_wire::{Request, Status};
 
 const LOCK_FILE: &str = "lock";
+/// Run folders are `run-XXXXXXXX`; while being set up, `.new-XXXXXXXX`.
+const RUN_PREFIX: &str = "run-";
+const NEW_PREFIX: &str = ".new-";
 /// Marks a folder kept with `--keep`, which stale-folder removal leaves alone.
 const KEPT_FILE: &str = "kept";
 const UML_DIR: &str = "uml";
@@ -61,9 +64,11 @@ pub fn user_base(tmpdir: &Path) -> Result<PathBuf> {
 }
 
 impl RunDir {
+    /// Makes the folder under a `.new-` name and renames it to `run-` only once it is locked,
+    /// so another launcher's sweep of stale folders never sees it unlocked.
     pub fn create(base: &Path) -> Result<RunDir> {
         let dir = tempfile::Builder::new()
-            .prefix("run-")
+            .prefix(NEW_PREFIX)
             .rand_bytes(8)
             .tempdir_in(base)
             .with_context(|| {
@@ -72,12 +77,12 @@ impl RunDir {
                     units::shown(base)
                 )
             })?;
-        let path = dir.keep();
+        let new = dir.keep();
         let cleanup = |e: anyhow::Error| {
-            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_dir_all(&new);
             e
         };
-        let lock = File::create(path.join(LOCK_FILE))
+        let lock = File::create(new.join(LOCK_FILE))
             .context("create the run lock")
             .map_err(cleanup)?;
         rustix::fs::flock(&lock, FlockOperation::LockExclusive)
@@ -85,8 +90,17 @@ impl RunDir {
             .map_err(cleanup)?;
         DirBuilder::new()
             .mode(0o700)
-            .create(path.join(UML_DIR))
+            .create(new.join(UML_DIR))
             .context("create uml_dir")
+            .map_err(cleanup)?;
+        let name = new
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replacen(NEW_PREFIX, RUN_PREFIX, 1);
+        let path = base.join(name);
+        std::fs::rename(&new, &path)
+            .context("name the run folder")
             .map_err(cleanup)?;
         Ok(RunDir {
             path,
@@ -169,28 +183,34 @@ pub fn save_failure_log(base: &Path, umid: &str, log: &[u8]) -> Result<PathBuf> 
     Ok(path)
 }
 
-/// Removes run folders whose launcher is gone: their lock is free. A folder without a lock file
-/// is only removed once it is a minute old, so a run that is being created is left alone.
+/// Removes run folders whose launcher is gone: their lock is free. Folders a launcher died
+/// setting up (`.new-`, or without a lock file) go once they are a minute old.
 pub fn remove_stale(base: &Path, ours: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_run = entry.file_name().to_string_lossy().starts_with("run-");
-        if !is_run || path == ours || path.join(KEPT_FILE).exists() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (is_run, is_new) = (name.starts_with(RUN_PREFIX), name.starts_with(NEW_PREFIX));
+        if !(is_run || is_new) || path == ours || path.join(KEPT_FILE).exists() {
             continue;
         }
-        let stale = match File::open(path.join(LOCK_FILE)) {
-            Ok(lock) => rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok(),
-            Err(_) => entry
+        let old = || {
+            entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .map(|t| {
                     SystemTime::now().duration_since(t).unwrap_or_default()
                         > Duration::from_secs(60)
                 })
-                .unwrap_or(false),
+                .unwrap_or(false)
+        };
+        let stale = match File::open(path.join(LOCK_FILE)) {
+            Ok(lock) if is_run => {
+                rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok()
+            }
+            _ => old(),
         };
         if stale {
             let _ = std::fs::remove_dir_all(&path);

@@ -625,3 +625,47 @@ pub fn launcher_pids(scratch: &Scratch) -> Vec<i32> {
     }
     pids
 }
+
+/// The kernel process started by the launcher `launcher` (its child with this scratch folder
+/// on its command line).
+pub fn kernel_pid(scratch: &Scratch, launcher: i32) -> Option<i32> {
+    scratch
+        .leftover_processes()
+        .iter()
+        .filter_map(|p| p.split(':').next()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<i32>()
+                        .ok()
+                })
+                == Some(launcher)
+        })
+}
+
+/// Writes an executable script (for SEKEXE_INIT, a fake kernel...) into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A folder the guest sees at the same path from the very start of boot (not under /dev,
+/// /tmp, /run or /var/tmp, which the guest covers): for init scripts and victim files.
+pub fn guest_visible_dir(prefix: &str) -> tempfile::TempDir {
+    let base = workspace().join("target/test-visible");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}

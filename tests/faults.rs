@@ -1,0 +1,178 @@
+//! Faults: whatever breaks (the launcher, the kernel, guest-init, the run folder, host
+//! storage, too little memory), the run ends within seconds with exit 125 and a message
+//! that names the cause, and nothing is left behind.
+
+use std::time::Duration;
+
+use sekexe_tests::*;
+
+const QUICK: Duration = Duration::from_secs(60);
+
+fn users() -> Vec<Option<u32>> {
+    if is_root() {
+        vec![Some(NOBODY), None]
+    } else {
+        vec![None]
+    }
+}
+
+fn assert_fails_with(out: &Output, cause: &str) {
+    assert_eq!(out.code, 125, "{out:?}");
+    let first = out.stderr_str().lines().next().unwrap_or("").to_string();
+    assert!(
+        first.contains(cause),
+        "expected '{cause}' in the first line: {out:?}"
+    );
+}
+
+#[test]
+fn a_sigkilled_launcher_leaves_no_process_and_the_next_run_tidies_up() {
+    for user in users() {
+        let s = Scratch::for_user(user);
+        let mut r = sekexe(&s, ["run", "--", "sh", "-c", "echo up; sleep 1000"]).spawn();
+        r.read_until(b"up\n");
+        r.signal(libc::SIGKILL);
+        let _ = r.child.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !s.leftover_processes().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kernel outlived its launcher: {:?}",
+                s.leftover_processes()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(s.leftover_runs().len(), 1, "the killed launcher's folder");
+        assert_eq!(sekexe(&s, ["run", "--", "true"]).run().code, 0);
+        s.assert_clean();
+    }
+}
+
+#[test]
+fn the_kernel_killed_or_crashing_from_outside() {
+    // UML takes SIGSEGV for a page fault it cannot resolve, and panics saying so.
+    for (sig, cause) in [
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGSEGV, "Kernel mode fault"),
+    ] {
+        let s = Scratch::new();
+        let mut r = sekexe(&s, ["run", "--", "sh", "-c", "echo up; sleep 1000"])
+            .timeout(QUICK)
+            .spawn();
+        r.read_until(b"up\n");
+        let kernel = kernel_pid(&s, r.pid()).expect("the kernel process");
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(kernel, sig) };
+        let out = r.finish();
+        assert_fails_with(&out, cause);
+        s.assert_clean();
+    }
+}
+
+#[test]
+fn guest_init_dying_is_named() {
+    let s = Scratch::new();
+    let out = sekexe(&s, ["run", "--", "true"])
+        .env("SEKEXE_INIT", "/bin/false")
+        .timeout(QUICK)
+        .run();
+    assert_fails_with(&out, "PID 1");
+    s.assert_clean();
+}
+
+#[test]
+fn the_guest_panicking_is_named() {
+    let s = Scratch::new();
+    let out = sekexe(
+        &s,
+        ["run", "--", "sh", "-c", "echo c > /proc/sysrq-trigger"],
+    )
+    .timeout(QUICK)
+    .run();
+    assert_fails_with(&out, "sysrq");
+    s.assert_clean();
+}
+
+#[test]
+fn the_run_folder_disappearing_mid_run() {
+    let s = Scratch::new();
+    let mut r = sekexe(&s, ["run", "--", "sh", "-c", "echo up; read x; echo done"])
+        .timeout(QUICK)
+        .spawn();
+    r.read_until(b"up\n");
+    let runs = s.leftover_runs();
+    std::fs::remove_dir_all(s.user_base().join(&runs[0])).unwrap();
+    r.write_stdin(b"go\n");
+    let out = r.finish();
+    assert_fails_with(&out, "was removed during the run");
+    s.assert_clean();
+}
+
+#[test]
+fn too_little_room_for_guest_memory() {
+    assert!(
+        is_root(),
+        "this test mounts small tmpfs folders: run the suite as root (CI does)"
+    );
+    let s = Scratch::new();
+    let small = s.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    // Known at the start: one line, nothing created.
+    let out = sekexe(&s, ["run", "--mem", "512M", "--", "true"])
+        .env("TMPDIR", &small)
+        .run();
+    assert_fails_with(&out, "less than --mem");
+    assert_eq!(out.stderr_str().lines().count(), 1);
+    // Running out mid-run: the host folder fills while the guest uses its memory.
+    let filler = small.join("filler");
+    let mut r = sekexe(
+        &s,
+        [
+            "run",
+            "--mem",
+            "192M",
+            "--",
+            "sh",
+            "-c",
+            "echo up; read x; dd if=/dev/zero of=/dev/shm/x bs=1M count=150",
+        ],
+    )
+    .env("TMPDIR", &small)
+    .timeout(QUICK)
+    .spawn();
+    r.read_until(b"up\n");
+    let filled = std::process::Command::new("fallocate")
+        .args(["-l", "150m"])
+        .arg(&filler)
+        .status()
+        .unwrap();
+    assert!(filled.success());
+    r.write_stdin(b"go\n");
+    let out = r.finish();
+    let _ = std::fs::remove_file(&filler);
+    assert_fails_with(&out, "is full");
+    let leftovers = std::fs::read_dir(small.join("sekexe-0"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+                .count()
+        })
+        .unwrap_or(0);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn too_little_memory_to_boot() {
+    let s = Scratch::new();
+    let out = sekexe(&s, ["run", "--mem", "16M", "--", "true"]).run();
+    assert_fails_with(&out, "too small");
+    assert_eq!(out.stderr_str().lines().count(), 1);
+    s.assert_clean();
+}
