@@ -168,6 +168,11 @@ impl<'a> Decoder<'a> {
         Ok(items)
     }
 
+    /// Bytes not read yet (to bound allocations by what the input can hold).
+    pub fn remaining(&self) -> usize {
+        self.data.len()
+    }
+
     /// Fails if anything is left: a longer message is a different format, not ours.
     pub fn finish(self) -> Result<(), DecodeError> {
         if self.data.is_empty() {

@@ -19,6 +19,10 @@ pub const STATUS_TMP_FILE: &str = "status.tmp";
 /// Where guest-init mounts the exchange folder inside the guest.
 pub const GUEST_EXCHANGE_DIR: &str = "/run/sekexe";
 
+/// Folders the guest covers with its own fresh tmpfs: what the host has there is not seen
+/// (guest-init shows the working directory again when it lies beneath one).
+pub const GUEST_TMPFS_DIRS: &[&str] = &["/run", "/tmp", "/dev/shm", "/var/tmp"];
+
 /// UML console index that carries the framed channel (`con1=fd:N`); con0 is the kernel log.
 pub const CHANNEL_CONSOLE: u32 = 1;
 /// The guest device of that console.
@@ -49,6 +53,10 @@ pub fn decode_param(text: &str) -> Option<Vec<u8>> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
+            // from_str_radix alone would also take "+0".
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -89,5 +97,6 @@ mod tests {
         assert_eq!(decode_param("%4"), None);
         assert_eq!(decode_param("%zz"), None);
         assert_eq!(decode_param("%"), None);
+        assert_eq!(decode_param("%+0"), None);
     }
 }

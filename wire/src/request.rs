@@ -6,7 +6,39 @@ use crate::codec::{DecodeError, Decoder, Encoder};
 
 const MAGIC: &[u8] = b"SEKEXERQ";
 /// Bumped whenever a field changes; launcher and guest-init must come from the same build.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// Which cgroup filesystems guest-init mounts at /sys/fs/cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cgroups {
+    /// None at all.
+    None,
+    /// cgroup v2, every controller delegated to child groups.
+    #[default]
+    V2,
+    /// One v1 hierarchy per controller, as Docker and systemd lay them out.
+    V1,
+}
+
+/// A writable root over the read-only one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Overlay {
+    #[default]
+    None,
+    /// Changes go to a tmpfs and are lost at the end.
+    Tmpfs,
+    /// Changes go to an ext4 file system on this UML block device (e.g. `ubdc`), kept on the
+    /// host between runs (`--overlay-dir`).
+    Disk(Vec<u8>),
+}
+
+/// A host folder shown in the guest (`-v`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: Vec<u8>,
+    pub guest: Vec<u8>,
+    pub writable: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
@@ -28,6 +60,11 @@ pub struct Request {
     pub hostname: Vec<u8>,
     /// Report guest-init's steps on the channel (`--debug`).
     pub debug: bool,
+    pub cgroups: Cgroups,
+    pub overlay: Overlay,
+    /// Another root folder on the host (`--root`); empty for the host's own `/`.
+    pub root: Vec<u8>,
+    pub volumes: Vec<Volume>,
 }
 
 impl Request {
@@ -42,7 +79,21 @@ impl Request {
             .u32(self.rows as u32)
             .u32(self.cols as u32)
             .bytes(&self.hostname)
-            .bool(self.debug);
+            .bool(self.debug)
+            .u8(match self.cgroups {
+                Cgroups::None => 0,
+                Cgroups::V2 => 1,
+                Cgroups::V1 => 2,
+            });
+        match &self.overlay {
+            Overlay::None => e.u8(0),
+            Overlay::Tmpfs => e.u8(1),
+            Overlay::Disk(dev) => e.u8(2).bytes(dev),
+        };
+        e.bytes(&self.root).u32(self.volumes.len() as u32);
+        for v in &self.volumes {
+            e.bytes(&v.host).bytes(&v.guest).bool(v.writable);
+        }
         e.finish()
     }
 
@@ -59,6 +110,32 @@ impl Request {
             cols: u16::try_from(d.u32("cols")?).map_err(|_| DecodeError::BadValue("cols"))?,
             hostname: d.bytes("hostname")?,
             debug: d.bool("debug")?,
+            cgroups: match d.u8("cgroups")? {
+                0 => Cgroups::None,
+                1 => Cgroups::V2,
+                2 => Cgroups::V1,
+                _ => return Err(DecodeError::BadValue("cgroups")),
+            },
+            overlay: match d.u8("overlay")? {
+                0 => Overlay::None,
+                1 => Overlay::Tmpfs,
+                2 => Overlay::Disk(d.bytes("overlay")?),
+                _ => return Err(DecodeError::BadValue("overlay")),
+            },
+            root: d.bytes("root")?,
+            volumes: {
+                let count = d.u32("volumes")? as usize;
+                // Each volume takes at least 9 bytes; a hostile count cannot over-allocate.
+                let mut v = Vec::with_capacity(count.min(d.remaining() / 9));
+                for _ in 0..count {
+                    v.push(Volume {
+                        host: d.bytes("volume host")?,
+                        guest: d.bytes("volume guest")?,
+                        writable: d.bool("volume writable")?,
+                    });
+                }
+                v
+            },
         };
         d.finish()?;
         req.validate()?;
@@ -83,6 +160,22 @@ impl Request {
         }
         if self.hostname.contains(&0) || self.hostname.len() > 64 {
             return Err(DecodeError::BadValue("hostname"));
+        }
+        let absolute = |p: &[u8]| p.first() == Some(&b'/') && !p.contains(&0);
+        if !self.root.is_empty() && !absolute(&self.root) {
+            return Err(DecodeError::BadValue("root"));
+        }
+        if let Overlay::Disk(dev) = &self.overlay {
+            if dev.is_empty() || !dev.iter().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(DecodeError::BadValue("overlay"));
+            }
+        }
+        if !self
+            .volumes
+            .iter()
+            .all(|v| absolute(&v.host) && absolute(&v.guest))
+        {
+            return Err(DecodeError::BadValue("volumes"));
         }
         Ok(())
     }
@@ -116,6 +209,21 @@ mod tests {
             cols: 80,
             hostname: b"sekexe".to_vec(),
             debug: false,
+            cgroups: Cgroups::V1,
+            overlay: Overlay::Disk(b"ubdc".to_vec()),
+            root: b"/srv/root fs".to_vec(),
+            volumes: vec![
+                Volume {
+                    host: b"/home/me/src".to_vec(),
+                    guest: b"/src".to_vec(),
+                    writable: true,
+                },
+                Volume {
+                    host: b"/data".to_vec(),
+                    guest: b"/data".to_vec(),
+                    writable: false,
+                },
+            ],
         }
     }
 
