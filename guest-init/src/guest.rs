@@ -207,8 +207,7 @@ fn shell_request(request: Option<&Request>) -> Request {
         tty: true,
         rows: request.map_or(0, |r| r.rows),
         cols: request.map_or(0, |r| r.cols),
-        hostname: Vec::new(),
-        debug: false,
+        ..Request::default()
     }
 }
 

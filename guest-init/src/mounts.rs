@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::mount::{mount, MountFlags};
 
+use sekexe_wire::Volume;
+
 use crate::log::Log;
 
 #[derive(Clone, Copy)]
@@ -31,8 +33,10 @@ struct Row {
 
 const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
 
-/// The first rows: what the channel needs.
+/// The first rows: what the channel needs (/proc, /dev).
 const BASE_ROWS: usize = 2;
+/// The next ones: /run for the exchange folder, /tmp as scratch space for another root.
+const SCRATCH_ROWS: usize = 4;
 
 const EARLY: &[Row] = &[
     Row {
@@ -50,6 +54,22 @@ const EARLY: &[Row] = &[
         data: "mode=0755",
         policy: Policy::Required("CONFIG_DEVTMPFS missing?"),
         hides_host: false,
+    },
+    Row {
+        fstype: "tmpfs",
+        target: "/run",
+        flags: NOSUID_NODEV,
+        data: "mode=0755",
+        policy: Policy::Required("CONFIG_TMPFS missing?"),
+        hides_host: true,
+    },
+    Row {
+        fstype: "tmpfs",
+        target: "/tmp",
+        flags: NOSUID_NODEV,
+        data: "mode=1777",
+        policy: Policy::Required("CONFIG_TMPFS missing?"),
+        hides_host: true,
     },
     Row {
         fstype: "sysfs",
@@ -77,22 +97,6 @@ const EARLY: &[Row] = &[
     },
     Row {
         fstype: "tmpfs",
-        target: "/run",
-        flags: NOSUID_NODEV,
-        data: "mode=0755",
-        policy: Policy::Required("CONFIG_TMPFS missing?"),
-        hides_host: true,
-    },
-    Row {
-        fstype: "tmpfs",
-        target: "/tmp",
-        flags: NOSUID_NODEV,
-        data: "mode=1777",
-        policy: Policy::Required("CONFIG_TMPFS missing?"),
-        hides_host: true,
-    },
-    Row {
-        fstype: "tmpfs",
         target: "/var/tmp",
         flags: NOSUID_NODEV,
         data: "mode=1777",
@@ -114,7 +118,13 @@ pub fn mount_base(log: &mut Log) -> Result<()> {
     mount_rows(&EARLY[..BASE_ROWS], log)
 }
 
-/// Everything else in the table, and the usual /dev links.
+/// /run and /tmp, before the request is read.
+pub fn mount_scratch(log: &mut Log) -> Result<()> {
+    mount_rows(&EARLY[BASE_ROWS..SCRATCH_ROWS], log)
+}
+
+/// Everything else in the table (the scratch rows again, for a new root), and the usual /dev
+/// links.
 pub fn mount_rest(log: &mut Log) -> Result<()> {
     mount_rows(&EARLY[BASE_ROWS..], log)?;
     for (target, link) in DEV_LINKS {
@@ -160,7 +170,7 @@ fn is_mountpoint(path: &Path) -> bool {
     }
 }
 
-fn ensure_dir(path: &Path) -> Result<()> {
+pub fn ensure_dir(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }
@@ -205,6 +215,29 @@ pub fn keep_cwd_visible(cwd: &[u8], log: &mut Log) -> Result<()> {
             "the working directory {} does not exist in the guest",
             cwd.display()
         );
+    }
+    Ok(())
+}
+
+/// Shows each `-v` host folder at its guest path, read-only unless asked otherwise.
+pub fn mount_volumes(volumes: &[Volume], log: &mut Log) -> Result<()> {
+    for v in volumes {
+        let host = Path::new(std::ffi::OsStr::from_bytes(&v.host));
+        let guest = Path::new(std::ffi::OsStr::from_bytes(&v.guest));
+        if !guest.is_dir() && std::fs::create_dir_all(guest).is_err() {
+            bail!(
+                "volume {}: {} does not exist in the guest's read-only root; pick an existing folder, or add --overlay",
+                host.display(),
+                guest.display()
+            );
+        }
+        mount_hostfs(host, guest, !v.writable)?;
+        let mode = if v.writable { "rw" } else { "ro" };
+        log.step(&format!(
+            "volume {} on {} ({mode})",
+            host.display(),
+            guest.display()
+        ));
     }
     Ok(())
 }

@@ -15,6 +15,9 @@ Examples:
   sekexe run -e FOO=bar -w /src -- make  environment and working directory
   sekexe run --user 1000:1000 -- id      run as another user
   sekexe run --timeout 5m -- make test   never hang a CI step (exit 124 on timeout)
+  sekexe run --overlay -- apt-get install -y cowsay   a writable root, thrown away after
+  sekexe run -v ~/src:/src:rw -w /src -- make         a host folder, writable
+  sekexe run --root ./rootfs -- cat /etc/os-release   another root file system
   sekexe kernel check                    what the kernel supports
   sekexe doctor                          check this host
 
@@ -93,6 +96,36 @@ pub struct RunArgs {
     )]
     pub kill_after: String,
 
+    /// Show a host folder in the guest (repeatable); GUEST defaults to HOST, ro to read-only
+    #[arg(short = 'v', long = "volume", value_name = "HOST[:GUEST][:ro|rw]")]
+    pub volumes: Vec<String>,
+
+    /// A writable root whose changes are thrown away at the end (tmpfs over the host's /)
+    #[arg(long, conflicts_with = "overlay_dir")]
+    pub overlay: bool,
+
+    /// A writable root whose changes are kept in DIR (an ext4 image, DIR/overlay.img) for the
+    /// next run with the same DIR
+    #[arg(long, value_name = "DIR")]
+    pub overlay_dir: Option<PathBuf>,
+
+    /// Boot with DIR (a debootstrap'd or unpacked root file system) as / instead of the host's
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Attach an image file as a block device (repeatable): /dev/ubda, /dev/ubdb, ... in order
+    #[arg(long = "disk", value_name = "FILE[:ro]")]
+    pub disks: Vec<String>,
+
+    /// cgroups in the guest: v2 (all controllers delegated), v1 (one hierarchy per
+    /// controller, as Docker expects) or none
+    #[arg(long, value_name = "VERSION", default_value = "v2")]
+    pub cgroup: CgroupArg,
+
+    /// The guest's hostname
+    #[arg(long, value_name = "NAME", default_value = "sekexe")]
+    pub hostname: String,
+
     /// Give the command a terminal (the default for a shell when stdin is a terminal)
     #[arg(short = 't', long)]
     pub tty: bool,
@@ -127,6 +160,13 @@ pub struct RunArgs {
     /// The command and its arguments, passed exactly as given
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupArg {
+    V2,
+    V1,
+    None,
 }
 
 #[derive(Subcommand, Debug)]

@@ -29,9 +29,20 @@ pub struct BootParams<'a> {
     pub verbose: bool,
     /// `--debug-shell`.
     pub debug_shell: bool,
+    /// Block devices, in order: ubd0 (/dev/ubda), ubd1, ...; each a path and whether it is
+    /// writable.
+    pub disks: &'a [(&'a Path, bool)],
     /// Raw words from `--kernel-arg`, appended last so they can override ours.
     pub extra: &'a [String],
 }
+
+/// The guest device of the block device at `index` (ubd0 is /dev/ubda).
+pub fn disk_device(index: usize) -> String {
+    format!("ubd{}", (b'a' + index as u8) as char)
+}
+
+/// UML has 16 block devices.
+pub const MAX_DISKS: usize = 16;
 
 /// Renders the command line as UML's argv words.
 pub fn render(p: &BootParams) -> Result<Vec<String>> {
@@ -65,6 +76,17 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
         "{EXCHANGE_PARAM}={}",
         encode_param(p.exchange.as_os_str().as_bytes())
     ));
+    if p.disks.len() > MAX_DISKS {
+        bail!(
+            "{} block devices (--disk, --overlay-dir): UML has {MAX_DISKS}",
+            p.disks.len()
+        );
+    }
+    for (i, (path, writable)) in p.disks.iter().enumerate() {
+        // ubdNr: read-only.
+        let ro = if *writable { "" } else { "r" };
+        w.push(format!("ubd{i}{ro}={}", word_path(path, "--disk")?));
+    }
     if p.debug_shell {
         w.push(format!("{DEBUG_SHELL_PARAM}=1"));
     }
@@ -120,6 +142,7 @@ mod tests {
             skip_initcalls: skip,
             verbose: false,
             debug_shell: false,
+            disks: &[],
             extra,
         }
     }
@@ -156,6 +179,21 @@ mod tests {
         let w = render(&p).unwrap();
         assert_eq!(w.last().unwrap(), "init=\"/opt/my tools/sekexe-init\"");
         assert!(w[..w.len() - 1].iter().all(|s| !s.contains(' ')));
+    }
+
+    #[test]
+    fn disks_become_ubd_words_in_order() {
+        let disks = [
+            (Path::new("/img/a.img"), true),
+            (Path::new("/img/b.img"), false),
+        ];
+        let mut p = params(&[], &[]);
+        p.disks = &disks;
+        let w = render(&p).unwrap();
+        assert!(w.contains(&"ubd0=/img/a.img".to_string()), "{w:?}");
+        assert!(w.contains(&"ubd1r=/img/b.img".to_string()), "{w:?}");
+        assert_eq!(disk_device(0), "ubda");
+        assert_eq!(disk_device(2), "ubdc");
     }
 
     #[test]

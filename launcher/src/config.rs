@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::RunArgs;
 use crate::units;
+use sekexe_wire::names::GUEST_TMPFS_DIRS;
+use sekexe_wire::Cgroups;
 
 /// `--mem` when not given (the CLI's default text says the same).
 pub const DEFAULT_MEM: u64 = 256 << 20;
@@ -18,7 +20,6 @@ pub const DEFAULT_MEM: u64 = 256 << 20;
 /// to allocate its memory map at 32-36M; nothing below 40M is reliable).
 pub const MIN_MEM: u64 = 64 << 20;
 pub use sekexe_wire::names::DEFAULT_PATH;
-pub const DEFAULT_HOSTNAME: &str = "sekexe";
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -38,6 +39,34 @@ pub struct RunConfig {
     pub full_boot: bool,
     pub debug_shell: bool,
     pub sandbox: bool,
+    pub cgroups: Cgroups,
+    pub overlay: OverlayChoice,
+    pub root: Option<PathBuf>,
+    pub volumes: Vec<VolumeSpec>,
+    pub disks: Vec<DiskSpec>,
+}
+
+/// `--overlay` or `--overlay-dir`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverlayChoice {
+    None,
+    Tmpfs,
+    Dir(PathBuf),
+}
+
+/// One `-v HOST[:GUEST][:ro|rw]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeSpec {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+    pub writable: bool,
+}
+
+/// One `--disk FILE[:ro]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub writable: bool,
 }
 
 /// Kernel parameters sekexe sets itself, and the option to use instead.
@@ -123,7 +152,36 @@ impl RunConfig {
             Some(spec) => parse_user(spec)?,
             None => (0, 0),
         };
-        let cwd = workdir(args.workdir.as_deref(), caller)?;
+        let root = match &args.root {
+            Some(dir) => Some(existing_dir(dir, caller, "--root")?),
+            None => None,
+        };
+        let cwd = match &root {
+            Some(root) => workdir_in_root(args.workdir.as_deref(), root)?,
+            None => workdir(args.workdir.as_deref(), caller)?,
+        };
+        let volumes = args
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v, caller))
+            .collect::<Result<Vec<_>>>()?;
+        if !(args.overlay || args.overlay_dir.is_some()) {
+            let guest_root = root.as_deref().unwrap_or(Path::new("/"));
+            for v in &volumes {
+                check_mount_point(&v.guest, guest_root)?;
+            }
+        }
+        let disks = args
+            .disks
+            .iter()
+            .map(|d| parse_disk(d, caller))
+            .collect::<Result<Vec<_>>>()?;
+        let overlay = match (&args.overlay_dir, args.overlay) {
+            (Some(dir), _) => OverlayChoice::Dir(absolute(dir, caller)?),
+            (None, true) => OverlayChoice::Tmpfs,
+            (None, false) => OverlayChoice::None,
+        };
+        check_hostname(&args.hostname)?;
         let tty = args.tty || (shell_mode && caller.stdin_is_tty);
         let env = environment(&args.env, args.clear_env, tty, caller)?;
         let timeout = match &args.timeout {
@@ -146,12 +204,21 @@ impl RunConfig {
             kernel: args.kernel,
             keep: args.keep,
             debug: args.debug,
-            hostname: DEFAULT_HOSTNAME.to_string(),
+            hostname: args.hostname.clone(),
             timeout,
             kernel_args: args.kernel_args,
             full_boot: args.full_boot,
             debug_shell: args.debug_shell,
             sandbox: !args.no_sandbox,
+            cgroups: match args.cgroup {
+                crate::cli::CgroupArg::V2 => Cgroups::V2,
+                crate::cli::CgroupArg::V1 => Cgroups::V1,
+                crate::cli::CgroupArg::None => Cgroups::None,
+            },
+            overlay,
+            root,
+            volumes,
+            disks,
         })
     }
 }
@@ -182,6 +249,159 @@ fn argv(args: &RunArgs, caller: &Caller) -> Result<(Vec<Vec<u8>>, bool)> {
         .map(|s| s.as_bytes().to_vec())
         .unwrap_or_else(|| b"/bin/sh".to_vec());
     Ok((vec![shell], true))
+}
+
+fn absolute(path: &Path, caller: &Caller) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let here = caller.cwd.as_ref().map_err(|e| {
+        anyhow!(
+            "cannot read the current directory ({e}) to resolve {}",
+            units::shown(path)
+        )
+    })?;
+    Ok(here.join(path))
+}
+
+/// An existing host folder, absolute and without symlinks.
+fn existing_dir(path: &Path, caller: &Caller, option: &str) -> Result<PathBuf> {
+    let full = absolute(path, caller)?;
+    match std::fs::metadata(&full) {
+        Ok(m) if m.is_dir() => Ok(std::fs::canonicalize(&full).unwrap_or(full)),
+        Ok(_) => bail!("{option} {}: not a directory", units::shown(&full)),
+        Err(e) => bail!("{option} {}: {e}", units::shown(&full)),
+    }
+}
+
+/// With `--root`, the working directory is a folder of that root ("/" by default).
+fn workdir_in_root(given: Option<&Path>, root: &Path) -> Result<PathBuf> {
+    let dir = given.unwrap_or(Path::new("/"));
+    if !dir.is_absolute() {
+        bail!(
+            "-w {}: with --root, give an absolute path inside the root",
+            units::shown(dir)
+        );
+    }
+    let inside = root.join(dir.strip_prefix("/").unwrap());
+    if !inside.is_dir() {
+        bail!(
+            "-w {}: no such directory in --root {} (use -w DIR with an existing one)",
+            units::shown(dir),
+            units::shown(root)
+        );
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Where a path goes on the kernel command line (a disk), it must be one plain word: UML
+/// splits its block device options on ',' and ':'.
+fn plain_word(path: &Path, what: &str) -> Result<()> {
+    match path.to_str() {
+        Some(s) if s.chars().all(|c| c.is_ascii_graphic() && !matches!(c, ',' | ':' | '"')) => Ok(()),
+        _ => bail!(
+            "{what} {}: the path must not contain spaces, ',' or ':' (the kernel command line carries it); use a symlink without them",
+            units::shown(path)
+        ),
+    }
+}
+
+/// `HOST[:GUEST][:ro|rw]`.
+pub fn parse_volume(spec: &str, caller: &Caller) -> Result<VolumeSpec> {
+    let hint = "use -v HOST[:GUEST][:ro|rw], e.g. -v /data:/data:rw";
+    let mut parts: Vec<&str> = spec.split(':').collect();
+    let writable = match parts.last() {
+        Some(&"rw") if parts.len() > 1 => {
+            parts.pop();
+            true
+        }
+        Some(&"ro") if parts.len() > 1 => {
+            parts.pop();
+            false
+        }
+        _ => false,
+    };
+    let (host, guest) = match parts.as_slice() {
+        [host] if !host.is_empty() => (*host, *host),
+        [host, guest] if !host.is_empty() && !guest.is_empty() => (*host, *guest),
+        [_, _, ..] => bail!("-v {spec}: paths with ':' are not supported ({hint})"),
+        _ => bail!("-v {spec}: the host folder is empty ({hint})"),
+    };
+    let host = existing_dir(Path::new(host), caller, "-v")?;
+    let guest = PathBuf::from(guest);
+    if !guest.is_absolute() {
+        bail!(
+            "-v {spec}: the guest path {} must be absolute ({hint})",
+            units::shown(&guest)
+        );
+    }
+    if guest == Path::new("/") {
+        bail!("-v {spec}: a volume cannot cover / (use --root for another root)");
+    }
+    Ok(VolumeSpec {
+        host,
+        guest,
+        writable,
+    })
+}
+
+/// Without an overlay the guest's root is read-only, so a volume needs a folder that exists
+/// there already, or one beneath a guest tmpfs (where guest-init can create it).
+fn check_mount_point(guest: &Path, guest_root: &Path) -> Result<()> {
+    let in_tmpfs = GUEST_TMPFS_DIRS
+        .iter()
+        .any(|d| guest.starts_with(d) && guest != Path::new(d));
+    let on_host = guest_root.join(guest.strip_prefix("/").unwrap_or(guest));
+    if in_tmpfs || on_host.is_dir() {
+        return Ok(());
+    }
+    bail!(
+        "-v ...:{}: no such folder in the guest's read-only root; pick an existing one (or one under /tmp or /run), or add --overlay",
+        units::shown(guest)
+    )
+}
+
+/// `FILE[:ro]`.
+pub fn parse_disk(spec: &str, caller: &Caller) -> Result<DiskSpec> {
+    let (file, writable) = match spec.strip_suffix(":ro") {
+        Some(f) => (f, false),
+        None => (spec, true),
+    };
+    if file.is_empty() {
+        bail!("--disk {spec}: no file given (use --disk FILE[:ro])");
+    }
+    let path = absolute(Path::new(file), caller)?;
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        anyhow!(
+            "--disk {}: {e} (create an image first, e.g. truncate -s 1G disk.img)",
+            units::shown(&path)
+        )
+    })?;
+    use std::os::unix::fs::FileTypeExt;
+    if !(meta.is_file() || meta.file_type().is_block_device()) {
+        bail!(
+            "--disk {}: not a regular file or block device",
+            units::shown(&path)
+        );
+    }
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    plain_word(&path, "--disk")?;
+    Ok(DiskSpec { path, writable })
+}
+
+/// RFC 1123: letters, digits, '-' and '.', at most 64, not starting or ending with '-' or '.'.
+fn check_hostname(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.']);
+    if !ok {
+        bail!("--hostname {name:?}: use letters, digits, '-' and '.', up to 64 characters");
+    }
+    Ok(())
 }
 
 fn workdir(given: Option<&Path>, caller: &Caller) -> Result<PathBuf> {
@@ -477,6 +697,67 @@ mod tests {
         assert!(e.contains("one word"), "{e}");
         assert!(parse(&["--kernel-arg", "con1=fd:0", "true"]).is_err());
         assert!(parse(&["--kernel-arg", "", "true"]).is_err());
+    }
+
+    #[test]
+    fn volumes() {
+        let c = caller();
+        let v = parse_volume("/usr/share", &c).unwrap();
+        assert_eq!(
+            (v.host.as_path(), v.guest.as_path(), v.writable),
+            (Path::new("/usr/share"), Path::new("/usr/share"), false)
+        );
+        let v = parse_volume("/usr/share:rw", &c).unwrap();
+        assert!(v.writable && v.guest == Path::new("/usr/share"));
+        let v = parse_volume("/usr/share:/data:ro", &c).unwrap();
+        assert!(!v.writable && v.guest == Path::new("/data"));
+        let v = parse_volume("/usr/share:/data:rw", &c).unwrap();
+        assert!(v.writable);
+        for bad in [
+            "",
+            ":x",
+            "/no/such/dir",
+            "/usr/share:relative",
+            "/usr/share:/",
+            "/a:/b:/c:rw",
+            "/etc/passwd",
+        ] {
+            assert!(parse_volume(bad, &c).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn disks_and_hostnames() {
+        let c = caller();
+        assert!(parse_disk("/no/such.img", &c)
+            .unwrap_err()
+            .to_string()
+            .contains("truncate"));
+        assert!(parse_disk("/usr", &c).is_err());
+        assert!(parse_disk(":ro", &c).is_err());
+        for good in ["sekexe", "a", "my-host.example", "x1"] {
+            assert!(check_hostname(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "a b", "a_b", &"x".repeat(65), "caf\u{e9}"] {
+            assert!(check_hostname(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlay_options_clash() {
+        assert!(crate::cli::Cli::try_parse_from([
+            "sekexe",
+            "run",
+            "--overlay",
+            "--overlay-dir",
+            "/x",
+            "true"
+        ])
+        .is_err());
+        assert_eq!(
+            parse(&["--overlay", "true"]).unwrap().overlay,
+            OverlayChoice::Tmpfs
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod kconfig;
 mod kernel;
 mod kernelcmd;
 mod memory;
+mod overlaydir;
 mod paths;
 mod run;
 mod rundir;

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use sekexe_wire::{ExitCode, Outcome, Request};
+use sekexe_wire::{ExitCode, Outcome, Overlay, Request, Volume};
 
 use crate::cli::RunArgs;
 use crate::cmdline::{self, BootParams};
-use crate::config::{Caller, RunConfig};
+use crate::config::{Caller, OverlayChoice, RunConfig};
+use crate::overlaydir::OverlayDir;
 use crate::sandbox::{Plan, Sandbox};
 use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
@@ -26,11 +27,29 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let memory_dir = memory::choose_dir()?;
     memory::check_room(&memory_dir, cfg.mem)?;
 
+    let overlay_dir = match &cfg.overlay {
+        OverlayChoice::Dir(dir) => Some(OverlayDir::prepare(dir)?),
+        _ => None,
+    };
+    let mut disks: Vec<(&Path, bool)> = cfg
+        .disks
+        .iter()
+        .map(|d| (d.path.as_path(), d.writable))
+        .collect();
+    let overlay = match (&cfg.overlay, &overlay_dir) {
+        (OverlayChoice::Tmpfs, _) => Overlay::Tmpfs,
+        (OverlayChoice::Dir(_), Some(o)) => {
+            disks.push((o.image.as_path(), true));
+            Overlay::Disk(cmdline::disk_device(disks.len() - 1).into_bytes())
+        }
+        _ => Overlay::None,
+    };
+
     // From here on signals wait in the signalfd: a Ctrl-C cannot leave a half-made run behind.
     let signals = signals::block()?;
     let base = rundir::user_base(&memory_dir)?;
     let mut run_dir = rundir::RunDir::create(&base)?;
-    run_dir.write_request(&request(&cfg))?;
+    run_dir.write_request(&request(&cfg, overlay))?;
 
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -73,6 +92,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         skip_initcalls: &skip,
         verbose: cfg.debug,
         debug_shell: cfg.debug_shell,
+        disks: &disks,
         extra: &cfg.kernel_args,
     })?;
     if cfg.debug {
@@ -83,7 +103,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
         eprintln!("[sekexe] command line: {}", words.join(" "));
     }
-    let sandbox = sandbox(&cfg, run_dir.path())?;
+    let sandbox = sandbox(&cfg, run_dir.path(), &disks)?;
     if cfg.debug {
         for line in &sandbox.summary {
             eprintln!("[sekexe] sandbox: {line}");
@@ -133,15 +153,27 @@ pub fn run(args: RunArgs) -> Result<u8> {
 }
 
 /// The kernel process's confinement for this run.
-fn sandbox(cfg: &RunConfig, run_dir: &Path) -> Result<Sandbox> {
+fn sandbox(cfg: &RunConfig, run_dir: &Path, disks: &[(&Path, bool)]) -> Result<Sandbox> {
     if !cfg.sandbox {
         eprintln!(
             "sekexe: warning: --no-sandbox: the guest can write to the host with your rights"
         );
         return Ok(Sandbox::none());
     }
+    let mut writable = vec![run_dir.to_path_buf()];
+    writable.extend(
+        cfg.volumes
+            .iter()
+            .filter(|v| v.writable)
+            .map(|v| v.host.clone()),
+    );
     let plan = Plan {
-        writable: vec![run_dir.to_path_buf()],
+        writable,
+        writable_files: disks
+            .iter()
+            .filter(|(_, w)| *w)
+            .map(|(p, _)| p.to_path_buf())
+            .collect(),
         allow_tcp: false,
         net_admin: false,
     };
@@ -152,7 +184,7 @@ fn sandbox(cfg: &RunConfig, run_dir: &Path) -> Result<Sandbox> {
     Ok(sandbox)
 }
 
-fn request(cfg: &RunConfig) -> Request {
+fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
     let (rows, cols) = if cfg.tty {
         terminal::size().unwrap_or((0, 0))
     } else {
@@ -169,6 +201,22 @@ fn request(cfg: &RunConfig) -> Request {
         cols,
         hostname: cfg.hostname.as_bytes().to_vec(),
         debug: cfg.debug,
+        cgroups: cfg.cgroups,
+        overlay,
+        root: cfg
+            .root
+            .as_ref()
+            .map(|r| r.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default(),
+        volumes: cfg
+            .volumes
+            .iter()
+            .map(|v| Volume {
+                host: v.host.as_os_str().as_bytes().to_vec(),
+                guest: v.guest.as_os_str().as_bytes().to_vec(),
+                writable: v.writable,
+            })
+            .collect(),
     }
 }
 

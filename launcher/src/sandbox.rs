@@ -40,8 +40,10 @@ const CAP_NET_ADMIN: u32 = 12;
 
 /// What the kernel process may do on the host.
 pub struct Plan {
-    /// Where it may write (the run folder first).
+    /// Folders it may write beneath (the run folder first, then rw volumes).
     pub writable: Vec<PathBuf>,
+    /// Files it may write (rw disks, the overlay image): content only.
+    pub writable_files: Vec<PathBuf>,
     /// The network mode needs TCP from the kernel process itself (legacy slirp).
     pub allow_tcp: bool,
     /// The network mode attaches a tap device (root may need CAP_NET_ADMIN for it).
@@ -123,7 +125,9 @@ impl Sandbox {
 
         let root = rustix::process::geteuid().is_root();
         let (mounts, drop_caps) = if root {
-            let mounts = ReadOnlyMounts::plan(&plan.writable)?;
+            let mut writable = plan.writable.clone();
+            writable.extend(plan.writable_files.iter().cloned());
+            let mounts = ReadOnlyMounts::plan(&writable)?;
             summary.push(format!(
                 "mount namespace: {} host mounts read-only",
                 mounts.read_only.len()
@@ -194,6 +198,10 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
     for dir in &plan.writable {
         let fd = PathFd::new(dir).with_context(|| format!("open {}", dir.display()))?;
         created = created.add_rule(PathBeneath::new(fd, all))?;
+    }
+    for file in &plan.writable_files {
+        let fd = PathFd::new(file).with_context(|| format!("open {}", file.display()))?;
+        created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(BEST_ABI)))?;
     }
     // Device files the kernel process opens for writing (UML probes SIGIO on a pty at boot).
     for dev in [
