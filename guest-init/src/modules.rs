@@ -123,30 +123,6 @@ fn parse_devname(text: &str) -> Vec<Node> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devname_lines() {
-        let text = "# Device nodes to trigger on-demand module loading.\n\
-                    loop loop-control c10:237\nfuse fuse c10:229\nbtrfs btrfs-control c10:234\n\
-                    tun net/tun c10:200\nbad ../escape c1:1\nnot a line\n";
-        let nodes = parse_devname(text);
-        assert_eq!(nodes.len(), 4);
-        assert_eq!(
-            nodes[0],
-            Node {
-                name: "loop-control".into(),
-                block: false,
-                major: 10,
-                minor: 237
-            }
-        );
-        assert_eq!(nodes[3].name, "net/tun");
-    }
-}
-
 fn usr_lib_overlay() -> Result<()> {
     ensure_filesystem("overlay")?;
     let scratch = Path::new("/run/.sekexe-usrlib");
@@ -211,4 +187,28 @@ fn load(ko: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devname_lines() {
+        let text = "# Device nodes to trigger on-demand module loading.\n\
+                    loop loop-control c10:237\nfuse fuse c10:229\nbtrfs btrfs-control c10:234\n\
+                    tun net/tun c10:200\nbad ../escape c1:1\nnot a line\n";
+        let nodes = parse_devname(text);
+        assert_eq!(nodes.len(), 4);
+        assert_eq!(
+            nodes[0],
+            Node {
+                name: "loop-control".into(),
+                block: false,
+                major: 10,
+                minor: 237
+            }
+        );
+        assert_eq!(nodes[3].name, "net/tun");
+    }
 }
