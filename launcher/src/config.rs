@@ -294,18 +294,6 @@ fn workdir_in_root(given: Option<&Path>, root: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// Where a path goes on the kernel command line (a disk), it must be one plain word: UML
-/// splits its block device options on ',' and ':'.
-fn plain_word(path: &Path, what: &str) -> Result<()> {
-    match path.to_str() {
-        Some(s) if s.chars().all(|c| c.is_ascii_graphic() && !matches!(c, ',' | ':' | '"')) => Ok(()),
-        _ => bail!(
-            "{what} {}: the path must not contain spaces, ',' or ':' (the kernel command line carries it); use a symlink without them",
-            units::shown(path)
-        ),
-    }
-}
-
 /// `HOST[:GUEST][:ro|rw]`.
 pub fn parse_volume(spec: &str, caller: &Caller) -> Result<VolumeSpec> {
     let hint = "use -v HOST[:GUEST][:ro|rw], e.g. -v /data:/data:rw";
@@ -385,7 +373,6 @@ pub fn parse_disk(spec: &str, caller: &Caller) -> Result<DiskSpec> {
         );
     }
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    plain_word(&path, "--disk")?;
     Ok(DiskSpec { path, writable })
 }
 

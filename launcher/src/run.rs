@@ -49,6 +49,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let signals = signals::block()?;
     let base = rundir::user_base(&memory_dir)?;
     let mut run_dir = rundir::RunDir::create(&base)?;
+    // Disks go on the kernel command line, which cannot carry spaces, ',' or ':': link them
+    // from the run folder under plain names.
+    let disk_links = run_dir.link_disks(&disks)?;
+    let disks: Vec<(&Path, bool)> = disk_links
+        .iter()
+        .zip(&disks)
+        .map(|(l, (_, w))| (l.as_path(), *w))
+        .collect();
     run_dir.write_request(&request(&cfg, overlay))?;
 
     let (ours, theirs) = rustix::net::socketpair(

@@ -128,6 +128,20 @@ impl RunDir {
             .with_context(|| format!("write {} (is TMPDIR full?)", units::shown(&path)))
     }
 
+    /// Links each disk from the run folder as `disk-N` and returns the links.
+    pub fn link_disks(&self, disks: &[(&Path, bool)]) -> Result<Vec<PathBuf>> {
+        disks
+            .iter()
+            .enumerate()
+            .map(|(i, (target, _))| {
+                let link = self.path.join(format!("disk-{i}"));
+                std::os::unix::fs::symlink(target, &link)
+                    .with_context(|| format!("link {}", units::shown(target)))?;
+                Ok(link)
+            })
+            .collect()
+    }
+
     /// The status record, `None` when the guest did not write one.
     pub fn read_status(&self) -> Result<Option<Status>> {
         let path = self.path.join(STATUS_FILE);
