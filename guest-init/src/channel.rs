@@ -124,22 +124,91 @@ impl Channel {
         &mut self,
         mut handle: impl FnMut(&mut Channel, HostFrame<'_>),
     ) -> Result<(), FrameError> {
+        self.drain_frames_while(|c, f| {
+            handle(c, f);
+            true
+        })
+    }
+
+    /// Hands complete frames to `handle` until it returns false; the rest stay queued.
+    fn drain_frames_while(
+        &mut self,
+        mut handle: impl FnMut(&mut Channel, HostFrame<'_>) -> bool,
+    ) -> Result<(), FrameError> {
         let buf = std::mem::take(&mut self.inbuf);
         let mut pos = 0;
         let result = loop {
             match HostFrame::parse(&buf[pos..]) {
                 Ok(Some((frame, used))) => {
-                    handle(self, frame);
                     pos += used;
+                    if !handle(self, frame) {
+                        break Ok(());
+                    }
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
         };
-        let mut buf = buf;
-        buf.drain(..pos);
-        self.inbuf = buf;
+        // Whatever arrived meanwhile (nothing: handlers do not read) goes after the rest.
+        let mut rest = buf;
+        rest.drain(..pos);
+        rest.extend_from_slice(&self.inbuf);
+        self.inbuf = rest;
         result
+    }
+
+    /// Waits for `NetReady`. The launcher sends nothing else before it but signals (ignored:
+    /// there is no command yet) or a shutdown (an error here).
+    pub fn wait_for_net_ready(&mut self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut ready = false;
+            let mut stop = false;
+            let mut other = None;
+            // Up to NetReady only: what follows it (stdin) is the command's.
+            self.drain_frames_while(|_, f| match f {
+                HostFrame::NetReady => {
+                    ready = true;
+                    false
+                }
+                HostFrame::Shutdown => {
+                    stop = true;
+                    false
+                }
+                HostFrame::Signal(_) => true,
+                f => {
+                    other = Some(format!("{f:?}"));
+                    false
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("bad frame: {e}"))?;
+            if stop {
+                anyhow::bail!("the launcher stopped the run");
+            }
+            if let Some(f) = other {
+                anyhow::bail!("unexpected frame from the launcher: {f}");
+            }
+            if ready {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline || self.closed {
+                anyhow::bail!("no word from the launcher within {} s", limit.as_secs());
+            }
+            let mut events = rustix::event::PollFlags::IN;
+            if self.pending() > 0 {
+                events |= rustix::event::PollFlags::OUT;
+            }
+            let mut fds = [rustix::event::PollFd::new(&self.fd, events)];
+            let left = deadline - now;
+            let ts = rustix::event::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let _ = rustix::event::poll(&mut fds, Some(&ts));
+            self.flush_some();
+            self.read_some();
+        }
     }
 
     /// Flushes the queue and waits for the launcher's `EndAck`, up to `limit`.

@@ -17,6 +17,9 @@ use crate::exchange::Exchange;
 use crate::log::{console, Log};
 use crate::{reaper, relay, report, spawn};
 
+/// How long the command waits for the launcher's port forwards.
+const NET_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Guest {
     pub log: Log,
     timeline: Timeline,
@@ -24,6 +27,8 @@ pub struct Guest {
     channel: Option<Channel>,
     exchange: Option<Exchange>,
     debug_shell: bool,
+    /// The kernel's loops per jiffy, when the request asks for them.
+    lpj: u64,
 }
 
 impl Guest {
@@ -40,6 +45,7 @@ impl Guest {
             channel: None,
             exchange: None,
             debug_shell: std::env::var_os(DEBUG_SHELL_PARAM).is_some_and(|v| v == "1"),
+            lpj: 0,
         }
     }
 
@@ -75,7 +81,22 @@ impl Guest {
         let request = self.check(request, "reading the run request");
         self.log.set_debug(request.debug);
         self.flush_log();
+        if request.measure_lpj {
+            self.lpj =
+                lpj_from_cpuinfo(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+        }
         request
+    }
+
+    /// Port forwards are set up on the host while the guest boots; the command starts once
+    /// the launcher says they are in place.
+    pub fn wait_for_network(&mut self) {
+        self.flush_log();
+        let channel = self.channel.as_mut().expect("channel attached");
+        match channel.wait_for_net_ready(NET_READY_WAIT) {
+            Ok(()) => self.log.step("the launcher's port forwards are ready"),
+            Err(e) => self.fail(&format!("waiting for the port forwards: {e:#}")),
+        }
     }
 
     fn flush_log(&mut self) {
@@ -143,6 +164,7 @@ impl Guest {
         let status = Status {
             outcome,
             timeline: self.timeline,
+            lpj: self.lpj,
         };
         if let Some(exchange) = &self.exchange {
             if let Err(e) = exchange.write_status(&status) {
@@ -211,6 +233,18 @@ fn shell_request(request: Option<&Request>) -> Request {
     }
 }
 
+/// Loops per jiffy from /proc/cpuinfo's "bogomips" (BogoMIPS = lpj * HZ / 500000, and UML
+/// runs at HZ = 100); 0 when absent.
+fn lpj_from_cpuinfo(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "bogomips").then(|| v.trim().parse::<f64>().ok())?
+        })
+        .map(|b| (b * 5000.0) as u64)
+        .unwrap_or(0)
+}
+
 /// How the command ended, in words, for the debug shell's banner.
 fn describe(outcome: &Outcome, argv0: &[u8]) -> String {
     let name = String::from_utf8_lossy(argv0);
@@ -225,5 +259,17 @@ fn describe(outcome: &Outcome, argv0: &[u8]) -> String {
             )
         }
         Outcome::GuestFailed { message } => format!("guest-init failed: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lpj_comes_from_bogomips() {
+        assert_eq!(
+            super::lpj_from_cpuinfo("processor\t: 0\nbogomips\t: 6675.66\n"),
+            33_378_300
+        );
+        assert_eq!(super::lpj_from_cpuinfo("nothing here"), 0);
     }
 }

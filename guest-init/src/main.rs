@@ -14,6 +14,7 @@ mod guest;
 mod log;
 mod modules;
 mod mounts;
+mod net;
 mod reaper;
 mod relay;
 mod report;
@@ -58,6 +59,11 @@ fn main() -> ! {
     }
     let hostname = mounts::set_hostname(&request.hostname);
     g.check(hostname, "setting the hostname");
+    let network = net::setup(&request, &mut g.log);
+    g.check(network, "setting up the network");
+    if request.wait_for_network {
+        g.wait_for_network();
+    }
 
     let outcome = g.run_command(&request);
     g.finish(outcome, &request)

@@ -242,7 +242,7 @@ impl Relay {
                 log.step("launcher asked for shutdown: killing every process");
                 self.kill_everything();
             }
-            HostFrame::EndAck => {
+            HostFrame::EndAck | HostFrame::NetReady => {
                 let _ = channel;
             }
         });

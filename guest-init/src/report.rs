@@ -36,6 +36,7 @@ pub fn install_panic_hook() {
             let status = Status {
                 outcome: Outcome::GuestFailed { message },
                 timeline: Timeline::default(),
+                lpj: 0,
             };
             let _ = exchange.write_status(&status);
         }

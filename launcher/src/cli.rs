@@ -18,6 +18,7 @@ Examples:
   sekexe run --overlay -- apt-get install -y cowsay   a writable root, thrown away after
   sekexe run -v ~/src:/src:rw -w /src -- make         a host folder, writable
   sekexe run --root ./rootfs -- cat /etc/os-release   another root file system
+  sekexe run -p 8080:80 -- python3 -m http.server 80   a guest server on host port 8080
   sekexe kernel check                    what the kernel supports
   sekexe doctor                          check this host
 
@@ -116,6 +117,36 @@ pub struct RunArgs {
     /// Attach an image file as a block device (repeatable): /dev/ubda, /dev/ubdb, ... in order
     #[arg(long = "disk", value_name = "FILE[:ro]")]
     pub disks: Vec<String>,
+
+    /// The guest's network: user (NAT through slirp4netns, the default), none, slirp[:PATH]
+    /// (the legacy slirp), vde:SWITCH (a vde_switch) or tap:IFACE (an existing TAP device)
+    #[arg(long, value_name = "MODE", default_value = "user")]
+    pub net: String,
+
+    /// Forward a host port to a guest port (repeatable; --net user); HOSTIP defaults to
+    /// 127.0.0.1
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOSTIP:]HOSTPORT:GUESTPORT[/udp]"
+    )]
+    pub publish: Vec<String>,
+
+    /// With --net user: the guest reaches neither the host's services nor the outside
+    #[arg(long)]
+    pub net_restrict: bool,
+
+    /// A static address instead of DHCP
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub ip: Option<String>,
+
+    /// With --ip: the default gateway
+    #[arg(long, value_name = "ADDR", requires = "ip")]
+    pub gateway: Option<String>,
+
+    /// With --ip: a DNS server for the guest's resolv.conf (repeatable)
+    #[arg(long, value_name = "ADDR", requires = "ip")]
+    pub dns: Vec<String>,
 
     /// cgroups in the guest: v2 (all controllers delegated), v1 (one hierarchy per
     /// controller, as Docker expects) or none

@@ -27,8 +27,12 @@ pub struct BootParams<'a> {
     pub skip_initcalls: &'a [&'a str],
     /// Kernel messages: `quiet` unless debugging.
     pub verbose: bool,
+    /// The delay loop's calibration, when known: the kernel skips measuring it.
+    pub lpj: Option<u64>,
     /// `--debug-shell`.
     pub debug_shell: bool,
+    /// Network devices (vec0:..., eth0=...), from the network mode.
+    pub net: &'a [String],
     /// Block devices, in order: ubd0 (/dev/ubda), ubd1, ...; each a path and whether it is
     /// writable.
     pub disks: &'a [(&'a Path, bool)],
@@ -67,6 +71,11 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
     w.push(format!("umid={}", p.umid));
     w.push(format!("uml_dir={}", word_path(p.uml_dir, "uml_dir")?));
     w.push(if p.verbose { "loglevel=7" } else { "quiet" }.into());
+    if let Some(lpj) = p.lpj {
+        w.push(format!("lpj={lpj}"));
+    }
+    // A built-in dummy driver would make dummy0; the guest should see only its own devices.
+    w.push("dummy.numdummies=0".into());
     if !p.skip_initcalls.is_empty() {
         w.push(format!("initcall_blacklist={}", p.skip_initcalls.join(",")));
     }
@@ -87,6 +96,8 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
         let ro = if *writable { "" } else { "r" };
         w.push(format!("ubd{i}{ro}={}", word_path(path, "--disk")?));
     }
+    // The network device and its transport.
+    w.extend(p.net.iter().cloned());
     if p.debug_shell {
         w.push(format!("{DEBUG_SHELL_PARAM}=1"));
     }
@@ -141,7 +152,9 @@ mod tests {
             uml_dir: Path::new("/tmp/sekexe-1000/run-x/uml"),
             skip_initcalls: skip,
             verbose: false,
+            lpj: None,
             debug_shell: false,
+            net: &[],
             disks: &[],
             extra,
         }
@@ -165,6 +178,7 @@ mod tests {
                 "umid=sekexe-42-x",
                 "uml_dir=/tmp/sekexe-1000/run-x/uml",
                 "quiet",
+                "dummy.numdummies=0",
                 "initcall_blacklist=raid6_select_algo,init_btrfs_fs",
                 "sekexe_run=/tmp/sekexe-1000/run-ab%20cd",
                 "init=/opt/sekexe/sekexe-init",

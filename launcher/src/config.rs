@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::RunArgs;
+use crate::net::{self, NetConfig};
 use crate::units;
 use sekexe_wire::names::GUEST_TMPFS_DIRS;
 use sekexe_wire::Cgroups;
@@ -44,6 +45,7 @@ pub struct RunConfig {
     pub root: Option<PathBuf>,
     pub volumes: Vec<VolumeSpec>,
     pub disks: Vec<DiskSpec>,
+    pub net: NetConfig,
 }
 
 /// `--overlay` or `--overlay-dir`.
@@ -182,6 +184,7 @@ impl RunConfig {
             (None, false) => OverlayChoice::None,
         };
         check_hostname(&args.hostname)?;
+        let net = network(&args)?;
         let tty = args.tty || (shell_mode && caller.stdin_is_tty);
         let env = environment(&args.env, args.clear_env, tty, caller)?;
         let timeout = match &args.timeout {
@@ -219,6 +222,7 @@ impl RunConfig {
             root,
             volumes,
             disks,
+            net,
         })
     }
 }
@@ -249,6 +253,45 @@ fn argv(args: &RunArgs, caller: &Caller) -> Result<(Vec<Vec<u8>>, bool)> {
         .map(|s| s.as_bytes().to_vec())
         .unwrap_or_else(|| b"/bin/sh".to_vec());
     Ok((vec![shell], true))
+}
+
+fn network(args: &RunArgs) -> Result<NetConfig> {
+    let ip4 = |opt: &str, v: &str| -> Result<std::net::Ipv4Addr> {
+        v.parse()
+            .map_err(|_| anyhow!("{opt} {v}: not an IPv4 address"))
+    };
+    let static_ip = match &args.ip {
+        Some(cidr) => {
+            let (address, prefix) = net::parse_cidr(cidr)?;
+            Some(net::Static {
+                address,
+                prefix,
+                gateway: args
+                    .gateway
+                    .as_deref()
+                    .map(|g| ip4("--gateway", g))
+                    .transpose()?,
+                dns: args
+                    .dns
+                    .iter()
+                    .map(|d| ip4("--dns", d))
+                    .collect::<Result<_>>()?,
+            })
+        }
+        None => None,
+    };
+    let cfg = NetConfig {
+        mode: net::parse_mode(&args.net)?,
+        forwards: args
+            .publish
+            .iter()
+            .map(|p| net::parse_forward(p))
+            .collect::<Result<_>>()?,
+        restrict: args.net_restrict,
+        static_ip,
+    };
+    net::check(&cfg)?;
+    Ok(cfg)
 }
 
 fn absolute(path: &Path, caller: &Caller) -> Result<PathBuf> {

@@ -1,5 +1,6 @@
 //! sekexe: run a command in its own User Mode Linux kernel, without root or KVM.
 
+mod calibration;
 mod cli;
 mod cmdline;
 mod config;
@@ -10,6 +11,7 @@ mod kconfig;
 mod kernel;
 mod kernelcmd;
 mod memory;
+mod net;
 mod overlaydir;
 mod paths;
 mod run;

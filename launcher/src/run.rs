@@ -6,16 +6,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use sekexe_wire::{ExitCode, Outcome, Overlay, Request, Volume};
+use sekexe_wire::{ExitCode, Net, Outcome, Overlay, Request, Volume};
 
 use crate::cli::RunArgs;
 use crate::cmdline::{self, BootParams};
 use crate::config::{Caller, OverlayChoice, RunConfig};
+use crate::net::{self, Forwarder, Network};
 use crate::overlaydir::OverlayDir;
 use crate::sandbox::{Plan, Sandbox};
 use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
-use crate::{diagnose, kernel, memory, paths, rundir, signals, terminal, units};
+use crate::{calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units};
 
 /// How many kernel console lines a failure report shows.
 const CONSOLE_TAIL: usize = 20;
@@ -57,8 +58,23 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .zip(&disks)
         .map(|(l, (_, w))| (l.as_path(), *w))
         .collect();
-    run_dir.write_request(&request(&cfg, overlay))?;
+    // The user's own lpj=, or --full-boot, leaves the calibration to the kernel.
+    let own_lpj = cfg.kernel_args.iter().any(|a| a.starts_with("lpj="));
+    let lpj = if cfg.full_boot || own_lpj {
+        None
+    } else {
+        calibration::cached()
+    };
+    let mut req = request(&cfg, overlay);
+    req.measure_lpj = lpj.is_none() && !own_lpj;
+    run_dir.write_request(&req)?;
 
+    let mut network = Network::start(
+        &cfg.net,
+        run_dir.path(),
+        cmdline::CHANNEL_FD + 1,
+        cfg.sandbox,
+    )?;
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -99,7 +115,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         uml_dir: &uml_dir,
         skip_initcalls: &skip,
         verbose: cfg.debug,
+        lpj,
         debug_shell: cfg.debug_shell,
+        net: &network.words,
         disks: &disks,
         extra: &cfg.kernel_args,
     })?;
@@ -111,7 +129,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
         eprintln!("[sekexe] command line: {}", words.join(" "));
     }
-    let sandbox = sandbox(&cfg, run_dir.path(), &disks)?;
+    let sandbox = sandbox(&cfg, run_dir.path(), &disks, &network)?;
     if cfg.debug {
         for line in &sandbox.summary {
             eprintln!("[sekexe] sandbox: {line}");
@@ -125,6 +143,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         console: console_w,
         memory_dir: run_dir.path(),
         cwd: run_dir.path(),
+        extra_fds: {
+            let mut fds = std::mem::take(&mut network.fds);
+            fds.append(&mut network.kernel_keeps);
+            fds
+        },
         sandbox,
     })?;
     // Now that the kernel boots, tidy up after launchers that were killed.
@@ -136,10 +159,19 @@ pub fn run(args: RunArgs) -> Result<u8> {
         signals,
         run_dir: run_dir.path().to_path_buf(),
     };
+    let forwarder = network.api.clone().map(|api| {
+        let guest = cfg
+            .net
+            .static_ip
+            .as_ref()
+            .map_or(net::USER_GUEST_ADDR, |s| s.address);
+        Forwarder::new(api, cfg.net.forwards.clone(), guest)
+    });
     let options = Options {
         debug: cfg.debug,
         timeout: cfg.timeout,
         tty: cfg.tty,
+        forwarder,
     };
     let mut session = Session::new(io, uml, spawned, options);
     session.run()?;
@@ -161,7 +193,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
 }
 
 /// The kernel process's confinement for this run.
-fn sandbox(cfg: &RunConfig, run_dir: &Path, disks: &[(&Path, bool)]) -> Result<Sandbox> {
+fn sandbox(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    disks: &[(&Path, bool)],
+    network: &Network,
+) -> Result<Sandbox> {
     if !cfg.sandbox {
         eprintln!(
             "sekexe: warning: --no-sandbox: the guest can write to the host with your rights"
@@ -182,8 +219,8 @@ fn sandbox(cfg: &RunConfig, run_dir: &Path, disks: &[(&Path, bool)]) -> Result<S
             .filter(|(_, w)| *w)
             .map(|(p, _)| p.to_path_buf())
             .collect(),
-        allow_tcp: false,
-        net_admin: false,
+        allow_tcp: network.kernel_tcp,
+        net_admin: network.tap,
     };
     let sandbox = Sandbox::prepare(&plan)?;
     if let Some(w) = &sandbox.warning {
@@ -193,6 +230,24 @@ fn sandbox(cfg: &RunConfig, run_dir: &Path, disks: &[(&Path, bool)]) -> Result<S
 }
 
 fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
+    let net = match (&cfg.net.mode, &cfg.net.static_ip) {
+        (net::Mode::None, _) => Net::None,
+        (_, Some(s)) => Net::Static {
+            address: s.address.octets(),
+            prefix: s.prefix,
+            gateway: s.gateway.map(|g| g.octets()),
+            dns: s.dns.iter().map(|d| d.octets()).collect(),
+        },
+        // The legacy slirp speaks SLIP, without DHCP: the original sekexe's addresses.
+        (net::Mode::Slirp(_), None) => Net::Static {
+            address: [10, 0, 2, 15],
+            prefix: 24,
+            gateway: Some([10, 0, 2, 2]),
+            dns: vec![[10, 0, 2, 3]],
+        },
+        (_, None) => Net::Dhcp,
+    };
+
     let (rows, cols) = if cfg.tty {
         terminal::size().unwrap_or((0, 0))
     } else {
@@ -225,6 +280,9 @@ fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
                 writable: v.writable,
             })
             .collect(),
+        net,
+        wait_for_network: !cfg.net.forwards.is_empty(),
+        measure_lpj: false,
     }
 }
 
@@ -259,6 +317,10 @@ fn conclude(
             );
             return ExitCode::TimedOut.code();
         }
+        Some(Interruption::Setup(e)) => {
+            eprintln!("sekexe: {e}");
+            return ExitCode::Failed.code();
+        }
         Some(Interruption::Protocol(e)) => {
             guest_failure(session, failure, &format!("the run was stopped: {e}"));
             return ExitCode::Failed.code();
@@ -266,6 +328,11 @@ fn conclude(
         None => {}
     }
     let status = run_dir.read_status();
+    if let Ok(Some(s)) = &status {
+        if s.lpj > 0 {
+            calibration::remember(s.lpj);
+        }
+    }
     if session.timed_out {
         return ExitCode::TimedOut.code();
     }

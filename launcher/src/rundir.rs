@@ -172,6 +172,28 @@ impl Drop for RunDir {
     }
 }
 
+/// Kills this user's processes whose command line names `folder`: what a launcher killed
+/// with SIGKILL could not take down (a network helper's own child, forked before the kernel
+/// connected to it).
+fn kill_processes_using(folder: &Path) {
+    let needle = folder.as_os_str().as_encoded_bytes();
+    let me = rustix::process::getuid().as_raw();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let owner = entry.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if owner == me && cmdline.windows(needle.len()).any(|w| w == needle) {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// How many kernel logs of failed runs are kept in the user's folder.
 const KEEP_FAILURE_LOGS: usize = 10;
 
@@ -227,6 +249,7 @@ pub fn remove_stale(base: &Path, ours: &Path) {
             _ => old(),
         };
         if stale {
+            kill_processes_using(&path);
             let _ = std::fs::remove_dir_all(&path);
         }
     }

@@ -14,6 +14,7 @@ use sekexe_wire::{GuestFrame, HostFrame};
 
 use crate::config::Timeout;
 use crate::console::Console;
+use crate::net::Forwarder;
 use crate::signals;
 use crate::terminal::RawMode;
 use crate::uml::Uml;
@@ -63,6 +64,8 @@ pub struct Options {
     pub timeout: Option<Timeout>,
     /// The command has a terminal: window-size changes are passed on.
     pub tty: bool,
+    /// Port forwards still to set up; the guest waits for `NetReady`.
+    pub forwarder: Option<Forwarder>,
 }
 
 /// How the loop ended, besides the kernel exiting normally.
@@ -74,6 +77,8 @@ pub enum Interruption {
     Unresponsive,
     /// The guest sent something that is not a frame.
     Protocol(String),
+    /// Setting something up on the host failed after the kernel started (port forwards).
+    Setup(String),
 }
 
 pub struct Session {
@@ -105,6 +110,7 @@ pub struct Session {
     tty: bool,
     /// The host terminal in raw mode, while a guest terminal is attached.
     raw: Option<RawMode>,
+    forwarder: Option<Forwarder>,
     /// `--timeout` expired (the run exits 124 however the command ends).
     pub timed_out: bool,
 }
@@ -121,6 +127,7 @@ impl Session {
             debug,
             timeout,
             tty,
+            forwarder,
         } = options;
         Session {
             chan,
@@ -149,7 +156,26 @@ impl Session {
             timeout_stage: TimeoutStage::Armed,
             tty,
             raw: None,
+            forwarder,
             timed_out: false,
+        }
+    }
+
+    /// Adds the port forwards once slirp4netns can take them, then lets the guest go on.
+    fn advance_forwarder(&mut self) {
+        let Some(f) = self.forwarder.as_mut() else {
+            return;
+        };
+        match f.try_add() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.forwarder = None;
+                self.send(HostFrame::NetReady);
+            }
+            Err(e) => {
+                self.forwarder = None;
+                self.interruption = Some(Interruption::Setup(format!("{e:#}")));
+            }
         }
     }
 
@@ -224,6 +250,7 @@ impl Session {
                 }
             }
             self.check_timeout();
+            self.advance_forwarder();
             if self.interruption.is_some() {
                 continue;
             }
@@ -240,7 +267,9 @@ impl Session {
 
     fn poll_once(&mut self) {
         let hello = self.events.hello.is_some();
+        // With port forwards, the guest waits for NetReady before anything else.
         let want_stdin = hello
+            && self.forwarder.is_none()
             && self.stdin_open
             && self.events.end.is_none()
             && self.out.len() < CHANNEL_WINDOW
@@ -252,6 +281,10 @@ impl Session {
         let wake = [
             self.events.end.map(|end| end + POWER_OFF_WAIT),
             self.timeout_deadline(),
+            // The forwarder waits for slirp4netns's API socket to appear.
+            self.forwarder
+                .as_ref()
+                .map(|_| Instant::now() + Duration::from_millis(2)),
         ]
         .into_iter()
         .flatten()

@@ -26,6 +26,8 @@ pub struct Spawn<'a> {
     pub memory_dir: &'a Path,
     /// The kernel's working directory (the run folder, so nothing lands elsewhere).
     pub cwd: &'a Path,
+    /// More fds for the kernel (network transports), placed at CHANNEL_FD + 1 on.
+    pub extra_fds: Vec<OwnedFd>,
     /// Confinement, applied last before exec.
     pub sandbox: Sandbox,
 }
@@ -38,12 +40,23 @@ pub struct Uml {
 impl Uml {
     pub fn spawn(s: Spawn) -> Result<Uml> {
         let parent = rustix::process::getpid();
-        let channel_fd = s.channel.as_raw_fd();
+        // Above every fd the child will place, so no dup2 there can clobber one still to
+        // be placed.
+        let high =
+            |fd: &OwnedFd| rustix::io::fcntl_dupfd_cloexec(fd, 100).context("dup the kernel's fds");
+        let channel = high(&s.channel)?;
+        let extra_fds = s.extra_fds.iter().map(high).collect::<Result<Vec<_>>>()?;
+        let channel_fd = channel.as_raw_fd();
         let mut sandbox = s.sandbox;
+        let extra: Vec<i32> = extra_fds.iter().map(|f| f.as_raw_fd()).collect();
+        let first_free = CHANNEL_FD + 1 + extra.len() as i32;
         let mut cmd = Command::new(s.kernel);
         cmd.args(s.words)
             .env_clear()
             .env("TMPDIR", s.memory_dir)
+            // The legacy slirp helper refuses to start without a HOME; the run folder is a
+            // private one that goes away with the run.
+            .env("HOME", s.cwd)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .current_dir(s.cwd)
             .stdin(Stdio::null())
@@ -76,17 +89,19 @@ impl Uml {
                     rlim_max: 0,
                 };
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                if channel_fd == CHANNEL_FD {
-                    let flags = libc::fcntl(CHANNEL_FD, libc::F_GETFD);
-                    libc::fcntl(CHANNEL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
+                if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                for (i, &fd) in extra.iter().enumerate() {
+                    if libc::dup2(fd, CHANNEL_FD + 1 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 // Nothing else the launcher's own caller may have leaked reaches the kernel.
                 // (Marked close-on-exec rather than closed: std's own error pipe is among them.)
                 libc::syscall(
                     libc::SYS_close_range,
-                    CHANNEL_FD + 1,
+                    first_free,
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
@@ -96,7 +111,8 @@ impl Uml {
         let child = cmd
             .spawn()
             .with_context(|| format!("start the kernel {}", s.kernel.display()))?;
-        // `s.channel` is dropped here: the launcher keeps only its own end.
+        // The kernel's ends (and their copies) close here: the launcher keeps only its own.
+        drop((channel, extra_fds, s.channel, s.extra_fds));
         Ok(Uml {
             pid: Pid::from_raw(child.id() as i32),
             status: None,

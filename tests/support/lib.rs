@@ -229,6 +229,7 @@ pub struct Sekexe {
     timeout: Duration,
     tmpdir: Option<PathBuf>,
     cwd: Option<PathBuf>,
+    netns: Option<String>,
 }
 
 pub fn sekexe<I, S>(scratch: &Scratch, args: I) -> Sekexe
@@ -252,6 +253,7 @@ where
         timeout: RUN_TIMEOUT,
         tmpdir: Some(scratch.path().to_path_buf()),
         cwd: None,
+        netns: None,
     }
 }
 
@@ -290,6 +292,12 @@ impl Sekexe {
         self
     }
 
+    /// Run inside a network namespace (made with `ip netns add`).
+    pub fn in_netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
+        self
+    }
+
     /// Leave TMPDIR as the test process has it (usually unset).
     pub fn default_tmpdir(mut self) -> Self {
         self.tmpdir = None;
@@ -299,7 +307,14 @@ impl Sekexe {
     fn command(&self) -> Command {
         let mut cmd = match self.user.filter(|_| is_root()) {
             Some(uid) => {
-                let mut c = Command::new("setpriv");
+                let mut c = match &self.netns {
+                    Some(ns) => {
+                        let mut c = Command::new("ip");
+                        c.args(["netns", "exec", ns, "setpriv"]);
+                        c
+                    }
+                    None => Command::new("setpriv"),
+                };
                 c.arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={uid}"))
                     .arg("--clear-groups")
@@ -308,7 +323,14 @@ impl Sekexe {
                 c.env("HOME", "/nonexistent");
                 c
             }
-            None => Command::new(sekexe_bin()),
+            None => match &self.netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns]).arg(sekexe_bin());
+                    c
+                }
+                None => Command::new(sekexe_bin()),
+            },
         };
         cmd.args(&self.args);
         if let Some(k) = test_kernel() {
@@ -627,11 +649,12 @@ pub fn launcher_pids(scratch: &Scratch) -> Vec<i32> {
 }
 
 /// The kernel process started by the launcher `launcher` (its child with this scratch folder
-/// on its command line).
+/// and a uml_dir on its command line; network helpers have no uml_dir).
 pub fn kernel_pid(scratch: &Scratch, launcher: i32) -> Option<i32> {
     scratch
         .leftover_processes()
         .iter()
+        .filter(|p| p.contains("uml_dir="))
         .filter_map(|p| p.split(':').next()?.parse::<i32>().ok())
         .find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))

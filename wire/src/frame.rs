@@ -79,6 +79,8 @@ pub enum HostFrame<'a> {
     EndAck,
     /// Stop the command and everything else now, and power off (timeouts, a second Ctrl-C).
     Shutdown,
+    /// The host side of the network is ready (port forwards in place): start the command.
+    NetReady,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,7 @@ mod tag {
     pub const END_ACK: u8 = 0x87;
     pub const SHUTDOWN: u8 = 0x88;
     pub const STDIN_FILE: u8 = 0x89;
+    pub const NET_READY: u8 = 0x8a;
 }
 
 fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
@@ -237,6 +240,7 @@ impl<'a> HostFrame<'a> {
             HostFrame::CloseStderr => put(out, tag::CLOSE_STDERR, &[]),
             HostFrame::EndAck => put(out, tag::END_ACK, &[]),
             HostFrame::Shutdown => put(out, tag::SHUTDOWN, &[]),
+            HostFrame::NetReady => put(out, tag::NET_READY, &[]),
             HostFrame::StdinFile { seq, len } => {
                 let mut p = [0u8; 8];
                 p[..4].copy_from_slice(&seq.to_le_bytes());
@@ -282,6 +286,7 @@ impl<'a> HostFrame<'a> {
             tag::CLOSE_STDERR => empty(t, p).map(|_| HostFrame::CloseStderr)?,
             tag::END_ACK => empty(t, p).map(|_| HostFrame::EndAck)?,
             tag::SHUTDOWN => empty(t, p).map(|_| HostFrame::Shutdown)?,
+            tag::NET_READY => empty(t, p).map(|_| HostFrame::NetReady)?,
             other => return Err(FrameError::UnknownTag(other)),
         };
         Ok(Some((frame, used)))

@@ -16,5 +16,5 @@ pub mod status;
 pub use codec::DecodeError;
 pub use exit::ExitCode;
 pub use frame::{FrameError, GuestFrame, HostFrame};
-pub use request::{Cgroups, Overlay, Request, Volume};
+pub use request::{Cgroups, Net, Overlay, Request, Volume};
 pub use status::{Outcome, Status};

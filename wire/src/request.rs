@@ -6,7 +6,24 @@ use crate::codec::{DecodeError, Decoder, Encoder};
 
 const MAGIC: &[u8] = b"SEKEXERQ";
 /// Bumped whenever a field changes; launcher and guest-init must come from the same build.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 4;
+
+/// How guest-init configures the network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Net {
+    /// Only `lo`.
+    #[default]
+    None,
+    /// Ask the network's DHCP server.
+    Dhcp,
+    /// `--ip ADDR/PREFIX [--gateway ADDR] [--dns ADDR]`.
+    Static {
+        address: [u8; 4],
+        prefix: u8,
+        gateway: Option<[u8; 4]>,
+        dns: Vec<[u8; 4]>,
+    },
+}
 
 /// Which cgroup filesystems guest-init mounts at /sys/fs/cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,6 +82,12 @@ pub struct Request {
     /// Another root folder on the host (`--root`); empty for the host's own `/`.
     pub root: Vec<u8>,
     pub volumes: Vec<Volume>,
+    pub net: Net,
+    /// Wait for the launcher's `NetReady` (port forwards in place) before the command.
+    pub wait_for_network: bool,
+    /// The kernel calibrated its delay loop this boot: report the result (BogoMIPS) so the
+    /// launcher can skip calibrating next time.
+    pub measure_lpj: bool,
 }
 
 impl Request {
@@ -94,6 +117,23 @@ impl Request {
         for v in &self.volumes {
             e.bytes(&v.host).bytes(&v.guest).bool(v.writable);
         }
+        match &self.net {
+            Net::None => e.u8(0),
+            Net::Dhcp => e.u8(1),
+            Net::Static {
+                address,
+                prefix,
+                gateway,
+                dns,
+            } => {
+                e.u8(2)
+                    .bytes(address)
+                    .u8(*prefix)
+                    .bytes(gateway.as_ref().map_or(&[][..], |g| &g[..]));
+                e.list(dns)
+            }
+        };
+        e.bool(self.wait_for_network).bool(self.measure_lpj);
         e.finish()
     }
 
@@ -136,6 +176,40 @@ impl Request {
                 }
                 v
             },
+            net: match d.u8("net")? {
+                0 => Net::None,
+                1 => Net::Dhcp,
+                2 => {
+                    let ip4 = |b: Vec<u8>| {
+                        <[u8; 4]>::try_from(b).map_err(|_| DecodeError::BadValue("net"))
+                    };
+                    let address = ip4(d.bytes("net address")?)?;
+                    let prefix = d.u8("net prefix")?;
+                    let gateway = d.bytes("net gateway")?;
+                    let gateway = if gateway.is_empty() {
+                        None
+                    } else {
+                        Some(ip4(gateway)?)
+                    };
+                    let dns = d
+                        .list("net dns")?
+                        .into_iter()
+                        .map(ip4)
+                        .collect::<Result<_, _>>()?;
+                    if prefix > 32 {
+                        return Err(DecodeError::BadValue("net prefix"));
+                    }
+                    Net::Static {
+                        address,
+                        prefix,
+                        gateway,
+                        dns,
+                    }
+                }
+                _ => return Err(DecodeError::BadValue("net")),
+            },
+            wait_for_network: d.bool("wait_for_network")?,
+            measure_lpj: d.bool("measure_lpj")?,
         };
         d.finish()?;
         req.validate()?;
@@ -224,6 +298,14 @@ mod tests {
                     writable: false,
                 },
             ],
+            net: Net::Static {
+                address: [10, 0, 2, 15],
+                prefix: 24,
+                gateway: Some([10, 0, 2, 2]),
+                dns: vec![[10, 0, 2, 3], [1, 1, 1, 1]],
+            },
+            wait_for_network: true,
+            measure_lpj: true,
         }
     }
 

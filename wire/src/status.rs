@@ -6,7 +6,7 @@ use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::exit::{self, ExitCode};
 
 const MAGIC: &[u8] = b"SEKEXEST";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// How the command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct Timeline {
 pub struct Status {
     pub outcome: Outcome,
     pub timeline: Timeline,
+    /// The kernel's calibrated loops per jiffy, when the request asked for it (else 0).
+    pub lpj: u64,
 }
 
 impl Status {
@@ -73,7 +75,8 @@ impl Status {
         e.u64(t.init_ns)
             .u64(t.exec_ns)
             .u64(t.exit_ns)
-            .u64(t.report_ns);
+            .u64(t.report_ns)
+            .u64(self.lpj);
         e.finish()
     }
 
@@ -106,8 +109,13 @@ impl Status {
             exit_ns: d.u64("exit_ns")?,
             report_ns: d.u64("report_ns")?,
         };
+        let lpj = d.u64("lpj")?;
         d.finish()?;
-        Ok(Status { outcome, timeline })
+        Ok(Status {
+            outcome,
+            timeline,
+            lpj,
+        })
     }
 }
 
@@ -146,6 +154,7 @@ mod tests {
                     exit_ns: 3,
                     report_ns: 4,
                 },
+                lpj: 33_378_304,
             };
             assert_eq!(Status::decode(&s.encode()).unwrap(), s);
         }
@@ -182,12 +191,14 @@ mod tests {
                 core_dumped: false,
             },
             timeline: Timeline::default(),
+            lpj: 0,
         }
         .encode();
         assert_eq!(Status::decode(&s), Err(DecodeError::BadValue("signal")));
         s = Status {
             outcome: Outcome::Exited(1),
             timeline: Timeline::default(),
+            lpj: 0,
         }
         .encode();
         for len in 0..s.len() {

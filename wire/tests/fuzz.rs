@@ -26,6 +26,7 @@ use proptest::test_runner::TestCaseError;
 use sekexe_wire::frame::{HEADER_LEN, MAX_INLINE_STDIN, MAX_PAYLOAD};
 use sekexe_wire::names::{decode_param, encode_param};
 use sekexe_wire::status::Timeline;
+use sekexe_wire::Net;
 use sekexe_wire::{
     Cgroups, FrameError, GuestFrame, HostFrame, Outcome, Overlay, Request, Status, Volume,
 };
@@ -222,6 +223,25 @@ fn overlay() -> impl Strategy<Value = Overlay> {
     ]
 }
 
+fn net() -> impl Strategy<Value = Net> {
+    prop_oneof![
+        Just(Net::None),
+        Just(Net::Dhcp),
+        (
+            any::<[u8; 4]>(),
+            0u8..=32,
+            proptest::option::of(any::<[u8; 4]>()),
+            vec(any::<[u8; 4]>(), 0..4)
+        )
+            .prop_map(|(address, prefix, gateway, dns)| Net::Static {
+                address,
+                prefix,
+                gateway,
+                dns
+            }),
+    ]
+}
+
 fn volume() -> impl Strategy<Value = Volume> {
     (absolute_path(), absolute_path(), any::<bool>()).prop_map(|(host, guest, writable)| Volume {
         host,
@@ -247,11 +267,22 @@ fn request() -> impl Strategy<Value = Request> {
         overlay(),
         prop_oneof![Just(Vec::new()), absolute_path()],
         vec(volume(), 0..4),
+        net(),
+        any::<(bool, bool)>(),
     );
     (command, guest).prop_map(
         |(
             (argv, env, cwd, (uid, gid), tty, (rows, cols)),
-            (hostname, debug, cgroups, overlay, root, volumes),
+            (
+                hostname,
+                debug,
+                cgroups,
+                overlay,
+                root,
+                volumes,
+                net,
+                (wait_for_network, measure_lpj),
+            ),
         )| Request {
             argv,
             env,
@@ -267,6 +298,9 @@ fn request() -> impl Strategy<Value = Request> {
             overlay,
             root,
             volumes,
+            net,
+            wait_for_network,
+            measure_lpj,
         },
     )
 }
@@ -314,8 +348,8 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 fn status() -> impl Strategy<Value = Status> {
-    (outcome(), any::<[u64; 4]>()).prop_map(|(outcome, [init_ns, exec_ns, exit_ns, report_ns])| {
-        Status {
+    (outcome(), any::<[u64; 5]>()).prop_map(
+        |(outcome, [init_ns, exec_ns, exit_ns, report_ns, lpj])| Status {
             outcome,
             timeline: Timeline {
                 init_ns,
@@ -323,8 +357,9 @@ fn status() -> impl Strategy<Value = Status> {
                 exit_ns,
                 report_ns,
             },
-        }
-    })
+            lpj,
+        },
+    )
 }
 
 proptest! {
@@ -448,6 +483,7 @@ enum Host {
     CloseStderr,
     EndAck,
     Shutdown,
+    NetReady,
 }
 
 impl Host {
@@ -462,6 +498,7 @@ impl Host {
             Host::CloseStderr => HostFrame::CloseStderr,
             Host::EndAck => HostFrame::EndAck,
             Host::Shutdown => HostFrame::Shutdown,
+            Host::NetReady => HostFrame::NetReady,
         }
     }
 
@@ -477,6 +514,7 @@ impl Host {
             HostFrame::CloseStderr => Host::CloseStderr,
             HostFrame::EndAck => Host::EndAck,
             HostFrame::Shutdown => Host::Shutdown,
+            HostFrame::NetReady => Host::NetReady,
         }
     }
 }
@@ -504,6 +542,7 @@ fn host_frame() -> impl Strategy<Value = Host> {
         Just(Host::CloseStderr),
         Just(Host::EndAck),
         Just(Host::Shutdown),
+        Just(Host::NetReady),
     ]
 }
 

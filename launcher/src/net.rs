@@ -1,0 +1,691 @@
+//! The guest's network on the host side: which UML transport, which helper process, and the
+//! port forwards.
+//!
+//! - `user` (default): slirp4netns (libslirp, the stack QEMU uses) speaking UML's vector `bess`
+//!   transport over a unix socket in the run folder; port forwards through its API socket.
+//!   With `--net-restrict` a seccomp filter denies it every IPv4 and IPv6 socket: the guest
+//!   keeps DHCP and nothing else.
+//! - `slirp[:PATH]`: the legacy slirp binary through UML's old `ethN=slirp` transport.
+//! - `vde:SWITCH`: vde_plug joins an existing vde_switch to a socket pair the kernel uses with
+//!   the vector `fd` transport.
+//! - `tap:IFACE`: an existing TAP device, with the vector `tap` transport.
+//!
+//! The helpers are the launcher's children, killed with it (PDEATHSIG) or at the end.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::sandbox::{Plan, Sandbox};
+use crate::units;
+
+/// The address slirp's DHCP server gives the first (and only) guest.
+pub const USER_GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// How long a helper may take to get ready.
+const HELPER_READY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    None,
+    User,
+    Slirp(PathBuf),
+    Vde(PathBuf),
+    Tap(String),
+}
+
+/// One `-p [HOSTIP:]HOSTPORT:GUESTPORT[/udp]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forward {
+    pub host_addr: Ipv4Addr,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub udp: bool,
+}
+
+/// `--ip ADDR/PREFIX [--gateway ADDR] [--dns ADDR]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Static {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConfig {
+    pub mode: Mode,
+    pub forwards: Vec<Forward>,
+    pub restrict: bool,
+    pub static_ip: Option<Static>,
+}
+
+pub fn parse_mode(text: &str) -> Result<Mode> {
+    let hint = "use --net none, user, slirp[:PATH], vde:SWITCH or tap:IFACE";
+    Ok(match text.split_once(':') {
+        None if text == "none" => Mode::None,
+        None if text == "user" => Mode::User,
+        None if text == "slirp" => Mode::Slirp(PathBuf::from("slirp")),
+        Some(("slirp", path)) if !path.is_empty() => Mode::Slirp(PathBuf::from(path)),
+        Some(("vde", path)) if !path.is_empty() => Mode::Vde(PathBuf::from(path)),
+        Some(("tap", name)) if valid_ifname(name) => Mode::Tap(name.to_string()),
+        Some(("tap", name)) => bail!("--net tap:{name}: not an interface name ({hint})"),
+        _ => bail!("--net {text}: unknown mode ({hint})"),
+    })
+}
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub fn parse_forward(text: &str) -> Result<Forward> {
+    let hint = "use -p [HOSTIP:]HOSTPORT:GUESTPORT[/udp], e.g. -p 8080:80";
+    let (spec, udp) = match text.rsplit_once('/') {
+        Some((s, "udp")) => (s, true),
+        Some((s, "tcp")) => (s, false),
+        Some(_) => bail!("-p {text}: the protocol is tcp or udp ({hint})"),
+        None => (text, false),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (addr, host, guest) = match parts.as_slice() {
+        [h, g] => ("127.0.0.1", *h, *g),
+        [a, h, g] => (*a, *h, *g),
+        _ => bail!("-p {text}: {hint}"),
+    };
+    let port = |p: &str| -> Result<u16> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("-p {text}: '{p}' is not a port (1-65535; {hint})"),
+        }
+    };
+    let host_addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| anyhow!("-p {text}: '{addr}' is not an IPv4 address ({hint})"))?;
+    Ok(Forward {
+        host_addr,
+        host_port: port(host)?,
+        guest_port: port(guest)?,
+        udp,
+    })
+}
+
+pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8)> {
+    let hint = "use --ip ADDR/PREFIX, e.g. --ip 10.0.2.15/24";
+    let (a, p) = text
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--ip {text}: no /PREFIX ({hint})"))?;
+    let address = a
+        .parse()
+        .map_err(|_| anyhow!("--ip {text}: '{a}' is not an IPv4 address ({hint})"))?;
+    let prefix = match p.parse::<u8>() {
+        Ok(n) if n <= 32 => n,
+        _ => bail!("--ip {text}: '/{p}' is not a prefix from 0 to 32 ({hint})"),
+    };
+    Ok((address, prefix))
+}
+
+/// Checks the network options together.
+pub fn check(cfg: &NetConfig) -> Result<()> {
+    if !cfg.forwards.is_empty() && cfg.mode != Mode::User {
+        bail!("-p forwards ports only with --net user (the default): other modes cannot forward");
+    }
+    if !cfg.forwards.is_empty() && cfg.restrict {
+        bail!("-p cannot be combined with --net-restrict, which keeps every connection out");
+    }
+    if cfg.restrict && cfg.mode != Mode::User {
+        bail!("--net-restrict applies to --net user only");
+    }
+    if cfg.static_ip.is_some() && cfg.mode == Mode::None {
+        bail!("--ip needs a network: not with --net none");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &cfg.forwards {
+        if !seen.insert((f.host_addr, f.host_port, f.udp)) {
+            bail!("-p: {}:{} is forwarded twice", f.host_addr, f.host_port);
+        }
+    }
+    Ok(())
+}
+
+/// Where a helper binary is, or the message that says how to get it.
+fn find(program: &Path, install: &str) -> Result<PathBuf> {
+    if program.components().count() > 1 {
+        if program.is_file() {
+            return Ok(program.to_path_buf());
+        }
+        bail!("{} not found ({install})", units::shown(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+    {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("{} not found ({install})", units::shown(program))
+}
+
+/// The network of one run: kernel parameters, fds for the kernel, helper processes.
+pub struct Network {
+    pub words: Vec<String>,
+    /// Passed to the kernel, in order, from fd `first_fd` on (the transports' fds).
+    pub fds: Vec<OwnedFd>,
+    /// Also passed to the kernel after those, unnamed: helpers' lifelines.
+    pub kernel_keeps: Vec<OwnedFd>,
+    helpers: Vec<Child>,
+    /// slirp4netns's API socket, for port forwards.
+    pub api: Option<PathBuf>,
+    /// The kernel process itself needs TCP (the legacy slirp runs as its child).
+    pub kernel_tcp: bool,
+    /// The kernel opens a TAP device.
+    pub tap: bool,
+    log: Option<PathBuf>,
+}
+
+impl Network {
+    pub fn none() -> Network {
+        Network {
+            words: Vec::new(),
+            fds: Vec::new(),
+            kernel_keeps: Vec::new(),
+            helpers: Vec::new(),
+            api: None,
+            kernel_tcp: false,
+            tap: false,
+            log: None,
+        }
+    }
+
+    /// Starts what the mode needs, before the kernel (which connects to it at boot).
+    pub fn start(
+        cfg: &NetConfig,
+        run_dir: &Path,
+        first_fd: i32,
+        sandboxed: bool,
+    ) -> Result<Network> {
+        let mut net = Network::none();
+        match &cfg.mode {
+            Mode::None => {}
+            Mode::User => net.start_slirp4netns(cfg, run_dir, sandboxed)?,
+            Mode::Slirp(program) => {
+                let slirp = find(program, "apt install slirp, or use --net user")?;
+                net.words.push(format!("eth0=slirp,,{}", word(&slirp)?));
+                net.kernel_tcp = true;
+            }
+            Mode::Vde(switch) => net.start_vde_plug(switch, first_fd)?,
+            Mode::Tap(name) => {
+                check_tap(name)?;
+                net.words.push(format!("vec0:transport=tap,ifname={name}"));
+                net.tap = true;
+            }
+        }
+        Ok(net)
+    }
+
+    fn start_slirp4netns(
+        &mut self,
+        cfg: &NetConfig,
+        run_dir: &Path,
+        sandboxed: bool,
+    ) -> Result<()> {
+        let program = find(
+            Path::new("slirp4netns"),
+            "--net user needs it: apt install slirp4netns, or use --net none",
+        )?;
+        let bess = run_dir.join("net.sock");
+        let api = run_dir.join("net-api.sock");
+        let log = run_dir.join("slirp4netns.log");
+        for p in [&bess, &api] {
+            // sockaddr_un holds 107 bytes.
+            if p.as_os_str().len() > 100 {
+                bail!("the run folder path {} is too long for a unix socket: set TMPDIR to a shorter path", units::shown(run_dir));
+            }
+        }
+        // slirp4netns ends when this pipe does: its write end goes to the kernel process (and
+        // so to all its processes), so the helper outlives the kernel by nothing, even when the
+        // launcher is killed. (A parent-death signal would kill it while the kernel still shuts
+        // down, and UML then spins on its dead network peer.)
+        let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        const EXIT_FD: i32 = 3;
+        let exit_raw = exit_r.as_raw_fd();
+        let mut cmd = Command::new(&program);
+        cmd.arg("--target-type=bess")
+            .arg(format!("--exit-fd={EXIT_FD}"));
+        if !cfg.forwards.is_empty() {
+            cmd.arg("--api-socket").arg(&api);
+        }
+        if cfg.restrict {
+            cmd.arg("--disable-host-loopback");
+        }
+        cmd.arg(&bess)
+            .stdin(Stdio::null())
+            .stdout(File::create(&log)?)
+            .stderr(File::create(&log)?)
+            // slirp4netns forks a child that waits for the kernel's connection: its own
+            // group lets both be killed together.
+            .process_group(0);
+        // libslirp parses every packet the guest sends: confine it like the kernel, but with
+        // TCP (it is the NAT).
+        let mut sandbox = if sandboxed {
+            Some(Sandbox::prepare(&Plan {
+                writable: vec![run_dir.to_path_buf()],
+                writable_files: Vec::new(),
+                allow_tcp: true,
+                net_admin: false,
+            })?)
+        } else {
+            None
+        };
+        let restrict = if cfg.restrict {
+            Some(no_inet_filter()?)
+        } else {
+            None
+        };
+        // SAFETY: runs in the forked child before exec; the launcher is single-threaded, and
+        // the calls are dup2 and the sandbox's (see Sandbox::apply).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(exit_raw, EXIT_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(s) = sandbox.as_mut() {
+                    s.apply()?;
+                }
+                if let Some(f) = &restrict {
+                    seccompiler::apply_filter(f)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", units::shown(&program)))?;
+        drop(exit_r);
+        self.helpers.push(child);
+        self.log = Some(log);
+        self.kernel_keeps.push(exit_w);
+        self.wait_for_socket(&bess, "slirp4netns")?;
+        self.words.push(format!(
+            "vec0:transport=bess,dst={},src={}",
+            word(&bess)?,
+            word(&run_dir.join("uml-net.sock"))?
+        ));
+        if !cfg.forwards.is_empty() {
+            self.api = Some(api);
+        }
+        Ok(())
+    }
+
+    fn start_vde_plug(&mut self, switch: &Path, first_fd: i32) -> Result<()> {
+        let program = find(
+            Path::new("vde_plug"),
+            "--net vde needs it: apt install vdeplug",
+        )?;
+        if !switch.exists() {
+            bail!(
+                "--net vde:{}: no such vde_switch socket (start one with vde_switch -s PATH)",
+                units::shown(switch)
+            );
+        }
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        const PLUG_FD: i32 = 3;
+        let raw = theirs.as_raw_fd();
+        let mut cmd = Command::new(&program);
+        cmd.args(["--descr", "sekexe"])
+            .arg(format!("seqpacket://{PLUG_FD}"))
+            .arg(switch)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: runs in the forked child before exec and only makes async-signal-safe calls
+        // (dup2, fcntl). No parent-death signal: vde_plug ends when the kernel closes its end
+        // of the pair, and the kernel must not lose its network while it shuts down.
+        unsafe {
+            cmd.pre_exec(move || {
+                if raw == PLUG_FD {
+                    libc::fcntl(PLUG_FD, libc::F_SETFD, 0);
+                } else if libc::dup2(raw, PLUG_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", units::shown(&program)))?;
+        drop(theirs);
+        // vde_plug exits at once when it cannot join the switch.
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = child.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!(
+                "vde_plug could not join {} ({status}): {}",
+                units::shown(switch),
+                err.trim()
+            );
+        }
+        self.helpers.push(child);
+        self.words.push(format!(
+            "vec0:transport=fd,fd={}",
+            first_fd + self.fds.len() as i32
+        ));
+        self.fds.push(ours);
+        Ok(())
+    }
+
+    fn wait_for_socket(&mut self, path: &Path, name: &str) -> Result<()> {
+        let deadline = Instant::now() + HELPER_READY;
+        while !path.exists() {
+            if let Some(status) = self
+                .helpers
+                .last_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("{name} ended at once ({status}): {}", self.helper_log());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{name} did not start within {} s: {}",
+                    HELPER_READY.as_secs(),
+                    self.helper_log()
+                );
+            }
+            std::thread::sleep(Duration::from_micros(250));
+        }
+        Ok(())
+    }
+
+    /// The last lines a helper wrote, for error messages.
+    pub fn helper_log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .map(|t| t.lines().rev().take(3).collect::<Vec<_>>().join(" / "))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for h in &mut self.helpers {
+            // The helper's group, with any child it forked (slirp4netns does); vde_plug has
+            // none and shares ours, so it gets a plain kill.
+            let pid = h.id() as i32;
+            if rustix::process::getpgid(rustix::process::Pid::from_raw(pid))
+                .map(|g| g.as_raw_nonzero().get())
+                == Ok(pid)
+            {
+                // SAFETY: kill has no memory preconditions; the group is the helper's own.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+/// The kernel attaches to the TAP device itself; a refusal there only shows as a dead link in
+/// the guest, so check what can be checked first.
+fn check_tap(name: &str) -> Result<()> {
+    let dev = Path::new("/sys/class/net").join(name);
+    if !dev.exists() {
+        bail!("--net tap:{name}: no such interface (create it with: ip tuntap add dev {name} mode tap user $(id -u))");
+    }
+    if !dev.join("tun_flags").exists() {
+        bail!("--net tap:{name}: not a TAP device");
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        bail!("--net tap:{name}: cannot open /dev/net/tun ({e}): it needs read-write access for you (Debian's default mode is 0666)");
+    }
+    Ok(())
+}
+
+/// A plain word for the kernel command line.
+fn word(path: &Path) -> Result<String> {
+    match path.to_str() {
+        Some(s)
+            if s.chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, ',' | '"')) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => bail!(
+            "{} cannot go on the kernel command line: set TMPDIR to a plain path",
+            units::shown(path)
+        ),
+    }
+}
+
+/// For --net-restrict: no IPv4 or IPv6 socket for the helper, so nothing the guest sends can
+/// leave it (outside hosts, the host's own services, DNS).
+fn no_inet_filter() -> Result<seccompiler::BpfProgram> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let family = |f: i32| -> Result<SeccompRule> {
+        Ok(SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            f as u64,
+        )?])?)
+    };
+    let filter = SeccompFilter::new(
+        [(
+            libc::SYS_socket,
+            vec![family(libc::AF_INET)?, family(libc::AF_INET6)?],
+        )]
+        .into_iter()
+        .collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        std::env::consts::ARCH
+            .try_into()
+            .context("seccomp on this architecture")?,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// Port forwards through slirp4netns's API, which opens once the kernel has connected.
+pub struct Forwarder {
+    api: PathBuf,
+    forwards: Vec<Forward>,
+    guest: Ipv4Addr,
+    deadline: Instant,
+}
+
+impl Forwarder {
+    pub fn new(api: PathBuf, forwards: Vec<Forward>, guest: Ipv4Addr) -> Forwarder {
+        Forwarder {
+            api,
+            forwards,
+            guest,
+            deadline: Instant::now() + Duration::from_secs(30),
+        }
+    }
+
+    /// `Ok(true)` once every forward is in place; `Ok(false)` while the API is not up yet.
+    pub fn try_add(&mut self) -> Result<bool> {
+        if !self.api.exists() {
+            if Instant::now() > self.deadline {
+                bail!("slirp4netns's API did not come up: no port forwarding");
+            }
+            return Ok(false);
+        }
+        for f in std::mem::take(&mut self.forwards) {
+            let request = format!(
+                "{{\"execute\": \"add_hostfwd\", \"arguments\": {{\"proto\": \"{}\", \"host_addr\": \"{}\", \"host_port\": {}, \"guest_addr\": \"{}\", \"guest_port\": {}}}}}",
+                if f.udp { "udp" } else { "tcp" },
+                f.host_addr,
+                f.host_port,
+                self.guest,
+                f.guest_port
+            );
+            let mut s = UnixStream::connect(&self.api).context("connect to slirp4netns's API")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(request.as_bytes())?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            if !reply.contains("\"return\"") {
+                bail!(
+                    "-p {}:{}:{}: {} (is the port in use?)",
+                    f.host_addr,
+                    f.host_port,
+                    f.guest_port,
+                    reply.trim()
+                );
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("none").unwrap(), Mode::None);
+        assert_eq!(parse_mode("user").unwrap(), Mode::User);
+        assert_eq!(parse_mode("slirp").unwrap(), Mode::Slirp("slirp".into()));
+        assert_eq!(
+            parse_mode("slirp:/opt/slirp").unwrap(),
+            Mode::Slirp("/opt/slirp".into())
+        );
+        assert_eq!(
+            parse_mode("vde:/tmp/sw").unwrap(),
+            Mode::Vde("/tmp/sw".into())
+        );
+        assert_eq!(parse_mode("tap:tap0").unwrap(), Mode::Tap("tap0".into()));
+        for bad in [
+            "",
+            "usr",
+            "vde:",
+            "tap:",
+            "tap:a b",
+            "tap:waytoolonginterfacename",
+            "slirp:",
+        ] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwards() {
+        let f = parse_forward("8080:80").unwrap();
+        assert_eq!(
+            (f.host_addr, f.host_port, f.guest_port, f.udp),
+            (Ipv4Addr::LOCALHOST, 8080, 80, false)
+        );
+        let f = parse_forward("0.0.0.0:5353:53/udp").unwrap();
+        assert_eq!(
+            (f.host_addr, f.host_port, f.guest_port, f.udp),
+            (Ipv4Addr::UNSPECIFIED, 5353, 53, true)
+        );
+        assert!(!parse_forward("1:2/tcp").unwrap().udp);
+        for bad in [
+            "80",
+            "0:80",
+            "80:0",
+            "70000:80",
+            "a:b",
+            "1.2.3:80:80",
+            "80:80/sctp",
+            "x:80:80",
+            "",
+        ] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.0.2.15/24").unwrap(),
+            (Ipv4Addr::new(10, 0, 2, 15), 24)
+        );
+        for bad in ["10.0.2.15", "10.0.2.15/33", "10.0.2/24", "x/24"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn combinations() {
+        let base = NetConfig {
+            mode: Mode::User,
+            forwards: vec![],
+            restrict: false,
+            static_ip: None,
+        };
+        assert!(check(&base).is_ok());
+        let fwd = parse_forward("8080:80").unwrap();
+        assert!(check(&NetConfig {
+            mode: Mode::None,
+            forwards: vec![fwd],
+            ..base.clone()
+        })
+        .is_err());
+        assert!(check(&NetConfig {
+            restrict: true,
+            forwards: vec![fwd],
+            ..base.clone()
+        })
+        .is_err());
+        assert!(check(&NetConfig {
+            forwards: vec![fwd, fwd],
+            ..base.clone()
+        })
+        .is_err());
+        assert!(check(&NetConfig {
+            mode: Mode::Tap("t".into()),
+            restrict: true,
+            ..base.clone()
+        })
+        .is_err());
+        let ip = Static {
+            address: Ipv4Addr::new(10, 0, 2, 9),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+        };
+        assert!(check(&NetConfig {
+            mode: Mode::None,
+            static_ip: Some(ip),
+            ..base.clone()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn the_restrict_filter_compiles() {
+        assert!(!no_inet_filter().unwrap().is_empty());
+    }
+}
