@@ -167,6 +167,12 @@ fn doctor_passes_here_and_names_a_noexec_tmpdir() {
         text.contains("test run") && !text.contains("FAIL"),
         "{text}"
     );
+    // The helper --net user really uses is here, so the network line is not a warning.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("slirp4netns found")),
+        "{text}"
+    );
 
     assert!(
         is_root(),

@@ -56,6 +56,12 @@ fn shell_mode_is_an_interactive_root_shell_with_job_control() {
     t.keys(&["C-c"]);
     t.line("echo alive $?");
     t.wait_text("alive 130");
+    // Ctrl-\ too (SIGQUIT, 128+3).
+    t.line("clear; sleep 100");
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["C-\\"]);
+    t.line("echo quit $?");
+    t.wait_text("quit 131");
 
     // Job control: background jobs, Ctrl-Z, fg.
     t.line("clear; sleep 100 &");

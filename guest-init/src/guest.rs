@@ -171,6 +171,9 @@ impl Guest {
                 console(&format!("writing the status record: {e:#}"));
             }
         }
+        // Everything the guest wrote (rw volumes, the overlay image) reaches the host before
+        // End: from End on, the launcher may stop the kernel without waiting for power-off.
+        nix::unistd::sync();
         if let Some(channel) = self.channel.as_mut() {
             channel.send(GuestFrame::End);
             channel.end_handshake(report::END_ACK_WAIT);

@@ -48,6 +48,13 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
                     k.source.describe()
                 ),
             );
+            let ships_modules = crate::kernelcmd::version(&k.path)
+                .as_deref()
+                .and_then(crate::kernelcmd::modules_dir)
+                .is_some();
+            if ships_modules && !crate::kernelcmd::host_has_modprobe() {
+                r.line(Level::Warn, "modules", "the kernel has modules but this root has no modprobe for the guest to run (apt install kmod): modprobe, loop images and Docker fail in guests");
+            }
             if !k.config.slow_initcalls().is_empty() {
                 r.line(Level::Ok, "boot time", "slow initcalls present; sekexe skips them (scripts/build-kernel makes a kernel that boots faster still)");
             }
@@ -120,14 +127,13 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
         _ => r.line(Level::Warn, "landlock", "not available on this host kernel: the guest is not confined to its run folder (needs Linux 5.13+ with landlock in the LSM list)"),
     }
 
-    if which("libslirp-helper") {
-        r.line(
+    match crate::net::find_user_backend() {
+        Ok(path) => r.line(
             Level::Ok,
             "network",
-            "libslirp-helper found: --net user works",
-        );
-    } else {
-        r.line(Level::Warn, "network", "libslirp-helper missing: --net user needs it (apt install libslirp-helper); --net none works without");
+            &format!("{} found: --net user works", path.display()),
+        ),
+        Err(e) => r.line(Level::Warn, "network", &format!("{e:#}")),
     }
 
     if r.worst < Level::Fail {
@@ -160,12 +166,6 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(if r.worst == Level::Fail { 1 } else { 0 })
-}
-
-fn which(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
 }
 
 /// A static executable has no PT_INTERP program header.

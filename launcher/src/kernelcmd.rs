@@ -1,6 +1,6 @@
 //! `sekexe kernel check` and `sekexe kernel list`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Result};
@@ -18,16 +18,19 @@ pub fn check(path: Option<&Path>) -> Result<u8> {
         .ok_or_else(|| anyhow!("no UML kernel found: {NOT_FOUND_HINT}"))?;
     let config = kernel::load_config(&path)?;
     let version = version(&path);
-    let modules = version
-        .as_deref()
-        .map(|v| Path::new("/usr/lib/uml/modules").join(v))
-        .filter(|d| d.is_dir());
+    let modules = version.as_deref().and_then(modules_dir);
     println!("kernel: {} ({})", path.display(), source.describe());
     if let Some(v) = &version {
         println!("version: {v}");
     }
     match &modules {
-        Some(dir) => println!("modules: {} (modprobe works in the guest)", dir.display()),
+        Some(dir) if host_has_modprobe() => {
+            println!("modules: {} (modprobe works in the guest)", dir.display())
+        }
+        Some(dir) => println!(
+            "modules: {} (but no modprobe in this root for the guest to run: apt install kmod)",
+            dir.display()
+        ),
         None => println!("modules: none (features built as modules are unavailable)"),
     }
     let report = report(&config, modules.is_some());
@@ -99,8 +102,20 @@ fn feature_line(f: &Feature, config: &Kconfig, have_modules: bool) -> String {
     format!("  {state:<8} {note}")
 }
 
+/// Where Debian's packaging keeps the modules of kernel release `version`, if it ships any.
+pub fn modules_dir(version: &str) -> Option<PathBuf> {
+    Some(Path::new("/usr/lib/uml/modules").join(version)).filter(|d| d.is_dir())
+}
+
+/// The guest runs the host root's modprobe (kmod), which minimal hosts and containers lack.
+pub fn host_has_modprobe() -> bool {
+    ["/usr/sbin/modprobe", "/sbin/modprobe"]
+        .iter()
+        .any(|p| Path::new(p).is_file())
+}
+
 /// `KERNEL --version`: the release, for the modules folder.
-fn version(path: &Path) -> Option<String> {
+pub fn version(path: &Path) -> Option<String> {
     let out = Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())

@@ -17,16 +17,24 @@ mod paths;
 mod run;
 mod rundir;
 mod sandbox;
+mod sentinel;
 mod session;
 mod signals;
 mod terminal;
 mod uml;
 mod units;
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use clap::Parser;
 use sekexe_wire::ExitCode;
 
+/// When the launcher started, for the `--debug` timeline's first phase.
+pub static STARTED: OnceLock<Instant> = OnceLock::new();
+
 fn main() {
+    STARTED.get_or_init(Instant::now);
     terminal::install_panic_hook();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,

@@ -159,6 +159,14 @@ pub fn check(cfg: &NetConfig) -> Result<()> {
 }
 
 /// Where a helper binary is, or the message that says how to get it.
+/// The helper `--net user` runs: slirp4netns (`sekexe doctor` checks for it too).
+pub fn find_user_backend() -> Result<PathBuf> {
+    find(
+        Path::new("slirp4netns"),
+        "--net user needs it: apt install slirp4netns, or use --net none",
+    )
+}
+
 fn find(program: &Path, install: &str) -> Result<PathBuf> {
     if program.components().count() > 1 {
         if program.is_file() {
@@ -241,10 +249,7 @@ impl Network {
         run_dir: &Path,
         sandboxed: bool,
     ) -> Result<()> {
-        let program = find(
-            Path::new("slirp4netns"),
-            "--net user needs it: apt install slirp4netns, or use --net none",
-        )?;
+        let program = find_user_backend()?;
         let bess = run_dir.join("net.sock");
         let api = run_dir.join("net-api.sock");
         let log = run_dir.join("slirp4netns.log");

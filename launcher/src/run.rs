@@ -402,11 +402,22 @@ fn guest_failure(session: &Session, failure: &Failure, message: &str) {
     }
 }
 
+fn ms_between(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1000.0
+}
+
 fn print_timeline(session: &Session, run_dir: &rundir::RunDir) {
     let e = &session.events;
     let Some(t0) = e.spawned else { return };
     let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
     eprintln!("[sekexe] timeline, ms since the kernel process started (host clock):");
+    if let Some(&start) = crate::STARTED.get() {
+        eprintln!(
+            "[sekexe] {:8.1}  launcher started     options, kernel, run folder, sandbox, network: {:.1} ms",
+            -ms_between(start, t0),
+            ms_between(start, t0)
+        );
+    }
     let mut last = 0.0;
     for (at, what, phase) in [
         (e.hello, "guest-init running", "kernel boot"),

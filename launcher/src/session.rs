@@ -23,8 +23,6 @@ use crate::uml::Uml;
 const STDIN_CHUNK: usize = 1 << 20;
 /// At most this much stdin is in flight to the guest before it reports it consumed.
 const STDIN_WINDOW: usize = 4 * STDIN_CHUNK;
-/// After the guest said it is done, the kernel gets this long to power off.
-const POWER_OFF_WAIT: Duration = Duration::from_secs(5);
 /// After a timeout's SIGKILL and shutdown request, a guest that has not ended by then is
 /// considered hung, and its kernel is killed.
 const UNRESPONSIVE_WAIT: Duration = Duration::from_secs(5);
@@ -243,11 +241,11 @@ impl Session {
                 self.events.exited = Some(Instant::now());
                 break;
             }
-            if let Some(end) = self.events.end {
-                if end.elapsed() > POWER_OFF_WAIT {
-                    self.uml.kill_now();
-                    continue;
-                }
+            if self.events.end.is_some() {
+                // The guest has reported and synced: its power-off would only cost time.
+                self.read_channel();
+                self.uml.kill_now();
+                continue;
             }
             self.check_timeout();
             self.advance_forwarder();
@@ -279,7 +277,6 @@ impl Session {
             chan_events |= PollFlags::OUT;
         }
         let wake = [
-            self.events.end.map(|end| end + POWER_OFF_WAIT),
             self.timeout_deadline(),
             // The forwarder waits for slirp4netns's API socket to appear.
             self.forwarder

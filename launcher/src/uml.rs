@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use crate::cmdline::CHANNEL_FD;
 use crate::sandbox::Sandbox;
+use crate::sentinel::Sentinel;
 
 pub struct Spawn<'a> {
     pub kernel: &'a Path,
@@ -35,6 +36,8 @@ pub struct Spawn<'a> {
 pub struct Uml {
     pid: Pid,
     status: Option<ExitStatus>,
+    /// Kills the kernel if the launcher dies and the kernel's own shutdown hangs.
+    sentinel: Option<Sentinel>,
 }
 
 impl Uml {
@@ -113,9 +116,14 @@ impl Uml {
             .with_context(|| format!("start the kernel {}", s.kernel.display()))?;
         // The kernel's ends (and their copies) close here: the launcher keeps only its own.
         drop((channel, extra_fds, s.channel, s.extra_fds));
+        let pid = Pid::from_raw(child.id() as i32);
+        // Without one (no pidfd before Linux 5.3), PDEATHSIG alone still ends the kernel in
+        // all but the rare case where its shutdown hangs.
+        let sentinel = Sentinel::start(pid).ok();
         Ok(Uml {
-            pid: Pid::from_raw(child.id() as i32),
+            pid,
             status: None,
+            sentinel,
         })
     }
 
@@ -127,6 +135,7 @@ impl Uml {
                 if self.status.is_some() {
                     // Helpers UML left behind (they share its process group) go with it.
                     let _ = killpg(self.pid, Signal::SIGKILL);
+                    self.dismiss_sentinel();
                 }
             }
         }
@@ -149,6 +158,14 @@ impl Uml {
             if let Ok(ws) = waitpid(self.pid, None) {
                 self.status = raw_status(ws);
             }
+            self.dismiss_sentinel();
+        }
+    }
+
+    /// Once the kernel is reaped its pid may be reused: the sentinel must not act any more.
+    fn dismiss_sentinel(&mut self) {
+        if let Some(mut s) = self.sentinel.take() {
+            s.dismiss();
         }
     }
 

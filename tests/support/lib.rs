@@ -639,7 +639,11 @@ pub fn launcher_pids(scratch: &Scratch) -> Vec<i32> {
         let exe = std::fs::read_link(entry.path().join("exe")).ok();
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
         let tmp = format!("TMPDIR={}", scratch.path().display());
+        // Each launcher has a sentinel child (a fork of it, named so) that kills the kernel if
+        // the launcher dies: not a launcher itself.
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if exe.as_deref() == Some(bin.as_path())
+            && comm.trim_end() != "sekexe-sentinel"
             && environ.split(|&b| b == 0).any(|e| e == tmp.as_bytes())
         {
             pids.push(pid);

@@ -48,7 +48,9 @@ pub enum GuestFrame<'a> {
     StdinClosed,
     /// A line of guest-init's own progress (`--debug`).
     Log(&'a [u8]),
-    /// All output is sent and the status record is written; guest-init waits for `EndAck`.
+    /// All output is sent, the status record is written and the guest's writes are synced to
+    /// the host: the launcher may stop the kernel now. (guest-init powers off after `EndAck`
+    /// if it is not stopped first.)
     End,
     /// guest-init has read this many more bytes of the channel.
     ChannelCredit(u32),
