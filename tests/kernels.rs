@@ -94,6 +94,35 @@ fn debug_shows_kernel_lines_steps_and_a_timeline_on_stderr_only() {
 }
 
 #[test]
+fn a_user_without_a_home_calibrates_the_delay_loop_once() {
+    // Calibrating takes a good part of a boot; a user with no writable home (HOME is
+    // /nonexistent for the unprivileged test user) keeps the value in the private run base.
+    let s = Scratch::for_user(if is_root() { Some(NOBODY) } else { None });
+    let line = |out: &Output| {
+        out.stderr_str()
+            .lines()
+            .find(|l| l.starts_with("[sekexe] command line: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = sekexe(&s, ["run", "--debug", "--", "true"])
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("SEKEXE_CACHE")
+        .run();
+    assert_eq!(first.code, 0, "{first:?}");
+    let second = sekexe(&s, ["run", "--debug", "--", "true"])
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("SEKEXE_CACHE")
+        .run();
+    assert_eq!(second.code, 0, "{second:?}");
+    assert!(!line(&first).contains(" lpj="), "{}", line(&first));
+    assert!(line(&second).contains(" lpj="), "{}", line(&second));
+    s.assert_clean();
+}
+
+#[test]
 fn kernel_args_reach_the_kernel_and_full_boot_skips_nothing() {
     let s = Scratch::new();
     let out = run(

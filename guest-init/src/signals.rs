@@ -37,3 +37,25 @@ pub fn forwarded_to_command(signo: i32) -> bool {
     .iter()
     .any(|s| *s as i32 == signo)
 }
+
+/// Runs `f` with no signal blocked, for std's posix_spawn: unlike its fork path, it leaves the
+/// child the caller's signal mask, and the command must start with none blocked. While the
+/// mask is open, a signal for PID 1 with the default action is dropped by the kernel, not
+/// queued; the one that matters, SIGCHLD (the command may have ended already), is raised again
+/// afterwards so the signalfd sees it (blocked signals are queued even for PID 1). A SIGTERM
+/// or SIGINT sent to PID 1 within that millisecond is lost.
+pub fn with_none_blocked<T>(f: impl FnOnce() -> T) -> T {
+    let mut old = SigSet::empty();
+    let opened = nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        Some(&mut old),
+    )
+    .is_ok();
+    let result = f();
+    if opened {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+        let _ = nix::sys::signal::raise(Signal::SIGCHLD);
+    }
+    result
+}

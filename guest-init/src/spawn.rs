@@ -63,27 +63,38 @@ pub fn command(req: &Request, log: &mut Log) -> Result<Command, Outcome> {
     } else {
         attach_pipes(&mut cmd).map_err(fail)?
     };
-    let tty = req.tty;
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (sigprocmask, setsid, ioctl); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            // guest-init blocks every signal; the command starts with none blocked.
-            let mut empty = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            // Its own session and process group: signals from the launcher reach the whole
-            // group, as a terminal's Ctrl-C would on the host.
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if req.tty {
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe calls (sigprocmask, setsid, ioctl); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                // guest-init blocks every signal; the command starts with none blocked.
+                let mut empty = std::mem::zeroed::<libc::sigset_t>();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                // A session of its own with the terminal as its controlling one: job control
+                // and Ctrl-C work as on the host.
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    } else {
+        // Its own process group, so signals from the launcher reach all of it as a
+        // terminal's Ctrl-C would. (guest-init has no controlling terminal, so neither has
+        // the command, as with a session of its own.)
+        cmd.process_group(0);
     }
-    match cmd.spawn() {
+    // Without a pre-exec closure or a user change, std spawns with posix_spawn, which musl
+    // does with CLONE_VM|CLONE_VFORK: no copy of guest-init's address space, which under UML
+    // means one host process fewer to create and fill.
+    let spawned = if req.tty {
+        cmd.spawn()
+    } else {
+        crate::signals::with_none_blocked(|| cmd.spawn())
+    };
+    match spawned {
         Ok(child) => {
             log.step(&format!(
                 "executed {}",

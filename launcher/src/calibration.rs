@@ -7,43 +7,53 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::paths;
 
-fn cache_file() -> Option<PathBuf> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+/// Where the value is kept: the user's cache folder, and the private per-user run base (for
+/// users without a home or a writable one, such as CI accounts: without it every boot of
+/// theirs would calibrate).
+fn cache_files(run_base: &Path) -> Vec<PathBuf> {
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return Vec::new();
+    };
     let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
         .unwrap_or("unknown");
     let mut h = DefaultHasher::new();
     model.hash(&mut h);
-    Some(
-        paths::cache_dir()?
-            .join("calibration")
-            .join(format!("lpj-{:016x}", h.finish())),
-    )
+    let name = format!("lpj-{:016x}", h.finish());
+    paths::cache_dir()
+        .map(|d| d.join("calibration").join(&name))
+        .into_iter()
+        .chain([run_base.join(name)])
+        .collect()
 }
 
 /// The loops per jiffy measured on this CPU before, if any.
-pub fn cached() -> Option<u64> {
-    let text = std::fs::read_to_string(cache_file()?).ok()?;
-    text.trim().parse().ok().filter(|&l| l > 1000)
+pub fn cached(run_base: &Path) -> Option<u64> {
+    cache_files(run_base).iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        text.trim().parse().ok().filter(|&l| l > 1000)
+    })
 }
 
-/// Keeps a measured value for the next runs (best effort: without a cache, runs calibrate).
-pub fn remember(lpj: u64) {
+/// Keeps a measured value for the next runs, in the first place that takes it (best effort:
+/// without one, runs calibrate).
+pub fn remember(lpj: u64, run_base: &Path) {
     if lpj <= 1000 {
         return;
     }
-    if let Some(path) = cache_file() {
+    for path in cache_files(run_base) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, format!("{lpj}\n")).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        if std::fs::write(&tmp, format!("{lpj}\n")).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+        {
+            return;
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let lpj = if cfg.full_boot || own_lpj {
         None
     } else {
-        calibration::cached()
+        calibration::cached(&base)
     };
     let mut req = request(&cfg, overlay);
     req.measure_lpj = lpj.is_none() && !own_lpj;
@@ -330,7 +330,7 @@ fn conclude(
     let status = run_dir.read_status();
     if let Ok(Some(s)) = &status {
         if s.lpj > 0 {
-            calibration::remember(s.lpj);
+            calibration::remember(s.lpj, failure.base);
         }
     }
     if session.timed_out {
