@@ -25,6 +25,19 @@ fn assert_fails_with(out: &Output, cause: &str) {
     );
 }
 
+/// A SIGKILLed launcher's kernel and helpers must be gone within 2 s.
+fn assert_processes_gone_within_2s(s: &Scratch, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !s.leftover_processes().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            s.leftover_processes()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_sigkilled_launcher_leaves_no_process_and_the_next_run_tidies_up() {
     for user in users() {
@@ -33,15 +46,7 @@ fn a_sigkilled_launcher_leaves_no_process_and_the_next_run_tidies_up() {
         r.read_until(b"up\n");
         r.signal(libc::SIGKILL);
         let _ = r.child.wait();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while !s.leftover_processes().is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "kernel outlived its launcher: {:?}",
-                s.leftover_processes()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert_processes_gone_within_2s(&s, "kernel outlived its launcher");
         assert_eq!(s.leftover_runs().len(), 1, "the killed launcher's folder");
         assert_eq!(sekexe(&s, ["run", "--", "true"]).run().code, 0);
         s.assert_clean();
@@ -60,15 +65,7 @@ fn a_kernel_whose_shutdown_hangs_still_dies_with_its_launcher() {
     unsafe { libc::kill(kernel, libc::SIGSTOP) };
     r.signal(libc::SIGKILL);
     let _ = r.child.wait();
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while !s.leftover_processes().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a stopped kernel outlived its launcher: {:?}",
-            s.leftover_processes()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_processes_gone_within_2s(&s, "a stopped kernel outlived its launcher");
     assert_eq!(sekexe(&s, ["run", "--", "true"]).run().code, 0);
     s.assert_clean();
 }

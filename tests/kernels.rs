@@ -105,18 +105,17 @@ fn a_user_without_a_home_calibrates_the_delay_loop_once() {
             .unwrap_or_default()
             .to_string()
     };
-    let first = sekexe(&s, ["run", "--debug", "--", "true"])
-        .env("HOME", "/nonexistent")
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("SEKEXE_CACHE")
-        .run();
-    assert_eq!(first.code, 0, "{first:?}");
-    let second = sekexe(&s, ["run", "--debug", "--", "true"])
-        .env("HOME", "/nonexistent")
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("SEKEXE_CACHE")
-        .run();
-    assert_eq!(second.code, 0, "{second:?}");
+    let homeless_run = || {
+        let out = sekexe(&s, ["run", "--debug", "--", "true"])
+            .env("HOME", "/nonexistent")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("SEKEXE_CACHE")
+            .run();
+        assert_eq!(out.code, 0, "{out:?}");
+        out
+    };
+    let first = homeless_run();
+    let second = homeless_run();
     assert!(!line(&first).contains(" lpj="), "{}", line(&first));
     assert!(line(&second).contains(" lpj="), "{}", line(&second));
     s.assert_clean();

@@ -409,7 +409,7 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
 fn print_timeline(session: &Session, run_dir: &rundir::RunDir) {
     let e = &session.events;
     let Some(t0) = e.spawned else { return };
-    let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
+    let ms = |t: Instant| ms_between(t0, t);
     eprintln!("[sekexe] timeline, ms since the kernel process started (host clock):");
     if let Some(&start) = crate::STARTED.get() {
         eprintln!(

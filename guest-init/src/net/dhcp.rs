@@ -318,8 +318,9 @@ pub fn client_payload(ip: &[u8]) -> Option<&[u8]> {
     if version_ihl >> 4 != 4 || ihl < 20 || ip.len() < ihl + 8 || ip[9] != 17 {
         return None;
     }
+    // The IP total length comes from the network: it may be shorter than the header.
     let total = (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len());
-    let udp = &ip[ihl..total];
+    let udp = ip.get(ihl..total)?;
     let dst = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
     let len = u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]) as usize;
     if dst != CLIENT_PORT || len < 8 || len > udp.len() {
@@ -500,6 +501,15 @@ mod tests {
                 let _ = r.lease().to_string();
             }
         }
+    }
+
+    #[test]
+    fn a_total_length_shorter_than_the_header_is_not_a_datagram() {
+        // Found by the fuzzer: total length 0 in a UDP packet's IPv4 header.
+        let mut ip = vec![0u8; 64];
+        ip[0] = 0x45;
+        ip[9] = 17;
+        assert_eq!(client_payload(&ip), None);
     }
 
     #[test]
