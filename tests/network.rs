@@ -73,6 +73,21 @@ fn user_mode_reaches_host_loopback_over_tcp_and_udp() {
 }
 
 #[test]
+fn legacy_slirp_reaches_host_loopback() {
+    let s = unprivileged();
+    let (tcp, server) = tcp_echo();
+    let code = format!(
+        "import socket, subprocess\n\
+         print(subprocess.run(['ip', '-4', '-o', 'addr', 'show', 'eth0'], capture_output=True, text=True).stdout.split()[3])\n\
+         t = socket.create_connection(('10.0.2.2', {tcp}), timeout=10); t.sendall(b'slirp'); print(t.recv(64).decode())"
+    );
+    let out = run(&s, &["--net", "slirp"], &py(&code));
+    assert_eq!(out.ok(), "10.0.2.15/24\nprils\n");
+    server.join().unwrap();
+    s.assert_clean();
+}
+
+#[test]
 fn the_dhcp_lease_matches_the_user_mode_stack() {
     let s = unprivileged();
     let out = run(&s, &["--debug"], &["sh".into(), "-c".into(), "ip -4 -o addr show vec0 | awk '{print $4}'; ip route | awk '/default/ {print $3}'; grep nameserver /etc/resolv.conf".into()]);

@@ -36,7 +36,8 @@ const HELPER_READY: Duration = Duration::from_secs(5);
 pub enum Mode {
     None,
     User,
-    Slirp(PathBuf),
+    /// The legacy slirp binary: the one given, else slirp-fullbolt or slirp on PATH.
+    Slirp(Option<PathBuf>),
     Vde(PathBuf),
     Tap(String),
 }
@@ -72,8 +73,8 @@ pub fn parse_mode(text: &str) -> Result<Mode> {
     Ok(match text.split_once(':') {
         None if text == "none" => Mode::None,
         None if text == "user" => Mode::User,
-        None if text == "slirp" => Mode::Slirp(PathBuf::from("slirp")),
-        Some(("slirp", path)) if !path.is_empty() => Mode::Slirp(PathBuf::from(path)),
+        None if text == "slirp" => Mode::Slirp(None),
+        Some(("slirp", path)) if !path.is_empty() => Mode::Slirp(Some(PathBuf::from(path))),
         Some(("vde", path)) if !path.is_empty() => Mode::Vde(PathBuf::from(path)),
         Some(("tap", name)) if valid_ifname(name) => Mode::Tap(name.to_string()),
         Some(("tap", name)) => bail!("--net tap:{name}: not an interface name ({hint})"),
@@ -229,7 +230,15 @@ impl Network {
             Mode::None => {}
             Mode::User => net.start_slirp4netns(cfg, run_dir, sandboxed)?,
             Mode::Slirp(program) => {
-                let slirp = find(program, "apt install slirp, or use --net user")?;
+                let install = "apt install slirp, or use --net user";
+                let slirp = match program {
+                    Some(p) => find(p, install)?,
+                    // Debian's plain `slirp` emulates a serial line and passes no packet from
+                    // UML's transport here (measured); its `slirp-fullbolt` build does, and is
+                    // what the original sekexe shipped.
+                    None => find(Path::new("slirp-fullbolt"), install)
+                        .or_else(|_| find(Path::new("slirp"), install))?,
+                };
                 net.words.push(format!("eth0=slirp,,{}", word(&slirp)?));
                 net.kernel_tcp = true;
             }
@@ -580,10 +589,10 @@ mod tests {
     fn modes() {
         assert_eq!(parse_mode("none").unwrap(), Mode::None);
         assert_eq!(parse_mode("user").unwrap(), Mode::User);
-        assert_eq!(parse_mode("slirp").unwrap(), Mode::Slirp("slirp".into()));
+        assert_eq!(parse_mode("slirp").unwrap(), Mode::Slirp(None));
         assert_eq!(
             parse_mode("slirp:/opt/slirp").unwrap(),
-            Mode::Slirp("/opt/slirp".into())
+            Mode::Slirp(Some("/opt/slirp".into()))
         );
         assert_eq!(
             parse_mode("vde:/tmp/sw").unwrap(),
