@@ -56,7 +56,7 @@ fn a_sigkilled_launcher_leaves_no_process_and_the_next_run_tidies_up() {
 #[test]
 fn a_kernel_whose_shutdown_hangs_still_dies_with_its_launcher() {
     // A stopped kernel cannot run UML's SIGTERM handler, as one hanging in its exit calls
-    // would not finish it: the launcher's sentinel kills it after its grace second.
+    // would not finish it: the launcher's sentinel kills it after its half-second grace.
     let s = Scratch::new();
     let mut r = sekexe(&s, ["run", "--", "sh", "-c", "echo up; sleep 1000"]).spawn();
     r.read_until(b"up\n");

@@ -40,6 +40,8 @@ pub fn install_panic_hook() {
             };
             let _ = exchange.write_status(&status);
         }
+        // The launcher stops the kernel on End: the command's writes must reach the host first.
+        nix::unistd::sync();
         let fd = CHANNEL_FD.load(Ordering::SeqCst);
         if fd >= 0 {
             // SAFETY: the channel fd stays open for guest-init's whole life (the Channel is

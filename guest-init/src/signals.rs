@@ -38,13 +38,14 @@ pub fn forwarded_to_command(signo: i32) -> bool {
     .any(|s| *s as i32 == signo)
 }
 
-/// Runs `f` with no signal blocked, for std's posix_spawn: unlike its fork path, it leaves the
-/// child the caller's signal mask, and the command must start with none blocked. While the
-/// mask is open, a signal for PID 1 with the default action is dropped by the kernel, not
-/// queued; the one that matters, SIGCHLD (the command may have ended already), is raised again
-/// afterwards so the signalfd sees it (blocked signals are queued even for PID 1). A SIGTERM
-/// or SIGINT sent to PID 1 within that millisecond is lost.
+/// Runs `f` with no signal blocked, for std's posix_spawn, which leaves the child the
+/// caller's signal mask: the command must start with none blocked. For PID 1, a signal with
+/// the default action is discarded when it is not blocked, both one already queued for the
+/// signalfd and one arriving while the mask is open. So the queued ones are raised again
+/// afterwards, and SIGCHLD always (the command may have ended already); only a signal sent to
+/// PID 1 during the spawn itself is lost.
 pub fn with_none_blocked<T>(f: impl FnOnce() -> T) -> T {
+    let pending = pending();
     let mut old = SigSet::empty();
     let opened = nix::sys::signal::sigprocmask(
         SigmaskHow::SIG_SETMASK,
@@ -55,7 +56,20 @@ pub fn with_none_blocked<T>(f: impl FnOnce() -> T) -> T {
     let result = f();
     if opened {
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-        let _ = nix::sys::signal::raise(Signal::SIGCHLD);
+        for sig in pending.iter().chain([Signal::SIGCHLD]) {
+            let _ = nix::sys::signal::raise(sig);
+        }
     }
     result
+}
+
+/// The signals queued for this process and not yet read.
+fn pending() -> SigSet {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending writes a whole sigset_t into the buffer it is given, which is one.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return SigSet::empty();
+    }
+    // SAFETY: initialised by the successful sigpending above, so it holds only valid signals.
+    unsafe { SigSet::from_sigset_t_unchecked(set.assume_init()) }
 }

@@ -159,7 +159,6 @@ pub fn check(cfg: &NetConfig) -> Result<()> {
     Ok(())
 }
 
-/// Where a helper binary is, or the message that says how to get it.
 /// The helper `--net user` runs: slirp4netns (`sekexe doctor` checks for it too).
 pub fn find_user_backend() -> Result<PathBuf> {
     find(
@@ -168,6 +167,7 @@ pub fn find_user_backend() -> Result<PathBuf> {
     )
 }
 
+/// Where a helper binary is, or the message that says how to get it.
 fn find(program: &Path, install: &str) -> Result<PathBuf> {
     if program.components().count() > 1 {
         if program.is_file() {

@@ -6,8 +6,8 @@
 //! is not there to send one. The sentinel is: a fork of the launcher that holds a pidfd of the
 //! kernel and the read end of a pipe only the launcher can write. When the launcher ends
 //! normally it says so on the pipe first, and the sentinel leaves. When the pipe reaches its
-//! end without that word, the launcher is gone: the sentinel gives the kernel a second to end,
-//! then kills its process group.
+//! end without that word, the launcher is gone: the sentinel gives the kernel half a second to
+//! end, then kills it and its process group.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use rustix::process::{pidfd_open, PidfdFlags};
 
 /// How long a kernel whose launcher died gets to shut down by itself.
-const GRACE: Duration = Duration::from_secs(1);
+const GRACE: Duration = Duration::from_millis(500);
 
 pub struct Sentinel {
     pid: Pid,
@@ -36,7 +36,11 @@ impl Sentinel {
         .context("pidfd_open for the kernel process")?;
         let (read, write) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
-        let (read_fd, kernel_raw) = (read.as_raw_fd(), kernel_fd.as_raw_fd());
+        // Above the standard fds, so the child's dup2s onto 0 and 1 cannot clobber them.
+        let high = |fd: &OwnedFd| rustix::io::fcntl_dupfd_cloexec(fd, 3).context("dup");
+        let (read, kernel_fd) = (high(&read)?, high(&kernel_fd)?);
+        let (read_fd, kernel_raw, write_fd) =
+            (read.as_raw_fd(), kernel_fd.as_raw_fd(), write.as_raw_fd());
         // SAFETY: the launcher is single-threaded, so the child cannot inherit a lock held by
         // another thread; it only makes async-signal-safe calls (prctl, dup2, open, close_range,
         // poll, read, kill, _exit) and never returns into Rust code.
@@ -46,7 +50,7 @@ impl Sentinel {
         }
         if pid == 0 {
             // SAFETY: as above; `watch` never returns.
-            unsafe { watch(read_fd, kernel_raw, kernel.as_raw()) }
+            unsafe { watch(read_fd, write_fd, kernel_raw, kernel.as_raw()) }
         }
         drop((read, kernel_fd));
         Ok(Sentinel {
@@ -75,7 +79,9 @@ impl Drop for Sentinel {
 ///
 /// # Safety
 /// Only in the child of a fork of a single-threaded process.
-unsafe fn watch(pipe: i32, kernel_fd: i32, kernel: i32) -> ! {
+unsafe fn watch(pipe: i32, pipe_writer: i32, kernel_fd: i32, kernel: i32) -> ! {
+    // Our copy of the launcher's end must go, or the pipe never reports the launcher's end.
+    libc::close(pipe_writer);
     // Told apart from its launcher in ps and pgrep (same command line otherwise).
     libc::prctl(libc::PR_SET_NAME, c"sekexe-sentinel".as_ptr());
     // Keep only the pipe (0) and the pidfd (1): holding the launcher's stdout or the console
@@ -86,7 +92,13 @@ unsafe fn watch(pipe: i32, kernel_fd: i32, kernel: i32) -> ! {
     if null >= 0 {
         libc::dup2(null, 2);
     }
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+        // Before Linux 5.9, or refused by a container's seccomp profile.
+        let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(3, 65536) as i32;
+        for fd in 3..max {
+            libc::close(fd);
+        }
+    }
     // The launcher's signal mask is inherited: signals meant for it (Ctrl-C on the terminal
     // reaches the whole process group) stay blocked here.
     let mut fds = [
@@ -128,11 +140,17 @@ unsafe fn watch(pipe: i32, kernel_fd: i32, kernel: i32) -> ! {
         events: libc::POLLIN,
         revents: 0,
     }];
-    if libc::poll(kernel_only.as_mut_ptr(), 1, GRACE.as_millis() as i32) == 0 {
-        // Still running, so its pid (its process group's id: UML calls setsid) is still its
-        // own: killing the group cannot hit anyone else.
+    let mut ready = libc::poll(kernel_only.as_mut_ptr(), 1, GRACE.as_millis() as i32);
+    while ready < 0 && *libc::__errno_location() == libc::EINTR {
+        ready = libc::poll(kernel_only.as_mut_ptr(), 1, GRACE.as_millis() as i32);
+    }
+    if ready <= 0 {
+        // The pidfd names this very process, whatever happened to its pid: the kill cannot
+        // hit anyone else. Its group (UML calls setsid: the group's id is its pid) holds the
+        // guest's processes; once the leader is gone, a still-running member keeps the id
+        // from being reused.
+        libc::syscall(libc::SYS_pidfd_send_signal, 1, libc::SIGKILL, 0usize, 0u32);
         libc::kill(-kernel, libc::SIGKILL);
-        libc::kill(kernel, libc::SIGKILL);
     }
     libc::_exit(0)
 }
