@@ -19,7 +19,7 @@ fn release() -> Option<String> {
 
 /// The kernel's own module folder, if it ships one.
 fn shipped() -> Option<PathBuf> {
-    let dir = Path::new("/usr/lib/uml/modules").join(release()?);
+    let dir = Path::new(sekexe_wire::names::UML_MODULES_DIR).join(release()?);
     dir.is_dir().then_some(dir)
 }
 

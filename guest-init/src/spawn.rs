@@ -63,7 +63,7 @@ pub fn command(req: &Request, log: &mut Log) -> Result<Command, Outcome> {
     } else {
         attach_pipes(&mut cmd).map_err(fail)?
     };
-    if req.tty {
+    let spawned = if req.tty {
         // SAFETY: the closure runs in the forked child before exec and only makes
         // async-signal-safe calls (sigprocmask, setsid, ioctl); it allocates nothing.
         unsafe {
@@ -80,18 +80,15 @@ pub fn command(req: &Request, log: &mut Log) -> Result<Command, Outcome> {
                 Ok(())
             });
         }
+        cmd.spawn()
     } else {
         // Its own process group, so signals from the launcher reach all of it as a
         // terminal's Ctrl-C would. (guest-init has no controlling terminal, so neither has
-        // the command, as with a session of its own.)
+        // the command, as with a session of its own.) Without a pre-exec closure or a user
+        // change, std spawns with posix_spawn, which musl does with CLONE_VM|CLONE_VFORK: no
+        // copy of guest-init's address space, which under UML means one host process fewer
+        // to create and fill.
         cmd.process_group(0);
-    }
-    // Without a pre-exec closure or a user change, std spawns with posix_spawn, which musl
-    // does with CLONE_VM|CLONE_VFORK: no copy of guest-init's address space, which under UML
-    // means one host process fewer to create and fill.
-    let spawned = if req.tty {
-        cmd.spawn()
-    } else {
         crate::signals::with_none_blocked(|| cmd.spawn())
     };
     match spawned {

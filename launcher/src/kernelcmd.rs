@@ -104,7 +104,7 @@ fn feature_line(f: &Feature, config: &Kconfig, have_modules: bool) -> String {
 
 /// Where Debian's packaging keeps the modules of kernel release `version`, if it ships any.
 pub fn modules_dir(version: &str) -> Option<PathBuf> {
-    Some(Path::new("/usr/lib/uml/modules").join(version)).filter(|d| d.is_dir())
+    Some(Path::new(sekexe_wire::names::UML_MODULES_DIR).join(version)).filter(|d| d.is_dir())
 }
 
 /// The guest runs the host root's modprobe (kmod), which minimal hosts and containers lack.

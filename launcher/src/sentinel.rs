@@ -37,8 +37,8 @@ impl Sentinel {
         let (read, write) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
         // Above the standard fds, so the child's dup2s onto 0 and 1 cannot clobber them.
-        let high = |fd: &OwnedFd| rustix::io::fcntl_dupfd_cloexec(fd, 3).context("dup");
-        let (read, kernel_fd) = (high(&read)?, high(&kernel_fd)?);
+        let high = |fd: OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 3).context("dup");
+        let (read, kernel_fd) = (high(read)?, high(kernel_fd)?);
         let (read_fd, kernel_raw, write_fd) =
             (read.as_raw_fd(), kernel_fd.as_raw_fd(), write.as_raw_fd());
         // SAFETY: the launcher is single-threaded, so the child cannot inherit a lock held by
