@@ -40,18 +40,47 @@ fn garbage_on_the_channel_is_125() {
     s.assert_clean();
 }
 
+/// `printf` octal escapes for these bytes.
+fn printf_escapes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:03o}")).collect()
+}
+
 #[test]
 fn a_forged_status_record_is_125() {
     let s = Scratch::new();
-    let body = "mount -t proc proc /proc
-        dir=$(sed 's/.*sekexe_run=\\([^ ]*\\).*/\\1/' /proc/cmdline)
-        mount -t tmpfs none /run && mkdir /run/e
-        mount -t hostfs none /run/e -o \"$dir\"
-        printf 'SEKEXEST\\001\\000\\000\\000\\377garbage' > /run/e/status
-        echo o > /proc/sysrq-trigger; sleep 100";
-    let out = run_with_init(&s, body, &[]);
+    let mut frame = Vec::new();
+    sekexe_wire::GuestFrame::Status(b"SEKEXEST\x03\0\0\0\xffgarbage").encode_into(&mut frame);
+    sekexe_wire::GuestFrame::End.encode_into(&mut frame);
+    let body = format!(
+        "{RAW_CHANNEL}\nprintf '{}' > /dev/tty1\nsleep 100",
+        printf_escapes(&frame)
+    );
+    let out = run_with_init(&s, &body, &[]);
     assert_eq!(out.code, 125, "{out:?}");
     assert!(out.stderr_str().contains("malformed"), "{out:?}");
+    s.assert_clean();
+}
+
+#[test]
+fn a_second_status_record_is_125() {
+    let s = Scratch::new();
+    let status = sekexe_wire::Status {
+        outcome: sekexe_wire::Outcome::Exited(0),
+        timeline: Default::default(),
+        lpj: 0,
+    }
+    .encode();
+    let mut frame = Vec::new();
+    for _ in 0..2 {
+        sekexe_wire::GuestFrame::Status(&status).encode_into(&mut frame);
+    }
+    let body = format!(
+        "{RAW_CHANNEL}\nprintf '{}' > /dev/tty1\nsleep 100",
+        printf_escapes(&frame)
+    );
+    let out = run_with_init(&s, &body, &[]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert!(out.stderr_str().contains("second status"), "{out:?}");
     s.assert_clean();
 }
 

@@ -1,17 +1,17 @@
 //! The run's exchange folder: a private host folder the launcher made for this run, mounted
-//! read-write over hostfs. The request comes in through it; the status goes out through it.
+//! read-only over hostfs. The request and bulk stdin come in through it; nothing goes out
+//! through it (the status travels on the channel), and the host keeps the kernel process from
+//! writing there at all.
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use sekexe_wire::frame::stdin_file_name;
-use sekexe_wire::names::{
-    decode_param, EXCHANGE_PARAM, GUEST_EXCHANGE_DIR, REQUEST_FILE, STATUS_FILE, STATUS_TMP_FILE,
-};
-use sekexe_wire::{Request, Status};
+use sekexe_wire::names::{decode_param, EXCHANGE_PARAM, GUEST_EXCHANGE_DIR, REQUEST_FILE};
+use sekexe_wire::Request;
 
 use crate::log::Log;
 use crate::mounts;
@@ -30,7 +30,7 @@ pub fn attach(log: &mut Log) -> Result<Exchange> {
     let host_path =
         decode_param(&encoded).ok_or_else(|| anyhow!("malformed {EXCHANGE_PARAM}={encoded}"))?;
     let dir = PathBuf::from(GUEST_EXCHANGE_DIR);
-    mounts::mount_hostfs(Path::new(OsStr::from_bytes(&host_path)), &dir, false)?;
+    mounts::mount_hostfs(Path::new(OsStr::from_bytes(&host_path)), &dir, true)?;
     log.step("exchange folder attached");
     Ok(Exchange { dir })
 }
@@ -42,13 +42,20 @@ impl Exchange {
         Request::decode(&data).with_context(|| format!("decode {}", path.display()))
     }
 
-    /// Takes stdin chunk `seq` the launcher left as a file: reads it whole and removes it
-    /// (which also drops it from the guest's page cache).
+    /// Takes stdin chunk `seq` the launcher left as a file: reads it whole, then drops it from
+    /// the guest's page cache (the launcher removes the file once it is credited).
     pub fn take_stdin_file(&self, seq: u32, len: u32) -> Result<Vec<u8>> {
+        use std::io::Read;
         let path = self.dir.join(stdin_file_name(seq));
-        let data = std::fs::read(&path).with_context(|| format!("read {}", path.display()));
-        let _ = std::fs::remove_file(&path);
-        let data = data?;
+        let mut file =
+            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        // One byte more than announced tells a longer file from an exact one.
+        let mut data = Vec::with_capacity(len as usize + 1);
+        (&mut file)
+            .take(u64::from(len) + 1)
+            .read_to_end(&mut data)
+            .with_context(|| format!("read {}", path.display()))?;
+        let _ = rustix::fs::fadvise(file.as_fd(), 0, None, rustix::fs::Advice::DontNeed);
         if data.len() != len as usize {
             anyhow::bail!(
                 "{} holds {} bytes, the launcher announced {len}",
@@ -57,21 +64,5 @@ impl Exchange {
             );
         }
         Ok(data)
-    }
-
-    /// Writes the status atomically: the launcher sees the whole record or none.
-    pub fn write_status(&self, status: &Status) -> Result<()> {
-        let tmp = self.dir.join(STATUS_TMP_FILE);
-        let path = self.dir.join(STATUS_FILE);
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(&status.encode())
-            .with_context(|| format!("write {}", tmp.display()))?;
-        // hostfs caches writes in the guest: without this the rename could reach the host
-        // before the data does.
-        f.sync_all()
-            .with_context(|| format!("fsync {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
     }
 }

@@ -68,7 +68,6 @@ impl Guest {
     }
 
     pub fn attach_exchange(&mut self, exchange: Exchange) {
-        report::set_exchange(exchange.clone());
         self.exchange = Some(exchange);
     }
 
@@ -154,7 +153,7 @@ impl Guest {
         })
     }
 
-    /// Writes the status, tells the launcher, and powers off.
+    /// Sends the status, then End, and powers off.
     fn report(&mut self, outcome: Outcome) -> ! {
         if let Some(signals) = &self.signals {
             reaper::terminate_leftovers(signals);
@@ -166,15 +165,11 @@ impl Guest {
             timeline: self.timeline,
             lpj: self.lpj,
         };
-        if let Some(exchange) = &self.exchange {
-            if let Err(e) = exchange.write_status(&status) {
-                console(&format!("writing the status record: {e:#}"));
-            }
-        }
         // Everything the guest wrote (rw volumes, the overlay image) reaches the host before
         // End: from End on, the launcher may stop the kernel without waiting for power-off.
         nix::unistd::sync();
         if let Some(channel) = self.channel.as_mut() {
+            channel.send(GuestFrame::Status(&status.encode()));
             channel.send(GuestFrame::End);
             channel.end_handshake(report::END_ACK_WAIT);
         }

@@ -1,27 +1,20 @@
 //! What every end of a run shares: the panic hook, and powering off. The panic hook can only
-//! reach what is stored here, so the exchange folder and channel are recorded as they appear.
+//! reach what is stored here, so the channel is recorded as it appears.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use sekexe_wire::status::Timeline;
 use sekexe_wire::{GuestFrame, Outcome, Status};
 
 use crate::channel::{self, Channel};
-use crate::exchange::Exchange;
 use crate::log::console;
 
 /// How long guest-init waits for the launcher to acknowledge the end of the run.
 pub const END_ACK_WAIT: Duration = Duration::from_secs(2);
 
-static EXCHANGE: OnceLock<Exchange> = OnceLock::new();
 static CHANNEL_FD: AtomicI32 = AtomicI32::new(-1);
-
-pub fn set_exchange(exchange: Exchange) {
-    let _ = EXCHANGE.set(exchange);
-}
 
 pub fn set_channel(channel: &Channel) {
     CHANNEL_FD.store(channel.fd().as_raw_fd(), Ordering::SeqCst);
@@ -32,14 +25,6 @@ pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = format!("guest-init panicked: {info}");
         console(&message);
-        if let Some(exchange) = EXCHANGE.get() {
-            let status = Status {
-                outcome: Outcome::GuestFailed { message },
-                timeline: Timeline::default(),
-                lpj: 0,
-            };
-            let _ = exchange.write_status(&status);
-        }
         // The launcher stops the kernel on End: the command's writes must reach the host first.
         nix::unistd::sync();
         let fd = CHANNEL_FD.load(Ordering::SeqCst);
@@ -47,6 +32,12 @@ pub fn install_panic_hook() {
             // SAFETY: the channel fd stays open for guest-init's whole life (the Channel is
             // never dropped before power-off), and this borrow ends before power_off.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let status = Status {
+                outcome: Outcome::GuestFailed { message },
+                timeline: Timeline::default(),
+                lpj: 0,
+            };
+            let _ = channel::write_frame_raw(fd, GuestFrame::Status(&status.encode()));
             let _ = channel::write_frame_raw(fd, GuestFrame::End);
         }
         power_off()

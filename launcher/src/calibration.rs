@@ -36,14 +36,18 @@ fn cache_files(run_base: &Path) -> Vec<PathBuf> {
 pub fn cached(run_base: &Path) -> Option<u64> {
     cache_files(run_base).iter().find_map(|f| {
         let text = std::fs::read_to_string(f).ok()?;
-        text.trim().parse().ok().filter(|&l| l > 1000)
+        text.trim().parse().ok().filter(|l| PLAUSIBLE.contains(l))
     })
 }
+
+/// Values a real CPU gives (BogoMIPS 20 to 200,000). The value comes from the guest, which
+/// is hostile: one outside this is not kept for later runs.
+const PLAUSIBLE: std::ops::RangeInclusive<u64> = 100_000..=1_000_000_000;
 
 /// Keeps a measured value for the next runs, in the first place that takes it (best effort:
 /// without one, runs calibrate).
 pub fn remember(lpj: u64, run_base: &Path) {
-    if lpj <= 1000 {
+    if !PLAUSIBLE.contains(&lpj) {
         return;
     }
     for path in cache_files(run_base) {

@@ -17,6 +17,7 @@ mod paths;
 mod run;
 mod rundir;
 mod sandbox;
+mod scratch;
 mod sentinel;
 mod session;
 mod signals;

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::rundir::RunDir;
 use crate::sandbox::{Plan, Sandbox};
+use crate::scratch;
 use crate::units;
 
 /// The address slirp's DHCP server gives the first (and only) guest.
@@ -201,7 +203,8 @@ pub struct Network {
     pub kernel_tcp: bool,
     /// The kernel opens a TAP device.
     pub tap: bool,
-    log: Option<PathBuf>,
+    /// The helper's log, as the launcher created it.
+    log: Option<File>,
 }
 
 impl Network {
@@ -221,7 +224,7 @@ impl Network {
     /// Starts what the mode needs, before the kernel (which connects to it at boot).
     pub fn start(
         cfg: &NetConfig,
-        run_dir: &Path,
+        run_dir: &RunDir,
         first_fd: i32,
         sandboxed: bool,
     ) -> Result<Network> {
@@ -255,17 +258,20 @@ impl Network {
     fn start_slirp4netns(
         &mut self,
         cfg: &NetConfig,
-        run_dir: &Path,
+        run_dir: &RunDir,
         sandboxed: bool,
     ) -> Result<()> {
         let program = find_user_backend()?;
-        let bess = run_dir.join("net.sock");
-        let api = run_dir.join("net-api.sock");
-        let log = run_dir.join("slirp4netns.log");
+        // Its own folder, the only one it may write: the kernel may not write there, and it
+        // may not write the rest of the run folder.
+        let dir = run_dir.net_dir()?;
+        let bess = dir.join("net.sock");
+        let api = dir.join("api.sock");
+        let log = dir.join("slirp4netns.log");
         for p in [&bess, &api] {
             // sockaddr_un holds 107 bytes.
             if p.as_os_str().len() > 100 {
-                bail!("the run folder path {} is too long for a unix socket: set TMPDIR to a shorter path", units::shown(run_dir));
+                bail!("the run folder path {} is too long for a unix socket: set TMPDIR to a shorter path", units::shown(run_dir.path()));
             }
         }
         // slirp4netns ends when this pipe does: its write end goes to the kernel process (and
@@ -284,10 +290,17 @@ impl Network {
         if cfg.restrict {
             cmd.arg("--disable-host-loopback");
         }
+        // Made here, new, and read back later through this fd, never by path.
+        let log_file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&log)
+            .context("create the network helper's log")?;
         cmd.arg(&bess)
             .stdin(Stdio::null())
-            .stdout(File::create(&log)?)
-            .stderr(File::create(&log)?)
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file.try_clone()?)
             // slirp4netns forks a child that waits for the kernel's connection: its own
             // group lets both be killed together.
             .process_group(0);
@@ -295,7 +308,9 @@ impl Network {
         // TCP (it is the NAT).
         let mut sandbox = if sandboxed {
             Some(Sandbox::prepare(&Plan {
-                writable: vec![run_dir.to_path_buf()],
+                writable: vec![dir.clone()],
+                writable_fds: Vec::new(),
+                user_writable: false,
                 writable_files: Vec::new(),
                 allow_tcp: true,
                 net_admin: false,
@@ -330,13 +345,14 @@ impl Network {
             .with_context(|| format!("start {}", units::shown(&program)))?;
         drop(exit_r);
         self.helpers.push(child);
-        self.log = Some(log);
+        self.log = Some(log_file);
         self.kernel_keeps.push(exit_w);
         self.wait_for_socket(&bess, "slirp4netns")?;
         self.words.push(format!(
             "vec0:transport=bess,dst={},src={}",
             word(&bess)?,
-            word(&run_dir.join("uml-net.sock"))?
+            // The kernel's end, in its scratch area.
+            word(&Path::new(scratch::KERNEL_PATH).join("net.sock"))?
         ));
         if !cfg.forwards.is_empty() {
             self.api = Some(api);
@@ -433,11 +449,18 @@ impl Network {
 
     /// The last lines a helper wrote, for error messages.
     pub fn helper_log(&self) -> String {
-        self.log
-            .as_ref()
-            .and_then(|l| std::fs::read_to_string(l).ok())
-            .map(|t| t.lines().rev().take(3).collect::<Vec<_>>().join(" / "))
-            .unwrap_or_default()
+        use std::os::unix::fs::FileExt;
+        let Some(log) = &self.log else {
+            return String::new();
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = log.read_at(&mut buf, 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" / ")
     }
 }
 

@@ -4,6 +4,7 @@
 //! folder there.) One run at a time per DIR: two kernels writing one ext4 image would wreck it.
 
 use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,8 +27,27 @@ impl OverlayDir {
     pub fn prepare(dir: &Path) -> Result<OverlayDir> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--overlay-dir {}: cannot create it", units::shown(dir)))?;
-        let lock = File::create(dir.join(LOCK))
-            .with_context(|| format!("--overlay-dir {}: not writable", units::shown(dir)))?;
+        // The guest writes the image's contents; with --no-sandbox an earlier guest could also
+        // have replaced the lock or the image with a link: neither is followed.
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir.join(LOCK))
+            .with_context(|| {
+                format!(
+                    "--overlay-dir {}: cannot open its {LOCK} (not writable, or a link)",
+                    units::shown(dir)
+                )
+            })?;
+        if !lock.metadata()?.is_file() {
+            bail!(
+                "--overlay-dir {}: {LOCK} is not a regular file: remove it",
+                units::shown(dir)
+            );
+        }
         if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
             bail!(
                 "--overlay-dir {} is in use by another sekexe run: wait for it, or use another folder",
@@ -35,8 +55,14 @@ impl OverlayDir {
             );
         }
         let image = dir.join(IMAGE);
-        if !image.exists() {
-            create_image(&image)?;
+        match std::fs::symlink_metadata(&image) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_image(&image)?,
+            Err(e) => return Err(e).with_context(|| format!("stat {}", units::shown(&image))),
+            Ok(m) if m.is_file() && m.uid() == rustix::process::geteuid().as_raw() => {}
+            Ok(_) => bail!(
+                "--overlay-dir: {} is not a regular file of yours (a link?): remove it, or use another folder",
+                units::shown(&image)
+            ),
         }
         Ok(OverlayDir { image, _lock: lock })
     }
@@ -44,7 +70,13 @@ impl OverlayDir {
 
 fn create_image(image: &Path) -> Result<()> {
     let tmp = image.with_extension("img.new");
-    let f = File::create(&tmp).with_context(|| format!("create {}", units::shown(&tmp)))?;
+    // A leftover of an interrupted run (or anything planted there) goes; the new one is ours.
+    let _ = std::fs::remove_file(&tmp);
+    let f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("create {}", units::shown(&tmp)))?;
     f.set_len(IMAGE_SIZE)
         .with_context(|| format!("size {}", units::shown(&tmp)))?;
     drop(f);

@@ -20,6 +20,20 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".cache").join("sekexe"))
 }
 
+/// Where kernel logs of failed runs are kept: `$XDG_STATE_HOME/sekexe/logs`, else
+/// `~/.local/state/sekexe/logs`, else the cache folder's `logs` (on disk, not in the memory
+/// that /dev/shm is); `None` without a home or either variable.
+pub fn log_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty());
+    if let Some(state) = var("XDG_STATE_HOME") {
+        return Some(PathBuf::from(state).join("sekexe").join("logs"));
+    }
+    if let Some(home) = var("HOME") {
+        return Some(PathBuf::from(home).join(".local/state/sekexe/logs"));
+    }
+    Some(cache_dir()?.join("logs"))
+}
+
 /// The project's kernel as scripts/build-kernel leaves it.
 pub fn project_kernel() -> Option<PathBuf> {
     Some(cache_dir()?.join("kernels").join("linux"))

@@ -1,7 +1,7 @@
 //! `sekexe run`: from options to the command's exit status.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,6 +14,7 @@ use crate::config::{Caller, OverlayChoice, RunConfig};
 use crate::net::{self, Forwarder, Network};
 use crate::overlaydir::OverlayDir;
 use crate::sandbox::{Plan, Sandbox};
+use crate::scratch::Scratch;
 use crate::session::{Interruption, Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
 use crate::{calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units};
@@ -26,7 +27,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let kernel = kernel::select(cfg.kernel.as_deref())?;
     let init = paths::guest_init()?;
     let memory_dir = memory::choose_dir()?;
-    memory::check_room(&memory_dir, cfg.mem)?;
 
     let overlay_dir = match &cfg.overlay {
         OverlayChoice::Dir(dir) => Some(OverlayDir::prepare(dir)?),
@@ -50,6 +50,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let signals = signals::block()?;
     let base = rundir::user_base(&memory_dir)?;
     let mut run_dir = rundir::RunDir::create(&base)?;
+    let scratch = Scratch::create(cfg.mem, run_dir.path())?;
+    if scratch.host_folder().is_some() {
+        memory::check_room(&memory_dir, cfg.mem)?;
+    }
     // Disks go on the kernel command line, which cannot carry spaces, ',' or ':': link them
     // from the run folder under plain names.
     let disk_links = run_dir.link_disks(&disks)?;
@@ -69,12 +73,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     req.measure_lpj = lpj.is_none() && !own_lpj;
     run_dir.write_request(&req)?;
 
-    let mut network = Network::start(
-        &cfg.net,
-        run_dir.path(),
-        cmdline::CHANNEL_FD + 1,
-        cfg.sandbox,
-    )?;
+    let mut network = Network::start(&cfg.net, &run_dir, cmdline::CHANNEL_FD + 1, cfg.sandbox)?;
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -96,7 +95,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .to_string_lossy()
             .trim_start_matches("run-")
     );
-    let uml_dir = run_dir.uml_dir();
+    let (memory_dir_for_kernel, uml_dir) = Scratch::kernel_paths();
     // The user's own initcall_blacklist, or --full-boot, replaces ours.
     let own_blacklist = cfg
         .kernel_args
@@ -129,7 +128,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
         eprintln!("[sekexe] command line: {}", words.join(" "));
     }
-    let sandbox = sandbox(&cfg, run_dir.path(), &disks, &network)?;
+    let sandbox = sandbox(&cfg, &scratch, &disks, &network)?;
     if cfg.debug {
         for line in &sandbox.summary {
             eprintln!("[sekexe] sandbox: {line}");
@@ -141,8 +140,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
         words: &words,
         channel: theirs,
         console: console_w,
-        memory_dir: run_dir.path(),
-        cwd: run_dir.path(),
+        memory_dir: &memory_dir_for_kernel,
+        cwd: scratch.fd(),
         extra_fds: {
             let mut fds = std::mem::take(&mut network.fds);
             fds.append(&mut network.kernel_keeps);
@@ -157,7 +156,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
         channel: ours,
         console: console_r,
         signals,
-        run_dir: run_dir.path().to_path_buf(),
+        files: run_dir.files()?,
+        scratch,
     };
     let forwarder = network.api.clone().map(|api| {
         let guest = cfg
@@ -176,14 +176,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let mut session = Session::new(io, uml, spawned, options);
     session.run()?;
 
+    let logs = paths::log_dir().unwrap_or_else(|| base.clone());
     let failure = Failure {
         base: &base,
+        logs: &logs,
         umid: &umid,
         memory_dir: &memory_dir,
     };
     let code = conclude(&cfg, &run_dir, &mut session, &failure);
     if cfg.debug {
-        print_timeline(&session, &run_dir);
+        print_timeline(&session);
     }
     if cfg.keep {
         run_dir.keep();
@@ -195,7 +197,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
 /// The kernel process's confinement for this run.
 fn sandbox(
     cfg: &RunConfig,
-    run_dir: &Path,
+    scratch: &Scratch,
     disks: &[(&Path, bool)],
     network: &Network,
 ) -> Result<Sandbox> {
@@ -205,15 +207,24 @@ fn sandbox(
         );
         return Ok(Sandbox::none());
     }
-    let mut writable = vec![run_dir.to_path_buf()];
-    writable.extend(
-        cfg.volumes
-            .iter()
-            .filter(|v| v.writable)
-            .map(|v| v.host.clone()),
-    );
+    let volumes: Vec<PathBuf> = cfg
+        .volumes
+        .iter()
+        .filter(|v| v.writable)
+        .map(|v| v.host.clone())
+        .collect();
     let plan = Plan {
-        writable,
+        user_writable: !volumes.is_empty(),
+        writable: scratch
+            .host_folder()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .chain(volumes)
+            .collect(),
+        writable_fds: match scratch.host_folder() {
+            None => vec![rustix::io::fcntl_dupfd_cloexec(scratch.fd(), 3).context("dup")?],
+            Some(_) => Vec::new(),
+        },
         writable_files: disks
             .iter()
             .filter(|(_, w)| *w)
@@ -288,7 +299,10 @@ fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
 
 /// Where a failed run's kernel log goes, and what helps explain it.
 struct Failure<'a> {
+    /// The user's run base (the calibration cache's fallback).
     base: &'a Path,
+    /// Where failed runs' kernel logs go.
+    logs: &'a Path,
     umid: &'a str,
     memory_dir: &'a Path,
 }
@@ -325,9 +339,13 @@ fn conclude(
             guest_failure(session, failure, &format!("the run was stopped: {e}"));
             return ExitCode::Failed.code();
         }
+        Some(Interruption::Hostile(e)) => {
+            guest_failure(session, failure, e);
+            return ExitCode::Failed.code();
+        }
         None => {}
     }
-    let status = run_dir.read_status();
+    let status = session.status.clone().transpose();
     if let Ok(Some(s)) = &status {
         if s.lpj > 0 {
             calibration::remember(s.lpj, failure.base);
@@ -378,7 +396,7 @@ fn conclude(
             ExitCode::Failed.code()
         }
         Err(e) => {
-            guest_failure(session, failure, &format!("{e:#}"));
+            guest_failure(session, failure, &e);
             ExitCode::Failed.code()
         }
     }
@@ -393,7 +411,11 @@ fn guest_failure(session: &Session, failure: &Failure, message: &str) {
             eprintln!("  | {line}");
         }
     }
-    match rundir::save_failure_log(failure.base, failure.umid, &session.console.contents()) {
+    // The user's state folder; the run base when that cannot be made (no writable home).
+    let log = session.console.contents();
+    let saved = rundir::save_failure_log(failure.logs, failure.umid, &log)
+        .or_else(|e| rundir::save_failure_log(failure.base, failure.umid, &log).map_err(|_| e));
+    match saved {
         Ok(path) => eprintln!(
             "sekexe: full kernel log: {} (--debug shows it live)",
             path.display()
@@ -406,7 +428,7 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
 }
 
-fn print_timeline(session: &Session, run_dir: &rundir::RunDir) {
+fn print_timeline(session: &Session) {
     let e = &session.events;
     let Some(t0) = e.spawned else { return };
     let ms = |t: Instant| ms_between(t0, t);
@@ -434,7 +456,14 @@ fn print_timeline(session: &Session, run_dir: &rundir::RunDir) {
             last = now;
         }
     }
-    if let Ok(Some(status)) = run_dir.read_status() {
+    if let Some(u) = session.scratch_usage() {
+        eprintln!(
+            "[sekexe] the kernel's scratch area on the host holds {:.1} MiB in {} files",
+            u.bytes as f64 / (1 << 20) as f64,
+            u.files
+        );
+    }
+    if let Some(Ok(status)) = &session.status {
         let t = status.timeline;
         let g = |ns: u64| ns as f64 / 1e6;
         eprintln!(

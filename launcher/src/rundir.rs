@@ -1,21 +1,25 @@
-//! The run's private exchange folder on the host, `$TMPDIR/sekexe-<uid>/run-XXXXXX` (0700).
+//! The run's private folder on the host, `$TMPDIR/sekexe-<uid>/run-XXXXXXXX` (0700).
 //!
-//! It holds the request (launcher to guest), the status record (guest to launcher) and the
-//! kernel's uml_dir (its mconsole socket and pid file). The guest mounts it over hostfs. It is
-//! removed when the run ends unless `--keep` is given; a lock held for the run's lifetime lets
-//! the next run remove folders left by a launcher that was killed.
+//! Only the launcher writes here: the request and bulk stdin (read by the guest over hostfs,
+//! read-only), a lock, the disk links, and `net/` for the user-mode network helper. The kernel
+//! process may read it but not change it (the sandbox); its own files live in its scratch area
+//! (see `scratch`). Even so, with `--no-sandbox` or without Landlock the guest could plant
+//! links, FIFOs or devices here, so every operation goes through the folder's fd, never follows
+//! a link, creates only what does not exist yet, and reads nothing the guest could have made.
+//! The folder is removed when the run ends unless `--keep` is given; a lock held for the run's
+//! lifetime lets the next run remove folders left by a launcher that was killed.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
+use std::fs::{DirBuilder, File};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::units;
 use anyhow::{bail, Context, Result};
-use rustix::fs::FlockOperation;
-use sekexe_wire::names::{REQUEST_FILE, STATUS_FILE};
-use sekexe_wire::{Request, Status};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use sekexe_wire::names::REQUEST_FILE;
+use sekexe_wire::Request;
 
 const LOCK_FILE: &str = "lock";
 /// Run folders are `run-XXXXXXXX`; while being set up, `.new-XXXXXXXX`.
@@ -23,13 +27,20 @@ const RUN_PREFIX: &str = "run-";
 const NEW_PREFIX: &str = ".new-";
 /// Marks a folder kept with `--keep`, which stale-folder removal leaves alone.
 const KEPT_FILE: &str = "kept";
-const UML_DIR: &str = "uml";
+/// The user-mode network helper's sockets and log (it may write there, the kernel may not).
+const NET_DIR: &str = "net";
 
 pub struct RunDir {
     path: PathBuf,
+    files: Files,
     /// Held (flock) for the run's lifetime; its release marks the folder as stale.
     _lock: File,
     keep: bool,
+}
+
+/// Files the launcher makes and removes in the run folder, through the folder's fd.
+pub struct Files {
+    dir: OwnedFd,
 }
 
 /// `$TMPDIR/sekexe-<uid>`: private to the user, checked so that another user cannot have
@@ -63,6 +74,49 @@ pub fn user_base(tmpdir: &Path) -> Result<PathBuf> {
     Ok(base)
 }
 
+/// Opens a folder without following a link at its last component.
+fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::empty(),
+    )
+}
+
+impl Files {
+    /// Creates `name` with `data`: never through a link, never over anything already there.
+    pub fn create(&self, name: &str, data: &[u8]) -> Result<()> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .with_context(|| match rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => format!("create {name} in the run folder: something is there already, which only a hostile guest could have put there"),
+            Err(_) => format!("create {name} in the run folder"),
+        })?;
+        write_all(fd.as_fd(), data)
+            .with_context(|| format!("write {name} in the run folder (is TMPDIR full?)"))
+    }
+
+    /// Removes `name` (the entry itself, whatever it is; unlinkat never follows a link).
+    pub fn remove(&self, name: &str) {
+        let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
+    }
+}
+
+fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut data: &[u8]) -> rustix::io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl RunDir {
     /// Makes the folder under a `.new-` name and renames it to `run-` only once it is locked,
     /// so another launcher's sweep of stale folders never sees it unlocked.
@@ -82,16 +136,19 @@ impl RunDir {
             let _ = std::fs::remove_dir_all(&new);
             e
         };
-        let lock = File::create(new.join(LOCK_FILE))
-            .context("create the run lock")
+        let fd = open_dir(&new)
+            .context("open the run folder")
             .map_err(cleanup)?;
+        let lock = rustix::fs::openat(
+            &fd,
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .context("create the run lock")
+        .map_err(cleanup)?;
         rustix::fs::flock(&lock, FlockOperation::LockExclusive)
             .context("lock the run folder")
-            .map_err(cleanup)?;
-        DirBuilder::new()
-            .mode(0o700)
-            .create(new.join(UML_DIR))
-            .context("create uml_dir")
             .map_err(cleanup)?;
         let name = new
             .file_name()
@@ -104,7 +161,8 @@ impl RunDir {
             .map_err(cleanup)?;
         Ok(RunDir {
             path,
-            _lock: lock,
+            files: Files { dir: fd },
+            _lock: File::from(lock),
             keep: false,
         })
     }
@@ -113,19 +171,22 @@ impl RunDir {
         &self.path
     }
 
-    pub fn uml_dir(&self) -> PathBuf {
-        self.path.join(UML_DIR)
+    /// A handle for the files the launcher makes during the run (bulk stdin).
+    pub fn files(&self) -> Result<Files> {
+        Ok(Files {
+            dir: rustix::io::fcntl_dupfd_cloexec(&self.files.dir, 3).context("dup")?,
+        })
     }
 
     pub fn write_request(&self, request: &Request) -> Result<()> {
-        let path = self.path.join(REQUEST_FILE);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("create {}", units::shown(&path)))?;
-        f.write_all(&request.encode())
-            .with_context(|| format!("write {} (is TMPDIR full?)", units::shown(&path)))
+        self.files.create(REQUEST_FILE, &request.encode())
+    }
+
+    /// The folder for the user-mode network helper, made on first use.
+    pub fn net_dir(&self) -> Result<PathBuf> {
+        rustix::fs::mkdirat(&self.files.dir, NET_DIR, Mode::RWXU)
+            .context("create the network helper's folder")?;
+        Ok(self.path.join(NET_DIR))
     }
 
     /// Links each disk from the run folder as `disk-N` and returns the links.
@@ -134,39 +195,25 @@ impl RunDir {
             .iter()
             .enumerate()
             .map(|(i, (target, _))| {
-                let link = self.path.join(format!("disk-{i}"));
-                std::os::unix::fs::symlink(target, &link)
+                let name = format!("disk-{i}");
+                rustix::fs::symlinkat(*target, &self.files.dir, name.as_str())
                     .with_context(|| format!("link {}", units::shown(target)))?;
-                Ok(link)
+                Ok(self.path.join(name))
             })
             .collect()
-    }
-
-    /// The status record, `None` when the guest did not write one.
-    pub fn read_status(&self) -> Result<Option<Status>> {
-        let path = self.path.join(STATUS_FILE);
-        match std::fs::read(&path) {
-            Ok(data) => Status::decode(&data).map(Some).with_context(|| {
-                format!(
-                    "the guest's status record {} is malformed",
-                    units::shown(&path)
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", units::shown(&path))),
-        }
     }
 
     /// Keeps the folder after the run (`--keep`).
     pub fn keep(&mut self) {
         self.keep = true;
-        let _ = File::create(self.path.join(KEPT_FILE));
+        let _ = self.files.create(KEPT_FILE, b"");
     }
 }
 
 impl Drop for RunDir {
     fn drop(&mut self) {
         if !self.keep {
+            // remove_dir_all never follows a link: a planted one goes, its target stays.
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -194,33 +241,73 @@ fn kill_processes_using(folder: &Path) {
     }
 }
 
-/// How many kernel logs of failed runs are kept in the user's folder.
+/// How many kernel logs of failed runs are kept.
 const KEEP_FAILURE_LOGS: usize = 10;
 
-/// Saves the kernel log of a failed run as `<base>/failed-<umid>.log`, keeping only the newest
-/// few, and returns its path.
-pub fn save_failure_log(base: &Path, umid: &str, log: &[u8]) -> Result<PathBuf> {
-    let path = base.join(format!("failed-{umid}.log"));
-    std::fs::write(&path, log).with_context(|| format!("write {}", units::shown(&path)))?;
-    let mut logs: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(base)?
+/// Saves the kernel log of a failed run as `<dir>/failed-<umid>.log` (a new file, never through
+/// a link), keeps only the newest few there, and returns its path.
+pub fn save_failure_log(dir: &Path, umid: &str, log: &[u8]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", units::shown(dir)))?;
+    let files = Files {
+        dir: open_dir(dir).with_context(|| format!("open {}", units::shown(dir)))?,
+    };
+    let name = format!("failed-{umid}.log");
+    files.create(&name, log)?;
+    let mut logs: Vec<(SystemTime, String)> = std::fs::read_dir(dir)?
         .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("failed-") && n.ends_with(".log")
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_owned();
+            let m = e.metadata().ok()?; // DirEntry::metadata does not follow links
+            (n.starts_with("failed-") && n.ends_with(".log") && m.is_file())
+                .then_some((m.modified().ok()?, n))
         })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     logs.sort();
     let excess = logs.len().saturating_sub(KEEP_FAILURE_LOGS);
     for (_, old) in logs.into_iter().take(excess) {
-        let _ = std::fs::remove_file(old);
+        files.remove(&old);
     }
-    Ok(path)
+    Ok(dir.join(name))
+}
+
+/// The state of a run folder's lock file.
+#[derive(Debug, PartialEq)]
+enum Lock {
+    /// Its launcher is gone.
+    Free,
+    /// A launcher runs.
+    Held,
+    /// No regular lock file: a launcher died setting up, or something replaced it.
+    Unusable,
+}
+
+/// Opens `dir`'s lock without following a link and without blocking (a FIFO planted there
+/// must not hang us); only a regular file counts.
+fn lock_state(dir: &Path) -> Lock {
+    let Ok(d) = open_dir(dir) else {
+        return Lock::Unusable;
+    };
+    let Ok(lock) = rustix::fs::openat(
+        &d,
+        LOCK_FILE,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Lock::Unusable;
+    };
+    match rustix::fs::fstat(&lock) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => Lock::Free,
+                Err(_) => Lock::Held,
+            }
+        }
+        _ => Lock::Unusable,
+    }
 }
 
 /// Removes run folders whose launcher is gone: their lock is free. Folders a launcher died
-/// setting up (`.new-`, or without a lock file) go once they are a minute old.
+/// setting up (`.new-`, or without a usable lock file) go once they are a minute old.
 pub fn remove_stale(base: &Path, ours: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -229,7 +316,13 @@ pub fn remove_stale(base: &Path, ours: &Path) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         let (is_run, is_new) = (name.starts_with(RUN_PREFIX), name.starts_with(NEW_PREFIX));
-        if !(is_run || is_new) || path == ours || path.join(KEPT_FILE).exists() {
+        // DirEntry::file_type does not follow links: only real folders are looked into.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !(is_run || is_new)
+            || !is_dir
+            || path == ours
+            || std::fs::symlink_metadata(path.join(KEPT_FILE)).is_ok()
+        {
             continue;
         }
         let old = || {
@@ -242,15 +335,113 @@ pub fn remove_stale(base: &Path, ours: &Path) {
                 })
                 .unwrap_or(false)
         };
-        let stale = match File::open(path.join(LOCK_FILE)) {
-            Ok(lock) if is_run => {
-                rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok()
-            }
+        let stale = match (is_run, lock_state(&path)) {
+            (true, Lock::Free) => true,
+            (true, Lock::Held) => false,
             _ => old(),
         };
         if stale {
             kill_processes_using(&path);
             let _ = std::fs::remove_dir_all(&path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        d
+    }
+
+    #[test]
+    fn files_are_created_new_and_never_through_a_link() {
+        let b = base();
+        let run = RunDir::create(b.path()).unwrap();
+        let victim = b.path().join("victim");
+        std::fs::write(&victim, "original").unwrap();
+        std::os::unix::fs::symlink(&victim, run.path().join("stdin-0")).unwrap();
+        let files = run.files().unwrap();
+        let err = files.create("stdin-0", b"data").unwrap_err();
+        assert!(format!("{err:#}").contains("hostile guest"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+        files.create("stdin-1", b"data").unwrap();
+        assert_eq!(std::fs::read(run.path().join("stdin-1")).unwrap(), b"data");
+        // A FIFO at the name is refused without opening it (which would block).
+        rustix::fs::mkfifoat(&files.dir, "stdin-2", Mode::RUSR | Mode::WUSR).unwrap();
+        assert!(files.create("stdin-2", b"data").is_err());
+        files.remove("stdin-0");
+        assert!(victim.exists() && !run.path().join("stdin-0").exists());
+    }
+
+    #[test]
+    fn cleanup_removes_planted_links_but_not_their_targets() {
+        let b = base();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "x").unwrap();
+        let run = RunDir::create(b.path()).unwrap();
+        let path = run.path().to_path_buf();
+        std::os::unix::fs::symlink(outside.path(), path.join("dirlink")).unwrap();
+        std::fs::create_dir(path.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), path.join("sub/link")).unwrap();
+        drop(run);
+        assert!(!path.exists());
+        assert!(outside.path().join("keep").exists());
+    }
+
+    #[test]
+    fn stale_folders_go_and_planted_locks_never_block() {
+        let b = base();
+        let live = RunDir::create(b.path()).unwrap();
+        // Another launcher that still runs: its lock is held.
+        let other = RunDir::create(b.path()).unwrap();
+        assert_eq!(lock_state(other.path()), Lock::Held);
+        // A folder whose lock is a FIFO (a guest's, with --no-sandbox) must not hang the
+        // sweep: it is left until it is old.
+        let fifo_run = b.path().join("run-fifo0000");
+        std::fs::create_dir(&fifo_run).unwrap();
+        let d = open_dir(&fifo_run).unwrap();
+        rustix::fs::mkfifoat(&d, LOCK_FILE, Mode::RUSR | Mode::WUSR).unwrap();
+        assert_eq!(lock_state(&fifo_run), Lock::Unusable);
+        let free_run = b.path().join("run-free0000");
+        std::fs::create_dir(&free_run).unwrap();
+        std::fs::write(free_run.join(LOCK_FILE), "").unwrap();
+        assert_eq!(lock_state(&free_run), Lock::Free);
+        remove_stale(b.path(), live.path());
+        assert!(live.path().exists() && other.path().exists() && fifo_run.exists());
+        assert!(!free_run.exists());
+    }
+
+    #[test]
+    fn failure_logs_keep_the_newest_few_and_refuse_links() {
+        let b = base();
+        let logs = b.path().join("logs");
+        for i in 0..KEEP_FAILURE_LOGS + 3 {
+            let p = save_failure_log(&logs, &format!("u{i:02}"), b"log").unwrap();
+            // Distinct, increasing times without sleeping.
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + i as u64);
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), KEEP_FAILURE_LOGS, "{names:?}");
+        assert_eq!(names[0], "failed-u03.log", "{names:?}");
+        let victim = b.path().join("victim");
+        std::fs::write(&victim, "original").unwrap();
+        std::os::unix::fs::symlink(&victim, logs.join("failed-x.log")).unwrap();
+        assert!(save_failure_log(&logs, "x", b"log").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
     }
 }

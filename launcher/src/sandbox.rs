@@ -6,15 +6,17 @@
 //! 1. As host root only: a private mount namespace in which every host mount is read-only but
 //!    the writable paths, and a capability bounding set reduced to file access (no mount, module,
 //!    raw I/O, network admin, reboot, setuid... powers).
-//! 2. Landlock: read and execute everywhere, write only beneath the writable paths (the run
-//!    folder, rw volumes, the overlay folder); no TCP unless the network mode needs it; no
-//!    abstract unix sockets or signals outside the kernel's own processes.
-//! 3. seccomp, when the run has no writable host path but its run folder: chmod, chown,
-//!    utimes and xattr calls fail, since Landlock does not cover them.
+//! 2. Landlock: read and execute everywhere, write only beneath the writable places (the
+//!    kernel's scratch area, rw volumes, rw disk files); no TCP unless the network mode needs
+//!    it; no abstract unix sockets or signals outside the kernel's own processes. The run
+//!    folder, where the launcher leaves the request and stdin, is read-only to it.
+//! 3. seccomp, when the user gave the run no writable folder: chmod, chown, utimes and xattr
+//!    calls fail, since Landlock does not cover them.
 //!
 //! Each layer is best effort where the host lacks it, and says so.
 
 use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -40,8 +42,12 @@ const CAP_NET_ADMIN: u32 = 12;
 
 /// What the kernel process may do on the host.
 pub struct Plan {
-    /// Folders it may write beneath (the run folder first, then rw volumes).
+    /// Folders it may write beneath, by path (rw volumes; the scratch folder when it is one).
     pub writable: Vec<PathBuf>,
+    /// Folders it may write beneath that have no path (the scratch tmpfs).
+    pub writable_fds: Vec<OwnedFd>,
+    /// The user gave it folders to write (rw volumes): their files' modes and times may change.
+    pub user_writable: bool,
     /// Files it may write (rw disks, the overlay image): content only.
     pub writable_files: Vec<PathBuf>,
     /// The network mode needs TCP from the kernel process itself (legacy slirp).
@@ -116,7 +122,7 @@ impl Sandbox {
             }
         };
 
-        let seccomp = if plan.writable.len() == 1 {
+        let seccomp = if !plan.user_writable {
             summary.push("seccomp: chmod, chown, utimes and xattr calls denied".into());
             Some(metadata_filter()?)
         } else {
@@ -198,6 +204,9 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
     for dir in &plan.writable {
         let fd = PathFd::new(dir).with_context(|| format!("open {}", dir.display()))?;
         created = created.add_rule(PathBeneath::new(fd, all))?;
+    }
+    for fd in &plan.writable_fds {
+        created = created.add_rule(PathBeneath::new(fd.as_fd(), all))?;
     }
     for file in &plan.writable_files {
         let fd = PathFd::new(file).with_context(|| format!("open {}", file.display()))?;

@@ -1,20 +1,22 @@
 //! The launcher's event loop while the guest runs: the command's three streams, the kernel
 //! console, signals, and the end-of-run handshake, all in one single-threaded poll loop.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use sekexe_wire::frame::{stdin_file_name, CHANNEL_WINDOW, MAX_INLINE_STDIN, MAX_PAYLOAD};
-use sekexe_wire::{GuestFrame, HostFrame};
+use sekexe_wire::{GuestFrame, HostFrame, Status};
 
 use crate::config::Timeout;
 use crate::console::Console;
 use crate::net::Forwarder;
+use crate::rundir::Files;
+use crate::scratch::Scratch;
 use crate::signals;
 use crate::terminal::RawMode;
 use crate::uml::Uml;
@@ -26,6 +28,11 @@ const STDIN_WINDOW: usize = 4 * STDIN_CHUNK;
 /// After a timeout's SIGKILL and shutdown request, a guest that has not ended by then is
 /// considered hung, and its kernel is killed.
 const UNRESPONSIVE_WAIT: Duration = Duration::from_secs(5);
+/// After a SIGINT or SIGTERM has been passed on, how long the command gets to end before the
+/// kernel is killed: a guest that ignores it cannot keep the launcher.
+const STOP_WAIT: Duration = Duration::from_secs(4);
+/// How often the kernel's scratch area is measured.
+const SCRATCH_CHECK: Duration = Duration::from_millis(250);
 
 /// The steps of `--timeout`, each at its own time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,7 +61,9 @@ pub struct Io {
     pub console: OwnedFd,
     pub signals: SignalFd,
     /// The run folder, where large stdin chunks are left for the guest.
-    pub run_dir: PathBuf,
+    pub files: Files,
+    /// The kernel's scratch area, watched against its bound.
+    pub scratch: Scratch,
 }
 
 pub struct Options {
@@ -73,6 +82,8 @@ pub enum Interruption {
     Signal(Signal),
     /// The guest did not end after the timeout's SIGKILL: its kernel was killed.
     Unresponsive,
+    /// The guest broke a rule the host enforces (the scratch area's bound); the text says which.
+    Hostile(String),
     /// The guest sent something that is not a frame.
     Protocol(String),
     /// Setting something up on the host failed after the kernel started (port forwards).
@@ -86,8 +97,17 @@ pub struct Session {
     /// Channel bytes written but not yet read by guest-init (see CHANNEL_WINDOW).
     unacked: usize,
     /// Where stdin chunks too large to go inline are left for the guest.
-    run_dir: PathBuf,
+    files: Files,
     next_stdin_file: u32,
+    /// Stdin files not yet consumed: their number and where they end in the stdin stream.
+    stdin_files: VecDeque<(u32, u64)>,
+    /// Stdin bytes sent, and stdin bytes the guest has credited, since the stream began.
+    stdin_sent: u64,
+    stdin_credited: u64,
+    scratch: Scratch,
+    next_scratch_check: Instant,
+    /// The guest's status record, once it has sent one (or why it could not be decoded).
+    pub status: Option<Result<Status, String>>,
     inbuf: Vec<u8>,
     console_fd: Option<OwnedFd>,
     pub console: Console,
@@ -100,8 +120,8 @@ pub struct Session {
     pub uml: Uml,
     pub events: Events,
     debug: bool,
-    /// The first SIGINT/SIGTERM was forwarded; a second one ends the run at once.
-    stopping: bool,
+    /// When the first SIGINT/SIGTERM was forwarded: a second one, or STOP_WAIT, ends the run.
+    stopping: Option<(Signal, Instant)>,
     pub interruption: Option<Interruption>,
     timeout: Option<Timeout>,
     timeout_stage: TimeoutStage,
@@ -119,7 +139,8 @@ impl Session {
             channel: chan,
             console: console_fd,
             signals,
-            run_dir,
+            files,
+            scratch,
         } = io;
         let Options {
             debug,
@@ -132,8 +153,14 @@ impl Session {
             chan_open: true,
             out: Vec::new(),
             unacked: 0,
-            run_dir,
+            files,
             next_stdin_file: 0,
+            stdin_files: VecDeque::new(),
+            stdin_sent: 0,
+            stdin_credited: 0,
+            scratch,
+            next_scratch_check: spawned,
+            status: None,
             inbuf: Vec::new(),
             console_fd: Some(console_fd),
             console: Console::new(debug),
@@ -148,7 +175,7 @@ impl Session {
                 ..Events::default()
             },
             debug,
-            stopping: false,
+            stopping: None,
             interruption: None,
             timeout,
             timeout_stage: TimeoutStage::Armed,
@@ -226,6 +253,32 @@ impl Session {
         }
     }
 
+    /// How full the kernel's scratch area is now (for --debug).
+    pub fn scratch_usage(&self) -> Option<crate::scratch::Usage> {
+        self.scratch.usage().ok()
+    }
+
+    /// Ends the run once a forwarded SIGINT/SIGTERM has had STOP_WAIT to work.
+    fn check_stop(&mut self) {
+        if let Some((sig, at)) = self.stopping {
+            if Instant::now() >= at + STOP_WAIT {
+                self.interruption = Some(Interruption::Signal(sig));
+            }
+        }
+    }
+
+    /// Ends the run when the guest makes the host hold more than the scratch area's bound.
+    fn check_scratch(&mut self) {
+        let now = Instant::now();
+        if now < self.next_scratch_check {
+            return;
+        }
+        self.next_scratch_check = now + SCRATCH_CHECK;
+        if let Some(why) = self.scratch.overrun() {
+            self.interruption = Some(Interruption::Hostile(why));
+        }
+    }
+
     /// Runs until the kernel has exited (or was killed because the run was interrupted).
     pub fn run(&mut self) -> anyhow::Result<()> {
         if self.tty {
@@ -248,6 +301,8 @@ impl Session {
                 continue;
             }
             self.check_timeout();
+            self.check_stop();
+            self.check_scratch();
             self.advance_forwarder();
             if self.interruption.is_some() {
                 continue;
@@ -256,6 +311,14 @@ impl Session {
         }
         // The kernel is gone: collect what it wrote before it went.
         self.read_channel();
+        // What the guest left in the scratch area outlives the kernel (the launcher's fd keeps
+        // the tmpfs): a flood faster than the checks, or one that crashed the kernel by
+        // leaving guest memory no room, is named here.
+        if self.interruption.is_none() {
+            if let Some(why) = self.scratch.overrun() {
+                self.interruption = Some(Interruption::Hostile(why));
+            }
+        }
         self.read_console();
         self.console.flush_partial();
         // Raw only while attached: messages after the run go to a sane terminal.
@@ -278,6 +341,8 @@ impl Session {
         }
         let wake = [
             self.timeout_deadline(),
+            Some(self.next_scratch_check),
+            self.stopping.map(|(_, at)| at + STOP_WAIT),
             // The forwarder waits for slirp4netns's API socket to appear.
             self.forwarder
                 .as_ref()
@@ -429,6 +494,8 @@ impl Session {
             GuestFrame::Stderr(data) => self.write_output(1, data),
             GuestFrame::StdinCredit(n) => {
                 self.in_flight = self.in_flight.saturating_sub(n as usize);
+                self.stdin_credited += u64::from(n);
+                self.remove_consumed_stdin_files();
             }
             GuestFrame::StdinClosed => self.stdin_open = false,
             GuestFrame::ChannelCredit(n) => {
@@ -443,6 +510,18 @@ impl Session {
                 }
             }
             GuestFrame::DebugShell(reason) => self.debug_shell(reason),
+            GuestFrame::Status(record) => {
+                if self.status.is_some() {
+                    self.interruption = Some(Interruption::Protocol(
+                        "the guest sent a second status record".into(),
+                    ));
+                    return;
+                }
+                self.status = Some(
+                    Status::decode(record)
+                        .map_err(|e| format!("the guest's status record is malformed: {e}")),
+                );
+            }
             GuestFrame::End => {
                 self.events.end.get_or_insert_with(Instant::now);
                 self.send(HostFrame::EndAck);
@@ -469,6 +548,11 @@ impl Session {
             self.send(HostFrame::Winsize { rows, cols });
         }
         self.in_flight = 0;
+        // The command is gone: what it did not read never will be.
+        while let Some((seq, _)) = self.stdin_files.pop_front() {
+            self.files.remove(&stdin_file_name(seq));
+        }
+        self.stdin_credited = self.stdin_sent;
         self.stdin_open = !self.stdin_ended;
         self.output_open = [true, true];
     }
@@ -549,11 +633,15 @@ impl Session {
         }
         if len > 0 {
             self.in_flight += len;
+            self.stdin_sent += len as u64;
             if len <= MAX_INLINE_STDIN {
                 self.send(HostFrame::Stdin(&buf[..len]));
             } else if let Err(e) = self.send_stdin_file(&buf[..len]) {
-                eprintln!("sekexe: cannot pass stdin to the guest: {e:#}; closing it");
-                eof = true;
+                // The command would see a stdin cut short: end the run rather than lose data.
+                self.interruption = Some(Interruption::Hostile(format!(
+                    "cannot pass stdin to the guest: {e:#}"
+                )));
+                return;
             }
         }
         if eof {
@@ -562,17 +650,26 @@ impl Session {
     }
 
     fn send_stdin_file(&mut self, data: &[u8]) -> anyhow::Result<()> {
-        use anyhow::Context;
         let seq = self.next_stdin_file;
-        let path = self.run_dir.join(stdin_file_name(seq));
-        std::fs::write(&path, data)
-            .with_context(|| format!("write {} (is TMPDIR full?)", path.display()))?;
+        self.files.create(&stdin_file_name(seq), data)?;
         self.next_stdin_file += 1;
+        self.stdin_files.push_back((seq, self.stdin_sent));
         self.send(HostFrame::StdinFile {
             seq,
             len: data.len() as u32,
         });
         Ok(())
+    }
+
+    /// Removes the stdin files the guest's credits cover: it has read them.
+    fn remove_consumed_stdin_files(&mut self) {
+        while let Some(&(seq, end)) = self.stdin_files.front() {
+            if end > self.stdin_credited {
+                break;
+            }
+            self.files.remove(&stdin_file_name(seq));
+            self.stdin_files.pop_front();
+        }
     }
 
     fn stdin_eof(&mut self) {
@@ -590,12 +687,12 @@ impl Session {
                         self.send(HostFrame::Winsize { rows, cols });
                     }
                 }
-                Signal::SIGINT | Signal::SIGTERM if self.stopping => {
+                Signal::SIGINT | Signal::SIGTERM if self.stopping.is_some() => {
                     self.interruption = Some(Interruption::Signal(sig));
                 }
                 s if signals::FORWARDED.contains(&s) => {
                     if matches!(s, Signal::SIGINT | Signal::SIGTERM) {
-                        self.stopping = true;
+                        self.stopping = Some((s, Instant::now()));
                     }
                     self.send(HostFrame::Signal(s as i32 as u8));
                 }

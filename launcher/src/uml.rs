@@ -1,7 +1,7 @@
 //! The UML kernel as a host process: started with exactly the fds it needs, tied to the
 //! launcher's life, and always stopped and reaped, whichever way the run ends.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -23,10 +23,10 @@ pub struct Spawn<'a> {
     pub channel: OwnedFd,
     /// The console log pipe: the kernel's stdout and stderr.
     pub console: OwnedFd,
-    /// Where UML maps guest memory from (its TMPDIR).
-    pub memory_dir: &'a Path,
-    /// The kernel's working directory (the run folder, so nothing lands elsewhere).
-    pub cwd: &'a Path,
+    /// Where UML maps guest memory from (its TMPDIR), as the kernel process names it.
+    pub memory_dir: &'a std::ffi::OsStr,
+    /// The kernel's working directory: its scratch area, entered by fd (it has no path).
+    pub cwd: BorrowedFd<'a>,
     /// More fds for the kernel (network transports), placed at CHANNEL_FD + 1 on.
     pub extra_fds: Vec<OwnedFd>,
     /// Confinement, applied last before exec.
@@ -50,6 +50,7 @@ impl Uml {
         let channel = high(&s.channel)?;
         let extra_fds = s.extra_fds.iter().map(high).collect::<Result<Vec<_>>>()?;
         let channel_fd = channel.as_raw_fd();
+        let cwd_fd = s.cwd.as_raw_fd();
         let mut sandbox = s.sandbox;
         let extra: Vec<i32> = extra_fds.iter().map(|f| f.as_raw_fd()).collect();
         let first_free = CHANNEL_FD + 1 + extra.len() as i32;
@@ -57,11 +58,10 @@ impl Uml {
         cmd.args(s.words)
             .env_clear()
             .env("TMPDIR", s.memory_dir)
-            // The legacy slirp helper refuses to start without a HOME; the run folder is a
+            // The legacy slirp helper refuses to start without a HOME; the scratch area is a
             // private one that goes away with the run.
-            .env("HOME", s.cwd)
+            .env("HOME", s.memory_dir)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .current_dir(s.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::from(
                 s.console.try_clone().context("dup console pipe")?,
@@ -69,7 +69,8 @@ impl Uml {
             .stderr(Stdio::from(s.console));
         // SAFETY: runs in the forked child before exec. The launcher is single-threaded, so no
         // lock can be held by another thread; the closure makes async-signal-safe calls
-        // (sigprocmask, signal, prctl, setrlimit, dup2, fcntl, getppid, close_range, _exit),
+        // (sigprocmask, signal, prctl, setrlimit, fchdir, dup2, fcntl, getppid, close_range,
+        // _exit),
         // then applies the sandbox, whose few allocations are safe for that reason.
         unsafe {
             cmd.pre_exec(move || {
@@ -92,6 +93,9 @@ impl Uml {
                     rlim_max: 0,
                 };
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                if libc::fchdir(cwd_fd) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -48,9 +48,13 @@ pub enum GuestFrame<'a> {
     StdinClosed,
     /// A line of guest-init's own progress (`--debug`).
     Log(&'a [u8]),
-    /// All output is sent, the status record is written and the guest's writes are synced to
-    /// the host: the launcher may stop the kernel now. (guest-init powers off after `EndAck`
-    /// if it is not stopped first.)
+    /// How the command ended: an encoded [`crate::Status`]. Sent once, just before `End`. It
+    /// travels on the channel, not as a file, so that the guest needs nothing writable on the
+    /// host and the launcher never opens a file the guest made.
+    Status(&'a [u8]),
+    /// All output and the status are sent, and the guest's writes are synced to the host:
+    /// the launcher may stop the kernel now. (guest-init powers off after `EndAck` if it is
+    /// not stopped first.)
     End,
     /// guest-init has read this many more bytes of the channel.
     ChannelCredit(u32),
@@ -65,7 +69,8 @@ pub enum HostFrame<'a> {
     /// Bytes for the command's stdin (at most [`MAX_INLINE_STDIN`]).
     Stdin(&'a [u8]),
     /// The next `len` bytes of stdin are in the exchange folder's file [`stdin_file_name`]`(seq)`;
-    /// guest-init reads and removes it.
+    /// guest-init reads it (the exchange folder is read-only to the guest); the launcher
+    /// removes it once guest-init's `StdinCredit`s cover it.
     StdinFile { seq: u32, len: u32 },
     /// The launcher's stdin ended: close the command's.
     StdinEof,
@@ -118,6 +123,7 @@ mod tag {
     pub const END: u8 = 0x08;
     pub const CHANNEL_CREDIT: u8 = 0x09;
     pub const DEBUG_SHELL: u8 = 0x0a;
+    pub const STATUS: u8 = 0x0b;
 
     pub const STDIN: u8 = 0x81;
     pub const STDIN_EOF: u8 = 0x82;
@@ -196,6 +202,7 @@ impl<'a> GuestFrame<'a> {
             GuestFrame::End => put(out, tag::END, &[]),
             GuestFrame::ChannelCredit(n) => put(out, tag::CHANNEL_CREDIT, &n.to_le_bytes()),
             GuestFrame::DebugShell(reason) => put(out, tag::DEBUG_SHELL, reason),
+            GuestFrame::Status(record) => put(out, tag::STATUS, record),
         }
     }
 
@@ -217,6 +224,7 @@ impl<'a> GuestFrame<'a> {
             tag::STDIN_CREDIT => GuestFrame::StdinCredit(u32_payload(t, p)?),
             tag::CHANNEL_CREDIT => GuestFrame::ChannelCredit(u32_payload(t, p)?),
             tag::DEBUG_SHELL => GuestFrame::DebugShell(p),
+            tag::STATUS => GuestFrame::Status(p),
             tag::STDIN_CLOSED => empty(t, p).map(|_| GuestFrame::StdinClosed)?,
             tag::LOG => GuestFrame::Log(p),
             tag::END => empty(t, p).map(|_| GuestFrame::End)?,
@@ -311,6 +319,7 @@ mod tests {
             GuestFrame::End,
             GuestFrame::ChannelCredit(2048),
             GuestFrame::DebugShell(b"the command exited with status 3"),
+            GuestFrame::Status(b"SEKEXEST..."),
         ]
     }
 

@@ -11,12 +11,10 @@ pub const DEBUG_SHELL_PARAM: &str = "sekexe_debug_shell";
 
 /// In the exchange folder: the run request, written by the launcher before boot.
 pub const REQUEST_FILE: &str = "request";
-/// In the exchange folder: the status record, written by guest-init (atomically, via rename).
-pub const STATUS_FILE: &str = "status";
-/// In the exchange folder: where guest-init writes the status before renaming it.
-pub const STATUS_TMP_FILE: &str = "status.tmp";
 
-/// Where guest-init mounts the exchange folder inside the guest.
+/// Where guest-init mounts the exchange folder inside the guest, read-only: only the launcher
+/// writes there (the request and bulk stdin), and the host enforces that on the kernel
+/// process. The guest's answer, the status record, travels on the channel.
 pub const GUEST_EXCHANGE_DIR: &str = "/run/sekexe";
 
 /// Folders the guest covers with its own fresh tmpfs: what the host has there is not seen

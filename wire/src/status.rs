@@ -1,12 +1,15 @@
-//! The status record: how the command ended, written by guest-init into the exchange folder
-//! (atomically: temporary file, fsync, rename) before it powers the guest off. A missing
-//! record means the guest failed to report, and the launcher says so.
+//! The status record: how the command ended, sent by guest-init as one `Status` frame on the
+//! channel just before `End` (a frame arrives whole or not at all). A missing record means the
+//! guest failed to report, and the launcher says so.
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::exit::{self, ExitCode};
 
 const MAGIC: &[u8] = b"SEKEXEST";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+/// A failure message longer than this is cut (at a character boundary), so that a record
+/// always fits one frame.
+pub const MAX_MESSAGE: usize = 8 * 1024;
 
 /// How the command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,15 @@ pub struct Status {
     pub lpj: u64,
 }
 
+/// `message` cut to at most [`MAX_MESSAGE`] bytes, at a character boundary.
+fn cut(message: &str) -> &str {
+    let mut end = message.len().min(MAX_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
 impl Status {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new(MAGIC, VERSION);
@@ -69,7 +81,7 @@ impl Status {
             } => e.u8(1).u8(*signal).bool(*core_dumped),
             Outcome::NotFound => e.u8(2),
             Outcome::CannotExecute { errno } => e.u8(3).u32(*errno as u32),
-            Outcome::GuestFailed { message } => e.u8(4).bytes(message.as_bytes()),
+            Outcome::GuestFailed { message } => e.u8(4).bytes(cut(message).as_bytes()),
         };
         let t = &self.timeline;
         e.u64(t.init_ns)
@@ -141,6 +153,25 @@ mod tests {
                 message: "mount /proc: EPERM".into(),
             },
         ]
+    }
+
+    #[test]
+    fn a_long_message_is_cut_to_fit_one_frame() {
+        let message = "é".repeat(MAX_MESSAGE); // two bytes each: the cut falls mid-character
+        let s = Status {
+            outcome: Outcome::GuestFailed { message },
+            timeline: Timeline::default(),
+            lpj: 0,
+        };
+        let data = s.encode();
+        assert!(data.len() <= crate::frame::MAX_PAYLOAD);
+        match Status::decode(&data).unwrap().outcome {
+            Outcome::GuestFailed { message } => {
+                assert_eq!(message.len(), MAX_MESSAGE);
+                assert!(message.chars().all(|c| c == 'é'));
+            }
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]

@@ -410,6 +410,7 @@ enum Guest {
     End,
     ChannelCredit(u32),
     DebugShell(Vec<u8>),
+    Status(Vec<u8>),
 }
 
 impl Guest {
@@ -425,6 +426,7 @@ impl Guest {
             Guest::End => GuestFrame::End,
             Guest::ChannelCredit(n) => GuestFrame::ChannelCredit(*n),
             Guest::DebugShell(d) => GuestFrame::DebugShell(d),
+            Guest::Status(d) => GuestFrame::Status(d),
         }
     }
 
@@ -441,6 +443,7 @@ impl Guest {
             GuestFrame::End => Guest::End,
             GuestFrame::ChannelCredit(n) => Guest::ChannelCredit(n),
             GuestFrame::DebugShell(d) => Guest::DebugShell(d.to_vec()),
+            GuestFrame::Status(d) => Guest::Status(d.to_vec()),
         }
     }
 }
@@ -469,6 +472,7 @@ fn guest_frame() -> impl Strategy<Value = Guest> {
         Just(Guest::End),
         any::<u32>().prop_map(Guest::ChannelCredit),
         payload(MAX_PAYLOAD).prop_map(Guest::DebugShell),
+        payload(MAX_PAYLOAD).prop_map(Guest::Status),
     ]
 }
 
