@@ -93,26 +93,26 @@ fn users() -> Vec<Option<u32>> {
 /// Runs `script` in the guest (with $V set to the victim folder) as each host user, and checks
 /// that the victim is unchanged; returns the outputs.
 fn attack(script: &str) -> Vec<Output> {
+    attack_with(script, &[], None)
+}
+
+/// [`attack`] with more `sekexe run` options and data for the command's stdin.
+fn attack_with(script: &str, options: &[&str], stdin: Option<&[u8]>) -> Vec<Output> {
     let mut outs = Vec::new();
     for user in users() {
         let s = Scratch::for_user(user);
         // SAFETY: geteuid has no preconditions.
         let v = Victim::new(user.unwrap_or_else(|| unsafe { libc::geteuid() }));
         let before = v.snapshot();
-        let out = sekexe(
-            &s,
-            [
-                "run",
-                "-e",
-                &format!("V={}", v.path().display()),
-                "--",
-                "sh",
-                "-c",
-                script,
-            ],
-        )
-        .timeout(Duration::from_secs(120))
-        .run();
+        let victim_env = format!("V={}", v.path().display());
+        let mut args = vec!["run", "-e", &victim_env];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+        let mut run = sekexe(&s, args).timeout(Duration::from_secs(120));
+        if let Some(data) = stdin {
+            run = run.stdin(data.to_vec());
+        }
+        let out = run.run();
         assert_eq!(
             v.snapshot(),
             before,
@@ -164,10 +164,11 @@ fn write_through_proc_self_root() {
 }
 
 #[test]
-fn write_through_links_from_the_writable_run_folder() {
-    // The run folder, mounted at /run/sekexe, is the one host folder the guest may write.
+fn write_through_links_from_the_run_folder() {
+    // The run folder, mounted read-only at /run/sekexe: guest root remounts it first.
     for out in attack(
         "cd /run/sekexe || exit 90
+         mount -o remount,rw /run/sekexe
          ln -s $V/file symlink; echo pwned > symlink; echo pwned >> symlink
          ln -s $V dirlink; echo pwned > dirlink/new
          ln $V/file hardlink && echo pwned > hardlink
@@ -270,7 +271,11 @@ fn another_host_user_cannot_reach_the_run() {
     let runs = s.leftover_runs();
     assert_eq!(runs.len(), 1);
     let run = s.user_base().join(&runs[0]);
-    let mconsole = std::fs::read_dir(run.join("uml"))
+    // The kernel's uml_dir is in its private scratch tmpfs, which has no host path: only its
+    // working directory leads there, for whoever may look into the process.
+    let launcher = launcher_pids(&s)[0];
+    let kernel = kernel_pid(&s, launcher).expect("kernel pid");
+    let mconsole = std::fs::read_dir(format!("/proc/{kernel}/cwd/uml"))
         .unwrap()
         .flatten()
         .next()
@@ -278,9 +283,10 @@ fn another_host_user_cannot_reach_the_run() {
         .path()
         .join("mconsole");
     assert!(mconsole.exists(), "{}", mconsole.display());
-    // As another unprivileged user: no request, no status, no mconsole.
+    // As another unprivileged user: no request, no listing, no mconsole. RAN shows the probe
+    // itself ran.
     let probe = format!(
-        "cat {req} 2>/dev/null && echo READ; ls {run} 2>/dev/null && echo LISTED; \
+        "echo RAN; cat {req} 2>/dev/null && echo READ; ls {run} 2>/dev/null && echo LISTED; \
          python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(sys.argv[1]); print(\"CONNECTED\")' {mc} 2>/dev/null; true",
         req = run.join("request").display(),
         run = run.display(),
@@ -299,6 +305,7 @@ fn another_host_user_cannot_reach_the_run() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("RAN\n"), "the probe did not run: {out:?}");
     assert!(
         !text.contains("READ") && !text.contains("LISTED") && !text.contains("CONNECTED"),
         "{text}"
@@ -306,4 +313,262 @@ fn another_host_user_cannot_reach_the_run() {
     r.signal(libc::SIGTERM);
     let _ = r.finish();
     s.assert_clean();
+}
+
+// ---- The launcher's own files ------------------------------------------------------------
+//
+// The launcher runs with the user's full rights, unconfined, and works in the run folder the
+// guest sees at /run/sekexe. These attacks check that the folder is no way out: the guest can
+// neither change it (the sandbox makes it read-only to the kernel process) nor, when it can
+// (--no-sandbox), make the launcher follow, open, block on or trust anything it planted; and
+// that what the guest can write on the host is bounded.
+
+/// Every entry guest root can make, as shell that makes one at "$1" (a hard link and a
+/// directory holding a link both point at the victim).
+const PLANTS: [(&str, &str); 5] = [
+    ("symlink", "ln -s \"$V/file\" \"$1\""),
+    ("hard link", "ln \"$V/file\" \"$1\""),
+    ("fifo", "mkfifo \"$1\""),
+    ("directory", "mkdir \"$1\" && ln -s \"$V\" \"$1/link\""),
+    ("device node", "mknod \"$1\" c 1 3"),
+];
+
+/// Every name the launcher uses, or used, in the run folder.
+const LAUNCHER_NAMES: &str =
+    "lock request kept net net/net.sock net/api.sock kernel status status.tmp disk-0 uml \
+     $(seq -f stdin-%g 0 120)";
+
+#[test]
+fn planted_links_fifos_folders_and_devices_in_the_run_folder_change_nothing() {
+    // Promise: nothing the launcher writes, reads or removes in the run folder follows a link,
+    // opens a FIFO or device, or lands on an entry the guest made; the run ends (with the
+    // command's status, or 125 naming the cause) and leaves nothing behind. Entries are
+    // planted before stdin flows and again, in a loop, while it flows (20 MB: many chunks).
+    let stdin: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+    for (kind, plant) in PLANTS {
+        let script = format!(
+            "mount -o remount,rw /run/sekexe 2>/dev/null
+             plant() {{ {plant}; }}
+             for n in {LAUNCHER_NAMES}; do plant /run/sekexe/$n 2>/dev/null; done
+             ( while :; do for n in {LAUNCHER_NAMES}; do
+                 rm -rf /run/sekexe/$n 2>/dev/null; plant /run/sekexe/$n 2>/dev/null
+               done; done ) &
+             wc -c; kill $!; exit 7"
+        );
+        for (sandboxed, options) in [(true, &[][..]), (false, &["--no-sandbox"][..])] {
+            for out in attack_with(&script, options, Some(&stdin)) {
+                let err = out.stderr_str();
+                if sandboxed {
+                    // Nothing could be planted: the run is as if there were no attack.
+                    assert_eq!(out.code, 7, "{kind}: {out:?}");
+                    assert_eq!(out.stdout_str(), "20000000\n", "{kind}: {out:?}");
+                } else {
+                    assert!(
+                        out.code == 7 || out.code == 125 && err.contains("only a hostile guest"),
+                        "{kind}, --no-sandbox: {out:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fifo_where_the_status_was_cannot_hang_the_launcher() {
+    // Promise: no system call of the launcher blocks on an object the guest controls. (The
+    // status record travels on the channel; the launcher opens no file the guest made.)
+    for options in [&[][..], &["--no-sandbox"][..]] {
+        let s = Scratch::new();
+        let mut args = vec!["run"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&[
+            "--",
+            "sh",
+            "-c",
+            "mount -o remount,rw /run/sekexe 2>/dev/null
+             mkdir /run/sekexe/status.tmp; mkfifo /run/sekexe/status; exit 5",
+        ]);
+        // The builder kills the run and fails the test past this, as `timeout 10` would.
+        let out = sekexe(&s, args).timeout(Duration::from_secs(15)).run();
+        assert_eq!(out.code, 5, "{options:?}: {out:?}");
+        s.assert_clean();
+    }
+}
+
+/// Samples, while a run lasts, the largest size the kernel's scratch tmpfs reached and the
+/// largest the user's run base on /dev/shm reached.
+fn watch_host_usage(s: &Scratch, run: Running) -> (Output, u64, u64) {
+    let base = s.user_base();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let tmpdir = s.path().to_path_buf();
+        std::thread::spawn(move || {
+            let (mut scratch_peak, mut base_peak) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let kernel = processes_mentioning(&tmpdir)
+                    .iter()
+                    .filter(|p| p.contains("uml_dir="))
+                    .find_map(|p| p.split(':').next()?.parse::<i32>().ok());
+                if let Some(k) = kernel {
+                    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+                    let path = std::ffi::CString::new(format!("/proc/{k}/cwd")).unwrap();
+                    // SAFETY: a valid C string and a zeroed out-parameter.
+                    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 {
+                        let used = (st.f_blocks - st.f_bfree) * st.f_bsize as u64;
+                        scratch_peak = scratch_peak.max(used);
+                    }
+                }
+                base_peak = base_peak.max(du(&base));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (scratch_peak, base_peak)
+        })
+    };
+    let out = run.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (scratch_peak, base_peak) = sampler.join().unwrap();
+    (out, scratch_peak, base_peak)
+}
+
+/// Bytes allocated beneath `dir`, not following links.
+fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn the_guest_cannot_make_the_host_hold_more_than_its_memory() {
+    // Promise: the run's files on the host take at most --mem + 64 MiB and 256 files, whatever
+    // the guest writes; past --mem + 32 MiB or 64 files the run ends with 125 naming the limit.
+    const MEM_MIB: u64 = 128;
+    let reach_scratch =
+        "mkdir -p /tmp/s && mount -t hostfs none /tmp/s -o /proc/self/cwd || exit 90";
+    let cases = [
+        (
+            "10 GiB into the kernel's scratch area",
+            format!("{reach_scratch}; dd if=/dev/zero of=/tmp/s/big bs=1M count=10240; exit 0"),
+            "over the limit of --mem + 32 MiB",
+        ),
+        (
+            "100,000 files into the kernel's scratch area",
+            format!(
+                "{reach_scratch}; i=0; while [ $i -lt 100000 ]; do : > /tmp/s/f$i || break; i=$((i+1)); done; exit 0"
+            ),
+            "over 64 files",
+        ),
+    ];
+    for user in users() {
+        for (what, script, message) in &cases {
+            let s = Scratch::for_user(user);
+            let run = sekexe(
+                &s,
+                [
+                    "run",
+                    "--mem",
+                    &format!("{MEM_MIB}M"),
+                    "--",
+                    "sh",
+                    "-c",
+                    script,
+                ],
+            )
+            .timeout(Duration::from_secs(60))
+            .spawn();
+            let (out, scratch_peak, base_peak) = watch_host_usage(&s, run);
+            assert_eq!(out.code, 125, "{what}: {out:?}");
+            assert!(out.stderr_str().contains(message), "{what}: {out:?}");
+            assert!(
+                scratch_peak <= (MEM_MIB << 20) + (64 << 20),
+                "{what}: the scratch area reached {scratch_peak} bytes"
+            );
+            assert!(
+                base_peak < 16 << 20,
+                "{what}: the run folders reached {base_peak} bytes"
+            );
+            s.assert_clean();
+        }
+    }
+    // The run folder itself cannot be written at all (read-only to the kernel process).
+    for out in attack(
+        "mount -o remount,rw /run/sekexe || exit 90
+         dd if=/dev/zero of=/run/sekexe/big bs=1M count=10240 2>/dev/null; echo dd=$?
+         touch /run/sekexe/one 2>/dev/null; echo touch=$?; exit 0",
+    ) {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.stdout_str(), "dd=1\ntouch=1\n", "{out:?}");
+    }
+}
+
+#[test]
+fn sigterm_ends_the_launcher_within_5_s_in_every_state() {
+    // Promise: however hostile the guest, the launcher stops on SIGINT/SIGTERM within 5 s
+    // (exit 128+N), and a second signal ends it at once.
+    let dir = guest_visible_dir("silent-");
+    let silent_init = script(dir.path(), "init", "#!/bin/sh\nsleep 1000\n");
+    let states: [(&str, Option<&Path>, &[u8], i32); 2] = [
+        (
+            "booting: an init that never says hello",
+            Some(&silent_init),
+            b"",
+            libc::SIGTERM,
+        ),
+        (
+            "running: a command that ignores the signal",
+            None,
+            b"ready\n",
+            libc::SIGINT,
+        ),
+    ];
+    for (state, init, ready, sig) in states {
+        for second in [false, true] {
+            let s = Scratch::new();
+            let mut b = sekexe(
+                &s,
+                [
+                    "run",
+                    "--",
+                    "sh",
+                    "-c",
+                    "trap '' TERM INT; echo ready; sleep 1000",
+                ],
+            )
+            .timeout(Duration::from_secs(60));
+            if let Some(init) = init {
+                b = b.env("SEKEXE_INIT", init);
+            }
+            let mut r = b.spawn();
+            if ready.is_empty() {
+                std::thread::sleep(Duration::from_secs(2));
+            } else {
+                r.read_until(ready);
+            }
+            let start = std::time::Instant::now();
+            r.signal(sig);
+            if second {
+                std::thread::sleep(Duration::from_millis(200));
+                r.signal(sig);
+            }
+            let out = r.finish();
+            let took = start.elapsed();
+            assert_eq!(out.code, 128 + sig, "{state}: {out:?}");
+            // A bound on a hang, not a benchmark: the launcher gives the guest 4 s, or none
+            // after a second signal.
+            let limit = if second { 2 } else { 5 };
+            assert!(
+                took < Duration::from_secs(limit),
+                "{state}, second signal {second}: took {took:?}"
+            );
+            s.assert_clean();
+        }
+    }
 }

@@ -353,8 +353,11 @@ mod tests {
 
     fn base() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(
+            d.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         d
     }
 
