@@ -455,7 +455,8 @@ fn nothing_is_left_behind_in_the_default_tmpdir_or_home() {
     assert!(!home.join(".uml").exists(), "~/.uml was created");
     // Without TMPDIR, runs live on /dev/shm (a tmpfs, so guest memory stays in RAM).
     // SAFETY: geteuid has no preconditions.
-    let base = Path::new("/dev/shm").join(format!("sekexe-{}", unsafe { libc::geteuid() }));
+    let base =
+        Path::new("/dev/shm").join(format!("sekexe-{}", rustix::process::geteuid().as_raw()));
     let mine: Vec<_> = std::fs::read_dir(&base)
         .map(|d| {
             d.flatten()

@@ -102,7 +102,7 @@ fn attack_with(script: &str, options: &[&str], stdin: Option<&[u8]>) -> Vec<Outp
     for user in users() {
         let s = Scratch::for_user(user);
         // SAFETY: geteuid has no preconditions.
-        let v = Victim::new(user.unwrap_or_else(|| unsafe { libc::geteuid() }));
+        let v = Victim::new(user.unwrap_or_else(|| rustix::process::geteuid().as_raw()));
         let before = v.snapshot();
         let victim_env = format!("V={}", v.path().display());
         let mut args = vec!["run", "-e", &victim_env];
@@ -411,10 +411,7 @@ fn watch_host_usage(s: &Scratch, run: Running) -> (Output, u64, u64) {
                     .filter(|p| p.contains("uml_dir="))
                     .find_map(|p| p.split(':').next()?.parse::<i32>().ok());
                 if let Some(k) = kernel {
-                    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-                    let path = std::ffi::CString::new(format!("/proc/{k}/cwd")).unwrap();
-                    // SAFETY: a valid C string and a zeroed out-parameter.
-                    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 {
+                    if let Ok(st) = rustix::fs::statfs(format!("/proc/{k}/cwd").as_str()) {
                         let used = (st.f_blocks - st.f_bfree) * st.f_bsize as u64;
                         scratch_peak = scratch_peak.max(used);
                     }

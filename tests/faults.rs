@@ -66,8 +66,7 @@ fn a_kernel_whose_shutdown_hangs_still_dies_with_its_launcher() {
     let mut r = sekexe(&s, ["run", "--", "sh", "-c", "echo up; sleep 1000"]).spawn();
     r.read_until(b"up\n");
     let kernel = kernel_pid(&s, r.pid()).expect("the kernel process");
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(kernel, libc::SIGSTOP) };
+    kill(kernel, libc::SIGSTOP);
     r.signal(libc::SIGKILL);
     let _ = r.child.wait();
     assert_processes_gone_within_2s(&s, "a stopped kernel outlived its launcher");
@@ -92,8 +91,7 @@ fn the_kernel_killed_or_crashing_from_outside() {
             .spawn();
         r.read_until(b"up\n");
         let kernel = kernel_pid(&s, r.pid()).expect("the kernel process");
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(kernel, sig) };
+        kill(kernel, sig);
         let out = r.finish();
         assert_fails_with_one_of(&out, causes);
         s.assert_clean();

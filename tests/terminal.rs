@@ -139,8 +139,7 @@ fn the_terminal_is_restored_after_kill_term_of_the_launcher() {
     t.wait_text("READY");
     let pids = launcher_pids(&s);
     assert_eq!(pids.len(), 1, "{pids:?}");
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(pids[0], libc::SIGTERM) };
+    kill(pids[0], libc::SIGTERM);
     assert_eq!(wait_done(&t, &dir), 143);
     drop(t);
     s.assert_clean();
@@ -277,8 +276,7 @@ fn a_hung_guest_is_ended_after_a_timeout() {
     // Freeze the whole kernel: it can no longer answer anything.
     for p in s.leftover_processes() {
         let pid: i32 = p.split(':').next().unwrap().parse().unwrap();
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        kill(pid, libc::SIGSTOP);
     }
     let out = r.finish();
     assert_eq!(out.code, 124, "{out:?}");

@@ -201,11 +201,9 @@ impl Channel {
             }
             let mut fds = [rustix::event::PollFd::new(&self.fd, events)];
             let left = deadline - now;
-            let ts = rustix::event::Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            };
-            let _ = rustix::event::poll(&mut fds, Some(&ts));
+            // A timeout too large for a timespec waits for ever.
+            let ts = rustix::event::Timespec::try_from(left).ok();
+            let _ = rustix::event::poll(&mut fds, ts.as_ref());
             self.flush_some();
             self.read_some();
         }
@@ -226,11 +224,9 @@ impl Channel {
             }
             let mut fds = [rustix::event::PollFd::new(&self.fd, events)];
             let left = deadline - now;
-            let ts = rustix::event::Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            };
-            match rustix::event::poll(&mut fds, Some(&ts)) {
+            // A timeout too large for a timespec waits for ever.
+            let ts = rustix::event::Timespec::try_from(left).ok();
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(_) => break,
             }

@@ -2,8 +2,6 @@
 //! looks in /lib/modules/<release>, on the read-only host root. guest-init shows the former at
 //! the latter, so `modprobe loop` and the kernel's own module requests just work.
 
-use std::ffi::CString;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -176,17 +174,10 @@ pub fn ensure_filesystem(name: &str) -> Result<()> {
 /// finit_module: loads a module file without modprobe (which needs /lib/modules).
 fn load(ko: &Path) -> Result<()> {
     let f = std::fs::File::open(ko).with_context(|| format!("open {}", ko.display()))?;
-    let params = CString::new("").unwrap();
-    // SAFETY: finit_module reads the module from the open fd and the NUL-terminated (empty)
-    // parameter string; both outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e).with_context(|| format!("load {}", ko.display()));
-        }
+    match rustix::system::finit_module(&f, c"", 0) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("load {}", ko.display())),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -79,11 +79,8 @@ fn wait_until_none_left(signals: &SignalFd, limit: Duration) -> bool {
             signals,
             rustix::event::PollFlags::IN,
         )];
-        let ts = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: wait.as_nanos() as _,
-        };
-        let _ = rustix::event::poll(&mut fds, Some(&ts));
+        let ts = rustix::event::Timespec::try_from(wait).ok();
+        let _ = rustix::event::poll(&mut fds, ts.as_ref());
         crate::signals::drain(signals);
     }
 }

@@ -160,12 +160,9 @@ impl Relay {
                     fds.push(PollFd::new(fd, PollFlags::IN));
                 }
             }
-            let timeout = self.deadline().map(|d| {
+            let timeout = self.deadline().and_then(|d| {
                 let left = d.saturating_duration_since(Instant::now());
-                Timespec {
-                    tv_sec: left.as_secs() as _,
-                    tv_nsec: left.subsec_nanos() as _,
-                }
+                Timespec::try_from(left).ok()
             });
             if rustix::event::poll(&mut fds, timeout.as_ref()).is_err() {
                 return;

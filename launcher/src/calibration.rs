@@ -5,8 +5,6 @@
 //! host calibrates and guest-init reports the result (from BogoMIPS); later runs pass it on.
 //! The cache is keyed by the CPU model, so a home folder shared between machines stays right.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use crate::paths;
@@ -22,9 +20,7 @@ fn cache_files(run_base: &Path) -> Vec<PathBuf> {
         .lines()
         .find(|l| l.starts_with("model name"))
         .unwrap_or("unknown");
-    let mut h = DefaultHasher::new();
-    model.hash(&mut h);
-    let name = format!("lpj-{:016x}", h.finish());
+    let name = format!("lpj-{:016x}", crate::cachekey::key(&[model.as_bytes()]));
     paths::cache_dir()
         .map(|d| d.join("calibration").join(&name))
         .into_iter()

@@ -91,22 +91,29 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
         }
     };
 
-    match memory::choose_dir().and_then(|d| memory::check_room(&d, DEFAULT_MEM).map(|_| d)) {
-        Ok(dir) => {
-            if memory::is_tmpfs(&dir) {
-                r.line(
+    match crate::scratch::probe() {
+        Ok(how) => r.line(
+            Level::Ok,
+            "memory",
+            &format!("guest memory and the kernel's own files go in a private tmpfs bounded to --mem + 64 MiB ({how})"),
+        ),
+        Err(e) => {
+            r.line(Level::Warn, "memory", &format!("no private tmpfs for the kernel's files ({e:#}): the guest can fill the run folders' file system until sekexe notices"));
+            match memory::choose_dir()
+                .and_then(|d| memory::check_room(&d, DEFAULT_MEM).map(|_| d))
+            {
+                Ok(dir) if memory::is_tmpfs(&dir) => r.line(
                     Level::Ok,
                     "memory",
                     &format!(
-                        "guest memory goes in {} (tmpfs, exec-able, room for the default --mem)",
+                        "guest memory goes in {} instead (tmpfs, exec-able, room for the default --mem)",
                         dir.display()
                     ),
-                );
-            } else {
-                r.line(Level::Warn, "memory", &format!("guest memory goes in {}, which is not a tmpfs: guests run slower; set TMPDIR to a tmpfs such as /dev/shm", dir.display()));
+                ),
+                Ok(dir) => r.line(Level::Warn, "memory", &format!("guest memory goes in {} instead, which is not a tmpfs: guests run slower; set TMPDIR to a tmpfs such as /dev/shm", dir.display())),
+                Err(e) => r.line(Level::Fail, "memory", &format!("{e:#}")),
             }
         }
-        Err(e) => r.line(Level::Fail, "memory", &format!("{e:#}")),
     }
     match memory::choose_dir().and_then(|d| rundir::user_base(&d)) {
         Ok(base) => r.line(
@@ -123,8 +130,8 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
     }
 
     match sandbox::abi_version() {
-        Some(v) if v >= 1 => r.line(Level::Ok, "landlock", &format!("ABI {v}: the kernel process is confined to its run folder")),
-        _ => r.line(Level::Warn, "landlock", "not available on this host kernel: the guest is not confined to its run folder (needs Linux 5.13+ with landlock in the LSM list)"),
+        Some(v) if v >= 1 => r.line(Level::Ok, "landlock", &format!("ABI {v}: the kernel process may write only its scratch area and your rw volumes")),
+        _ => r.line(Level::Warn, "landlock", "not available on this host kernel: the guest can write wherever you can (needs Linux 5.13+ with landlock in the LSM list)"),
     }
 
     match crate::net::find_user_backend() {

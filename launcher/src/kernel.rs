@@ -1,7 +1,5 @@
 //! Finding the UML kernel and learning what it can do.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -170,20 +168,21 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
 /// A cache entry is keyed by the file's identity and modification time, so a rebuilt kernel
 /// at the same path is read again.
 fn cache_file(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
-    let mut h = DefaultHasher::new();
-    std::fs::canonicalize(path).ok()?.hash(&mut h);
-    (
+    let path = std::fs::canonicalize(path).ok()?;
+    let identity = [
         meta.dev(),
         meta.ino(),
         meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-    )
-        .hash(&mut h);
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+    ]
+    .map(u64::to_le_bytes);
+    let mut parts: Vec<&[u8]> = vec![path.as_os_str().as_encoded_bytes()];
+    parts.extend(identity.iter().map(|b| &b[..]));
     Some(
         paths::cache_dir()?
             .join("kconfig")
-            .join(format!("{:016x}", h.finish())),
+            .join(format!("{:016x}", crate::cachekey::key(&parts))),
     )
 }
 
@@ -222,11 +221,9 @@ fn show_config(path: &Path) -> Result<String> {
             &stdout,
             rustix::event::PollFlags::IN,
         )];
-        let ts = rustix::event::Timespec {
-            tv_sec: left.as_secs() as _,
-            tv_nsec: left.subsec_nanos() as _,
-        };
-        match rustix::event::poll(&mut fds, Some(&ts)) {
+        // A timeout too large for a timespec waits for ever.
+        let ts = rustix::event::Timespec::try_from(left).ok();
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(0) => {
                 break Err(anyhow!(
                     "{} --showconfig did not finish in 5 s: not a UML kernel?",

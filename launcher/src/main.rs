@@ -1,5 +1,6 @@
 //! sekexe: run a command in its own User Mode Linux kernel, without root or KVM.
 
+mod cachekey;
 mod calibration;
 mod cli;
 mod cmdline;

@@ -469,13 +469,10 @@ impl Drop for Network {
         for h in &mut self.helpers {
             // The helper's group, with any child it forked (slirp4netns does); vde_plug has
             // none and shares ours, so it gets a plain kill.
-            let pid = h.id() as i32;
-            if rustix::process::getpgid(rustix::process::Pid::from_raw(pid))
-                .map(|g| g.as_raw_nonzero().get())
-                == Ok(pid)
-            {
-                // SAFETY: kill has no memory preconditions; the group is the helper's own.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            if let Some(pid) = rustix::process::Pid::from_raw(h.id() as i32) {
+                if rustix::process::getpgid(Some(pid)) == Ok(pid) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
             }
             let _ = h.kill();
             let _ = h.wait();

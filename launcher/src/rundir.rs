@@ -235,8 +235,9 @@ fn kill_processes_using(folder: &Path) {
         let owner = entry.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         if owner == me && cmdline.windows(needle.len()).any(|w| w == needle) {
-            // SAFETY: kill has no memory preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 }

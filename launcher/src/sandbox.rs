@@ -293,7 +293,7 @@ impl ReadOnlyMounts {
             }
         };
         let null = std::ptr::null::<libc::c_char>();
-        // SAFETY (all calls below): unshare and mount take integer flags and NUL-terminated
+        // SAFETY: (all calls below) unshare and mount take integer flags and NUL-terminated
         // strings that live in `self` for the duration of the calls.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;

@@ -133,6 +133,16 @@ impl Scratch {
     }
 }
 
+/// Whether a private tmpfs can be made here (for `sekexe doctor`); the error says why not.
+pub fn probe() -> Result<&'static str> {
+    let options = tmpfs_options(MARGIN);
+    if rustix::process::geteuid().is_root() {
+        tmpfs(&options).map(|_| "made directly, as root")
+    } else {
+        in_user_namespace(&options).map(|_| "made in a user namespace")
+    }
+}
+
 /// The pure bound check: `Some(message)` past `mem` + [`WATCH_MARGIN`] bytes or
 /// [`WATCH_FILES`] files.
 pub fn overrun(usage: Usage, mem: u64) -> Option<String> {

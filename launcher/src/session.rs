@@ -282,7 +282,7 @@ impl Session {
     /// Runs until the kernel has exited (or was killed because the run was interrupted).
     pub fn run(&mut self) -> anyhow::Result<()> {
         if self.tty {
-            self.raw = RawMode::enter(std::io::stdin().as_fd())?;
+            self.raw = RawMode::enter()?;
         }
         loop {
             if self.uml.try_wait().is_some() {
@@ -351,12 +351,9 @@ impl Session {
         .into_iter()
         .flatten()
         .min();
-        let timeout = wake.map(|at| {
+        let timeout = wake.and_then(|at| {
             let left = at.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            }
+            Timespec::try_from(left).ok()
         });
         let stdin = std::io::stdin();
         let (chan, console, sig, input) = {
@@ -539,7 +536,7 @@ impl Session {
         );
         self.tty = true;
         if self.raw.is_none() {
-            match RawMode::enter(std::io::stdin().as_fd()) {
+            match RawMode::enter() {
                 Ok(raw) => self.raw = raw,
                 Err(e) => eprintln!("sekexe: cannot put the terminal in raw mode: {e:#}"),
             }
@@ -564,9 +561,12 @@ impl Session {
         if !self.output_open[index] {
             return;
         }
-        // SAFETY: fds 1 and 2 are open for the launcher's whole life (the borrow is local).
-        let fd = unsafe { BorrowedFd::borrow_raw(index as i32 + 1) };
-        if let Err(e) = write_all(fd, data) {
+        let result = if index == 0 {
+            write_all(std::io::stdout().as_fd(), data)
+        } else {
+            write_all(std::io::stderr().as_fd(), data)
+        };
+        if let Err(e) = result {
             self.output_open[index] = false;
             if e != rustix::io::Errno::PIPE {
                 let name = ["stdout", "stderr"][index];
@@ -621,12 +621,9 @@ impl Session {
             }
             // More right away (a full pipe, a file)? Gather it into one chunk.
             let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
-            let zero = Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let zero = Timespec::try_from(Duration::ZERO).ok();
             if len <= MAX_INLINE_STDIN
-                || !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+                || !matches!(rustix::event::poll(&mut fds, zero.as_ref()), Ok(1))
             {
                 break;
             }

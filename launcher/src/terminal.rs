@@ -1,14 +1,14 @@
 //! The host terminal: raw mode while attached to a guest terminal, restored on every way out
 //! (normal end, errors, signals, a panic), and its size for the guest.
 
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use rustix::termios::{self, OptionalActions, Termios};
 
-/// The settings to restore, also reachable from the panic hook.
-static SAVED: Mutex<Option<(RawFd, Termios)>> = Mutex::new(None);
+/// The settings of stdin's terminal to restore, also reachable from the panic hook.
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
 
 /// Raw mode on a terminal for as long as this lives.
 pub struct RawMode {
@@ -16,15 +16,17 @@ pub struct RawMode {
 }
 
 impl RawMode {
-    /// Puts `fd` in raw mode if it is a terminal; `None` when it is not.
-    pub fn enter(fd: BorrowedFd<'_>) -> Result<Option<RawMode>> {
+    /// Puts stdin's terminal in raw mode if it is one; `None` when it is not.
+    pub fn enter() -> Result<Option<RawMode>> {
+        let stdin = std::io::stdin();
+        let fd = stdin.as_fd();
         if !termios::isatty(fd) {
             return Ok(None);
         }
         let saved = termios::tcgetattr(fd).context("read the terminal settings")?;
         let mut raw = saved.clone();
         raw.make_raw();
-        *SAVED.lock().unwrap() = Some((std::os::fd::AsRawFd::as_raw_fd(&fd), saved));
+        *SAVED.lock().unwrap() = Some(saved);
         termios::tcsetattr(fd, OptionalActions::Drain, &raw).context("set raw mode")?;
         Ok(Some(RawMode { _private: () }))
     }
@@ -38,10 +40,8 @@ impl Drop for RawMode {
 
 /// Puts the terminal back as it was, if raw mode is on.
 pub fn restore() {
-    if let Some((fd, saved)) = SAVED.lock().map(|mut s| s.take()).unwrap_or(None) {
-        // SAFETY: the fd is stdin, open for the launcher's whole life.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let _ = termios::tcsetattr(fd, OptionalActions::Now, &saved);
+    if let Some(saved) = SAVED.lock().map(|mut s| s.take()).unwrap_or(None) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), OptionalActions::Now, &saved);
     }
 }
 

@@ -46,7 +46,7 @@ pub fn test_kernel() -> Option<OsString> {
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// A private TMPDIR on tmpfs for one test, owned by the user the test runs sekexe as.
@@ -72,7 +72,7 @@ impl Scratch {
             .tempdir_in("/dev/shm")
             .expect("tempdir in /dev/shm");
         // SAFETY: geteuid has no preconditions.
-        let uid = user.unwrap_or_else(|| unsafe { libc::geteuid() });
+        let uid = user.unwrap_or_else(|| rustix::process::geteuid().as_raw());
         if user.is_some() && is_root() {
             chown(dir.path(), uid);
         }
@@ -140,11 +140,21 @@ impl Scratch {
     }
 }
 
+/// Sends signal `sig` to process `pid`, or to process group `-pid` when negative; a process
+/// that is already gone is not an error.
+pub fn kill(pid: i32, sig: i32) {
+    let signal = rustix::process::Signal::from_named_raw(sig).expect("a named signal");
+    let target = rustix::process::Pid::from_raw(pid.abs()).expect("a pid");
+    let _ = if pid < 0 {
+        rustix::process::kill_process_group(target, signal)
+    } else {
+        rustix::process::kill_process(target, signal)
+    };
+}
+
 pub fn chown(path: &Path, uid: u32) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
-    let rc = unsafe { libc::chown(c.as_ptr(), uid, uid) };
-    assert_eq!(rc, 0, "chown {}", path.display());
+    std::os::unix::fs::chown(path, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }
 
 pub fn processes_mentioning(needle: &Path) -> Vec<String> {
@@ -245,7 +255,7 @@ where
         stdin: None,
         stdin_null: true,
         env: Vec::new(),
-        user: if scratch.uid != unsafe { libc::geteuid() } {
+        user: if scratch.uid != rustix::process::geteuid().as_raw() {
             Some(scratch.uid)
         } else {
             None
@@ -435,8 +445,7 @@ impl Running {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(self.pid(), sig) };
+        kill(self.pid(), sig);
     }
 
     /// Waits for the end, collecting the rest of the output.
@@ -469,8 +478,8 @@ fn wait_or_kill(child: &mut Child, deadline: Instant, args: &[OsString]) -> Exit
             return status;
         }
         if Instant::now() >= deadline {
-            // SAFETY: kill has no memory preconditions; the group is the child's own.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            // The group is the child's own.
+            kill(-(child.id() as i32), libc::SIGKILL);
             let _ = child.wait();
             panic!("sekexe {args:?} did not finish in time and was killed");
         }

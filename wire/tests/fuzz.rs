@@ -44,23 +44,29 @@ fn count(bytes: usize) {
     let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes)));
 }
 
+// SAFETY: every method forwards to the system allocator with the caller's own arguments, so
+// the GlobalAlloc contract holds as it does for System; counting touches only a thread-local.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
+        // SAFETY: the caller's arguments meet GlobalAlloc's contract, which System shares.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
+        // SAFETY: the caller's arguments meet GlobalAlloc's contract, which System shares.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size);
+        // SAFETY: the caller's arguments meet GlobalAlloc's contract, which System shares.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's arguments meet GlobalAlloc's contract, which System shares.
         unsafe { System.dealloc(ptr, layout) }
     }
 }

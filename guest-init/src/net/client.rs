@@ -191,11 +191,9 @@ impl PacketSocket {
                 &self.fd,
                 rustix::event::PollFlags::IN,
             )];
-            let ts = rustix::event::Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            };
-            let _ = rustix::event::poll(&mut fds, Some(&ts));
+            // A timeout too large for a timespec waits for ever.
+            let ts = rustix::event::Timespec::try_from(left).ok();
+            let _ = rustix::event::poll(&mut fds, ts.as_ref());
         }
     }
 }
