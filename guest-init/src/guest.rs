@@ -245,18 +245,12 @@ fn lpj_from_cpuinfo(text: &str) -> u64 {
 
 /// How the command ended, in words, for the debug shell's banner.
 fn describe(outcome: &Outcome, argv0: &[u8]) -> String {
-    let name = String::from_utf8_lossy(argv0);
+    let errno_text = |errno: i32| nix::errno::Errno::from_raw(errno).desc().to_string();
     match outcome {
-        Outcome::Exited(code) => format!("{name} exited with status {code}"),
-        Outcome::Signaled { signal, .. } => format!("{name} was killed by signal {signal}"),
-        Outcome::NotFound => format!("{name}: command not found"),
-        Outcome::CannotExecute { errno } => {
-            format!(
-                "{name}: cannot execute: {}",
-                nix::errno::Errno::from_raw(*errno).desc()
-            )
-        }
         Outcome::GuestFailed { message } => format!("guest-init failed: {message}"),
+        o => o
+            .describe(&String::from_utf8_lossy(argv0), errno_text)
+            .unwrap_or_default(),
     }
 }
 

@@ -248,3 +248,25 @@ pub fn set_hostname(name: &[u8]) -> Result<()> {
     }
     nix::unistd::sethostname(std::ffi::OsStr::from_bytes(name)).context("sethostname")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_folders_hidden_by_a_tmpfs_are_the_ones_the_launcher_knows() {
+        // The launcher warns about paths under these (a command or working directory the
+        // guest cannot see): the list it uses must be exactly the rows that hide the host.
+        let mut rows: Vec<&str> = super::EARLY
+            .iter()
+            .filter(|r| r.hides_host)
+            .map(|r| r.target)
+            .collect();
+        let mut shared = sekexe_wire::names::GUEST_TMPFS_DIRS.to_vec();
+        rows.sort();
+        shared.sort();
+        assert_eq!(rows, shared);
+        assert!(super::EARLY
+            .iter()
+            .filter(|r| r.hides_host)
+            .all(|r| r.fstype == "tmpfs"));
+    }
+}

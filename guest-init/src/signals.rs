@@ -22,20 +22,10 @@ pub fn drain(fd: &SignalFd) -> Vec<i32> {
     got
 }
 
-/// Signals sent to PID 1 that it passes on to the command, as tini and docker-init do: the
-/// ones that ask a program to stop or act. Faults, job control, SIGPIPE (guest-init's own) and
-/// SIGCHLD are not the command's business.
+/// Signals sent to PID 1 that it passes on to the command (the list both sides share, see
+/// `sekexe_wire::signals`).
 pub fn forwarded_to_command(signo: i32) -> bool {
-    [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ]
-    .iter()
-    .any(|s| *s as i32 == signo)
+    u8::try_from(signo).is_ok_and(|n| sekexe_wire::signals::FORWARDED.contains(&n))
 }
 
 /// Runs `f` with no signal blocked, for std's posix_spawn, which leaves the child the
@@ -72,4 +62,20 @@ fn pending() -> SigSet {
     }
     // SAFETY: initialised by the successful sigpending above, so it holds only valid signals.
     unsafe { SigSet::from_sigset_t_unchecked(set.assume_init()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal::*;
+
+    #[test]
+    fn pid_1_passes_on_the_shared_list() {
+        for sig in [SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM] {
+            assert!(super::forwarded_to_command(sig as i32), "{sig}");
+        }
+        for sig in [SIGCHLD, SIGPIPE, SIGSEGV, SIGTSTP, SIGKILL, SIGWINCH] {
+            assert!(!super::forwarded_to_command(sig as i32), "{sig}");
+        }
+        assert!(!super::forwarded_to_command(1 << 20));
+    }
 }

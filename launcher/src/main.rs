@@ -25,6 +25,7 @@ mod signals;
 mod terminal;
 mod uml;
 mod units;
+mod verdict;
 
 use std::sync::OnceLock;
 use std::time::Instant;

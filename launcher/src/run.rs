@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use sekexe_wire::{ExitCode, Net, Outcome, Overlay, Request, Volume};
+use sekexe_wire::{Net, Overlay, Request, Volume};
 
 use crate::cli::RunArgs;
 use crate::cmdline::{self, BootParams};
@@ -15,9 +15,11 @@ use crate::net::{self, Forwarder, Network};
 use crate::overlaydir::OverlayDir;
 use crate::sandbox::{Plan, Sandbox};
 use crate::scratch::Scratch;
-use crate::session::{Interruption, Io, Options, Session};
+use crate::session::{Io, Options, Session};
 use crate::uml::{self, Spawn, Uml};
-use crate::{calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units};
+use crate::{
+    calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units, verdict,
+};
 
 /// How many kernel console lines a failure report shows.
 const CONSOLE_TAIL: usize = 20;
@@ -188,7 +190,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         print_timeline(&session);
     }
     if cfg.keep {
-        run_dir.keep();
+        run_dir.keep(session.status.as_ref().and_then(|s| s.as_ref().ok()));
         eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
     }
     Ok(code)
@@ -244,17 +246,17 @@ fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
     let net = match (&cfg.net.mode, &cfg.net.static_ip) {
         (net::Mode::None, _) => Net::None,
         (_, Some(s)) => Net::Static {
-            address: s.address.octets(),
+            address: s.address,
             prefix: s.prefix,
-            gateway: s.gateway.map(|g| g.octets()),
-            dns: s.dns.iter().map(|d| d.octets()).collect(),
+            gateway: s.gateway,
+            dns: s.dns.clone(),
         },
         // The legacy slirp speaks SLIP, without DHCP: the original sekexe's addresses.
         (net::Mode::Slirp(_), None) => Net::Static {
-            address: [10, 0, 2, 15],
+            address: std::net::Ipv4Addr::new(10, 0, 2, 15),
             prefix: 24,
-            gateway: Some([10, 0, 2, 2]),
-            dns: vec![[10, 0, 2, 3]],
+            gateway: Some(std::net::Ipv4Addr::new(10, 0, 2, 2)),
+            dns: vec![std::net::Ipv4Addr::new(10, 0, 2, 3)],
         },
         (_, None) => Net::Dhcp,
     };
@@ -315,91 +317,44 @@ fn conclude(
     failure: &Failure,
 ) -> u8 {
     let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
-    match &session.interruption {
-        Some(Interruption::Signal(sig)) => {
-            eprintln!(
-                "sekexe: stopped by {} before the guest finished",
-                sig.as_str()
-            );
-            return sekexe_wire::exit::for_signal(*sig as i32 as u8);
-        }
-        Some(Interruption::Unresponsive) => {
-            guest_failure(
-                session,
-                failure,
-                "the guest stopped responding after --timeout; its kernel was killed",
-            );
-            return ExitCode::TimedOut.code();
-        }
-        Some(Interruption::Setup(e)) => {
-            eprintln!("sekexe: {e}");
-            return ExitCode::Failed.code();
-        }
-        Some(Interruption::Protocol(e)) => {
-            guest_failure(session, failure, &format!("the run was stopped: {e}"));
-            return ExitCode::Failed.code();
-        }
-        Some(Interruption::Hostile(e)) => {
-            guest_failure(session, failure, e);
-            return ExitCode::Failed.code();
-        }
-        None => {}
-    }
-    let status = session.status.clone().transpose();
-    if let Ok(Some(s)) = &status {
-        if s.lpj > 0 {
-            calibration::remember(s.lpj, failure.base);
-        }
-    }
-    if session.timed_out {
-        return ExitCode::TimedOut.code();
-    }
-    match status {
-        Ok(Some(status)) => match status.outcome {
-            Outcome::Exited(code) => code,
-            o @ Outcome::Signaled { .. } => o.exit_code(),
-            Outcome::NotFound => {
-                eprintln!("sekexe: {argv0}: command not found");
-                ExitCode::NotFound.code()
+    if session.interruption.is_none() {
+        if let Some(Ok(s)) = &session.status {
+            if s.lpj > 0 {
+                calibration::remember(s.lpj, failure.base);
             }
-            Outcome::CannotExecute { errno } => {
-                let err = nix::errno::Errno::from_raw(errno).desc();
-                eprintln!("sekexe: {argv0}: cannot execute: {err}");
-                ExitCode::CannotExecute.code()
-            }
-            Outcome::GuestFailed { message } => {
-                guest_failure(session, failure, &format!("the guest failed: {message}"));
-                ExitCode::Failed.code()
-            }
-        },
-        Ok(None) => {
-            let kernel = session.uml.try_wait();
-            let why = if !run_dir.path().is_dir() {
-                format!(
-                    "the run folder {} was removed during the run",
-                    run_dir.path().display()
-                )
-            } else {
-                let memory_dir = failure.memory_dir.display().to_string();
-                diagnose::cause(&session.console.text(), kernel, &memory_dir).unwrap_or_else(|| {
-                    let how = kernel
-                        .map(uml::describe)
-                        .unwrap_or_else(|| "was stopped".into());
-                    format!("the kernel {how}")
-                })
-            };
-            guest_failure(
-                session,
-                failure,
-                &format!("the guest ended without reporting the command's status: {why}"),
-            );
-            ExitCode::Failed.code()
-        }
-        Err(e) => {
-            guest_failure(session, failure, &e);
-            ExitCode::Failed.code()
         }
     }
+    let verdict = verdict::decide(&verdict::Ending {
+        interruption: session.interruption.as_ref(),
+        status: session.status.as_ref(),
+        timed_out: session.timed_out,
+        command: &argv0,
+    });
+    let mut message = verdict.message.unwrap_or_default();
+    if verdict.unreported {
+        let kernel = session.uml.try_wait();
+        let why = if !run_dir.path().is_dir() {
+            format!(
+                "the run folder {} was removed during the run",
+                run_dir.path().display()
+            )
+        } else {
+            let memory_dir = failure.memory_dir.display().to_string();
+            diagnose::cause(&session.console.text(), kernel, &memory_dir).unwrap_or_else(|| {
+                let how = kernel
+                    .map(uml::describe)
+                    .unwrap_or_else(|| "was stopped".into());
+                format!("the kernel {how}")
+            })
+        };
+        message = format!("{message}: {why}");
+    }
+    if verdict.show_console {
+        guest_failure(session, failure, &message);
+    } else if !message.is_empty() {
+        eprintln!("sekexe: {message}");
+    }
+    verdict.code
 }
 
 fn guest_failure(session: &Session, failure: &Failure, message: &str) {

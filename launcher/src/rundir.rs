@@ -19,7 +19,7 @@ use crate::units;
 use anyhow::{bail, Context, Result};
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use sekexe_wire::names::REQUEST_FILE;
-use sekexe_wire::Request;
+use sekexe_wire::{Request, Status};
 
 const LOCK_FILE: &str = "lock";
 /// Run folders are `run-XXXXXXXX`; while being set up, `.new-XXXXXXXX`.
@@ -27,6 +27,8 @@ const RUN_PREFIX: &str = "run-";
 const NEW_PREFIX: &str = ".new-";
 /// Marks a folder kept with `--keep`, which stale-folder removal leaves alone.
 const KEPT_FILE: &str = "kept";
+/// In a kept folder: the status record as the launcher received it on the channel.
+const STATUS_FILE: &str = "status";
 /// The user-mode network helper's sockets and log (it may write there, the kernel may not).
 const NET_DIR: &str = "net";
 
@@ -203,10 +205,14 @@ impl RunDir {
             .collect()
     }
 
-    /// Keeps the folder after the run (`--keep`).
-    pub fn keep(&mut self) {
+    /// Keeps the folder after the run (`--keep`), with the launcher's copy of the status
+    /// record the guest sent, for whoever looks into it.
+    pub fn keep(&mut self, status: Option<&Status>) {
         self.keep = true;
         let _ = self.files.create(KEPT_FILE, b"");
+        if let Some(status) = status {
+            let _ = self.files.create(STATUS_FILE, &status.encode());
+        }
     }
 }
 

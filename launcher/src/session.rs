@@ -687,7 +687,7 @@ impl Session {
                 Signal::SIGINT | Signal::SIGTERM if self.stopping.is_some() => {
                     self.interruption = Some(Interruption::Signal(sig));
                 }
-                s if signals::FORWARDED.contains(&s) => {
+                s if signals::forwarded(s) => {
                     if matches!(s, Signal::SIGINT | Signal::SIGTERM) {
                         self.stopping = Some((s, Instant::now()));
                     }

@@ -5,20 +5,15 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-/// Signals forwarded to the command in stream mode.
-pub const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
+/// Whether `sig` is passed on to the command (the list both sides share).
+pub fn forwarded(sig: Signal) -> bool {
+    sekexe_wire::signals::FORWARDED.contains(&(sig as i32 as u8))
+}
 
 pub fn block() -> Result<SignalFd> {
     let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
+    for &n in sekexe_wire::signals::FORWARDED {
+        set.add(Signal::try_from(i32::from(n)).context("a forwarded signal")?);
     }
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGWINCH);
@@ -35,4 +30,20 @@ pub fn drain(fd: &SignalFd) -> Vec<Signal> {
         }
     }
     got
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal;
+
+    #[test]
+    fn the_shared_numbers_are_the_signals_meant() {
+        use Signal::*;
+        let named: Vec<Signal> = sekexe_wire::signals::FORWARDED
+            .iter()
+            .map(|&n| Signal::try_from(i32::from(n)).unwrap())
+            .collect();
+        assert_eq!(named, [SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM]);
+        assert!(super::forwarded(SIGTERM) && !super::forwarded(SIGWINCH));
+    }
 }

@@ -13,6 +13,31 @@
 //! the guest (guest-init returns `ChannelCredit` as it reads), sends only small stdin chunks
 //! inline, and hands bulk stdin over as files in the exchange folder (`StdinFile`), which
 //! hostfs reads fast.
+//!
+//! The sequence of a run (guest frames left, host frames right; the launcher sends nothing
+//! before `Hello`, since the guest tty is not raw until then):
+//!
+//! ```text
+//! guest-init                                launcher
+//!   Hello ---------------------------------->  (may now write)
+//!   Log* ----------------------------------->  shown with --debug
+//!        <---------------------------------- NetReady      (only with port forwards; the
+//!                                                           guest waits for it)
+//!   Started -------------------------------->  the command runs
+//!   Stdout / Stderr ------------------------>  written to the launcher's stdout / stderr
+//!        <---------------------------------- Stdin / StdinFile{seq,len} ... StdinEof
+//!   StdinCredit(n) ------------------------->  n stdin bytes consumed: more may go, and
+//!                                               stdin files they cover are removed
+//!   StdinClosed ---------------------------->  the command closed stdin: stop reading ours
+//!   ChannelCredit(n) ----------------------->  n channel bytes read (host window: 2 KiB)
+//!        <---------------------------------- Signal(n) / Winsize / CloseStdout / CloseStderr
+//!   DebugShell(why) ------------------------>  --debug-shell: a shell's streams follow
+//!   Status(record) ------------------------->  how the command ended (exactly once)
+//!   End ------------------------------------>  all output sent, writes synced: the launcher
+//!        <---------------------------------- EndAck        may kill the kernel now
+//!        <---------------------------------- Shutdown      at any time: --timeout's last
+//!                                                           step, a second Ctrl-C
+//! ```
 
 use std::fmt;
 

@@ -26,10 +26,10 @@ pub const CHANNEL_CONSOLE: u32 = 1;
 /// The guest device of that console.
 pub const CHANNEL_TTY: &str = "/dev/tty1";
 
-/// PATH for `--clear-env`, and for looking up commands when the environment has none.
 /// Where Debian's UML kernel package keeps each release's modules (the launcher checks for
-/// them; guest-init shows them at /lib/modules/<release>).
+/// them; guest-init shows them at `/lib/modules/<release>`).
 pub const UML_MODULES_DIR: &str = "/usr/lib/uml/modules";
+/// PATH for `--clear-env`, and for looking up commands when the environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Encodes a host path for the kernel command line: the command line splits on spaces and

@@ -3,6 +3,7 @@
 //! which is limited to 4096 bytes and mangles spaces, dots and quotes.
 
 use crate::codec::{DecodeError, Decoder, Encoder};
+use std::net::Ipv4Addr;
 
 const MAGIC: &[u8] = b"SEKEXERQ";
 /// Bumped whenever a field changes; launcher and guest-init must come from the same build.
@@ -18,10 +19,10 @@ pub enum Net {
     Dhcp,
     /// `--ip ADDR/PREFIX [--gateway ADDR] [--dns ADDR]`.
     Static {
-        address: [u8; 4],
+        address: Ipv4Addr,
         prefix: u8,
-        gateway: Option<[u8; 4]>,
-        dns: Vec<[u8; 4]>,
+        gateway: Option<Ipv4Addr>,
+        dns: Vec<Ipv4Addr>,
     },
 }
 
@@ -126,11 +127,13 @@ impl Request {
                 gateway,
                 dns,
             } => {
+                let gateway = gateway.map(|g| g.octets());
+                let dns: Vec<[u8; 4]> = dns.iter().map(Ipv4Addr::octets).collect();
                 e.u8(2)
-                    .bytes(address)
+                    .bytes(&address.octets())
                     .u8(*prefix)
                     .bytes(gateway.as_ref().map_or(&[][..], |g| &g[..]));
-                e.list(dns)
+                e.list(&dns)
             }
         };
         e.bool(self.wait_for_network).bool(self.measure_lpj);
@@ -181,7 +184,9 @@ impl Request {
                 1 => Net::Dhcp,
                 2 => {
                     let ip4 = |b: Vec<u8>| {
-                        <[u8; 4]>::try_from(b).map_err(|_| DecodeError::BadValue("net"))
+                        <[u8; 4]>::try_from(b)
+                            .map(Ipv4Addr::from)
+                            .map_err(|_| DecodeError::BadValue("net"))
                     };
                     let address = ip4(d.bytes("net address")?)?;
                     let prefix = d.u8("net prefix")?;
@@ -299,10 +304,10 @@ mod tests {
                 },
             ],
             net: Net::Static {
-                address: [10, 0, 2, 15],
+                address: Ipv4Addr::new(10, 0, 2, 15),
                 prefix: 24,
-                gateway: Some([10, 0, 2, 2]),
-                dns: vec![[10, 0, 2, 3], [1, 1, 1, 1]],
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                dns: vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
             },
             wait_for_network: true,
             measure_lpj: true,

@@ -27,6 +27,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How the command `command` ended, in the words every side prints; `errno_text` names an
+    /// errno (this crate has no libc to ask). `None` for a guest failure, whose message is
+    /// its own wording.
+    pub fn describe(&self, command: &str, errno_text: impl Fn(i32) -> String) -> Option<String> {
+        Some(match self {
+            Outcome::Exited(code) => format!("{command} exited with status {code}"),
+            Outcome::Signaled { signal, .. } => format!("{command} was killed by signal {signal}"),
+            Outcome::NotFound => format!("{command}: command not found"),
+            Outcome::CannotExecute { errno } => {
+                format!("{command}: cannot execute: {}", errno_text(*errno))
+            }
+            Outcome::GuestFailed { .. } => return None,
+        })
+    }
+
     /// The launcher's exit status for this outcome.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -153,6 +168,27 @@ mod tests {
                 message: "mount /proc: EPERM".into(),
             },
         ]
+    }
+
+    #[test]
+    fn every_outcome_has_one_wording() {
+        let errno = |e: i32| format!("errno {e}");
+        let words: Vec<Option<String>> = all_outcomes()
+            .iter()
+            .map(|o| o.describe("cmd", errno))
+            .collect();
+        assert_eq!(
+            words,
+            [
+                Some("cmd exited with status 0".to_string()),
+                Some("cmd exited with status 255".to_string()),
+                Some("cmd was killed by signal 9".to_string()),
+                Some("cmd was killed by signal 11".to_string()),
+                Some("cmd: command not found".to_string()),
+                Some("cmd: cannot execute: errno 13".to_string()),
+                None,
+            ]
+        );
     }
 
     #[test]

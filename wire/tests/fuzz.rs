@@ -240,10 +240,10 @@ fn net() -> impl Strategy<Value = Net> {
             vec(any::<[u8; 4]>(), 0..4)
         )
             .prop_map(|(address, prefix, gateway, dns)| Net::Static {
-                address,
+                address: address.into(),
                 prefix,
-                gateway,
-                dns
+                gateway: gateway.map(Into::into),
+                dns: dns.into_iter().map(Into::into).collect(),
             }),
     ]
 }

@@ -5,7 +5,6 @@ mod client;
 mod dhcp;
 mod link;
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -54,10 +53,10 @@ pub fn setup(req: &Request, log: &mut Log) -> Result<()> {
         } => {
             let iface = find_iface()?;
             let lease = dhcp::Lease {
-                address: Ipv4Addr::from(*address),
+                address: *address,
                 prefix: *prefix,
-                router: gateway.map(Ipv4Addr::from),
-                dns: dns.iter().map(|d| Ipv4Addr::from(*d)).collect(),
+                router: *gateway,
+                dns: dns.clone(),
                 domain: None,
                 mtu: None,
                 server: None,
