@@ -1,7 +1,14 @@
 //! The launcher's event loop while the guest runs: the command's three streams, the kernel
 //! console, signals, and the end-of-run handshake, all in one single-threaded poll loop.
+//!
+//! Its parts with rules of their own live beside it, each unit-tested without a kernel: the
+//! framed channel and its credits (`channel`), the stdin pump and its pacing (`stdin`), and the
+//! `--timeout` steps (`clock`).
 
-use std::collections::VecDeque;
+mod channel;
+mod clock;
+mod stdin;
+
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -9,8 +16,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use rustix::event::{PollFd, PollFlags, Timespec};
-use sekexe_wire::frame::{stdin_file_name, CHANNEL_WINDOW, MAX_INLINE_STDIN, MAX_PAYLOAD};
+use sekexe_wire::frame::{CHANNEL_WINDOW, MAX_INLINE_STDIN};
 use sekexe_wire::{GuestFrame, HostFrame, Status};
+
+use channel::HostChannel;
+use clock::{Action, TimeoutClock};
+use stdin::{StdinPump, STDIN_CHUNK};
 
 use crate::config::Timeout;
 use crate::console::Console;
@@ -21,27 +32,11 @@ use crate::signals;
 use crate::terminal::RawMode;
 use crate::uml::Uml;
 
-/// Stdin is read in chunks of up to this much; a chunk over MAX_INLINE_STDIN becomes a file.
-const STDIN_CHUNK: usize = 1 << 20;
-/// At most this much stdin is in flight to the guest before it reports it consumed.
-const STDIN_WINDOW: usize = 4 * STDIN_CHUNK;
-/// After a timeout's SIGKILL and shutdown request, a guest that has not ended by then is
-/// considered hung, and its kernel is killed.
-const UNRESPONSIVE_WAIT: Duration = Duration::from_secs(5);
 /// After a SIGINT or SIGTERM has been passed on, how long the command gets to end before the
 /// kernel is killed: a guest that ignores it cannot keep the launcher.
 const STOP_WAIT: Duration = Duration::from_secs(4);
 /// How often the kernel's scratch area is measured.
 const SCRATCH_CHECK: Duration = Duration::from_millis(250);
-
-/// The steps of `--timeout`, each at its own time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimeoutStage {
-    Armed,
-    Terminated,
-    Killed,
-    Done,
-}
 
 /// When each step of the run was seen on the host.
 #[derive(Debug, Default, Clone, Copy)]
@@ -91,30 +86,15 @@ pub enum Interruption {
 }
 
 pub struct Session {
-    chan: OwnedFd,
-    chan_open: bool,
-    out: Vec<u8>,
-    /// Channel bytes written but not yet read by guest-init (see CHANNEL_WINDOW).
-    unacked: usize,
-    /// Where stdin chunks too large to go inline are left for the guest.
-    files: Files,
-    next_stdin_file: u32,
-    /// Stdin files not yet consumed: their number and where they end in the stdin stream.
-    stdin_files: VecDeque<(u32, u64)>,
-    /// Stdin bytes sent, and stdin bytes the guest has credited, since the stream began.
-    stdin_sent: u64,
-    stdin_credited: u64,
+    chan: HostChannel,
+    stdin: StdinPump,
+    clock: TimeoutClock,
     scratch: Scratch,
     next_scratch_check: Instant,
     /// The guest's status record, once it has sent one (or why it could not be decoded).
     pub status: Option<Result<Status, String>>,
-    inbuf: Vec<u8>,
     console_fd: Option<OwnedFd>,
     pub console: Console,
-    stdin_open: bool,
-    /// stdin reached its end (as opposed to the guest no longer wanting it).
-    stdin_ended: bool,
-    in_flight: usize,
     output_open: [bool; 2],
     signals: SignalFd,
     pub uml: Uml,
@@ -123,8 +103,6 @@ pub struct Session {
     /// When the first SIGINT/SIGTERM was forwarded: a second one, or STOP_WAIT, ends the run.
     stopping: Option<(Signal, Instant)>,
     pub interruption: Option<Interruption>,
-    timeout: Option<Timeout>,
-    timeout_stage: TimeoutStage,
     tty: bool,
     /// The host terminal in raw mode, while a guest terminal is attached.
     raw: Option<RawMode>,
@@ -149,24 +127,14 @@ impl Session {
             forwarder,
         } = options;
         Session {
-            chan,
-            chan_open: true,
-            out: Vec::new(),
-            unacked: 0,
-            files,
-            next_stdin_file: 0,
-            stdin_files: VecDeque::new(),
-            stdin_sent: 0,
-            stdin_credited: 0,
+            chan: HostChannel::new(chan),
+            stdin: StdinPump::new(files),
+            clock: TimeoutClock::new(timeout, spawned),
             scratch,
             next_scratch_check: spawned,
             status: None,
-            inbuf: Vec::new(),
             console_fd: Some(console_fd),
             console: Console::new(debug),
-            stdin_open: true,
-            stdin_ended: false,
-            in_flight: 0,
             output_open: [true, true],
             signals,
             uml,
@@ -177,8 +145,6 @@ impl Session {
             debug,
             stopping: None,
             interruption: None,
-            timeout,
-            timeout_stage: TimeoutStage::Armed,
             tty,
             raw: None,
             forwarder,
@@ -204,52 +170,33 @@ impl Session {
         }
     }
 
-    /// When the next `--timeout` step is due.
-    fn timeout_deadline(&self) -> Option<Instant> {
-        let t = self.timeout?;
-        let start = self.events.spawned?;
-        match self.timeout_stage {
-            TimeoutStage::Armed => Some(start + t.after),
-            TimeoutStage::Terminated => Some(start + t.after + t.kill_after),
-            TimeoutStage::Killed => Some(start + t.after + t.kill_after + UNRESPONSIVE_WAIT),
-            TimeoutStage::Done => None,
-        }
-    }
-
-    /// Takes the `--timeout` steps that are due: SIGTERM, then SIGKILL and shutdown, then
+    /// Takes the `--timeout` step that is due: SIGTERM, then SIGKILL and shutdown, then
     /// killing an unresponsive kernel.
     fn check_timeout(&mut self) {
-        let Some(deadline) = self.timeout_deadline() else {
+        let Some(action) = self.clock.due(Instant::now()) else {
             return;
         };
-        if Instant::now() < deadline {
+        let Some(t) = self.clock.timeout() else {
             return;
-        }
-        let t = self.timeout.unwrap();
-        match self.timeout_stage {
-            TimeoutStage::Armed => {
+        };
+        match action {
+            Action::Terminate => {
                 self.timed_out = true;
                 eprintln!(
                     "sekexe: --timeout {} expired: sending the command SIGTERM",
                     crate::units::format_duration(t.after)
                 );
                 self.send(HostFrame::Signal(Signal::SIGTERM as i32 as u8));
-                self.timeout_stage = TimeoutStage::Terminated;
             }
-            TimeoutStage::Terminated => {
+            Action::Kill => {
                 eprintln!(
                     "sekexe: the command outlived --kill-after {}: killing it and stopping the guest",
                     crate::units::format_duration(t.kill_after)
                 );
                 self.send(HostFrame::Signal(Signal::SIGKILL as i32 as u8));
                 self.send(HostFrame::Shutdown);
-                self.timeout_stage = TimeoutStage::Killed;
             }
-            TimeoutStage::Killed => {
-                self.interruption = Some(Interruption::Unresponsive);
-                self.timeout_stage = TimeoutStage::Done;
-            }
-            TimeoutStage::Done => {}
+            Action::GiveUp => self.interruption = Some(Interruption::Unresponsive),
         }
     }
 
@@ -331,16 +278,15 @@ impl Session {
         // With port forwards, the guest waits for NetReady before anything else.
         let want_stdin = hello
             && self.forwarder.is_none()
-            && self.stdin_open
+            && self.stdin.wants_input()
             && self.events.end.is_none()
-            && self.out.len() < CHANNEL_WINDOW
-            && self.in_flight + STDIN_CHUNK <= STDIN_WINDOW;
+            && self.chan.queued() < CHANNEL_WINDOW;
         let mut chan_events = PollFlags::IN;
-        if hello && !self.out.is_empty() && self.unacked < CHANNEL_WINDOW {
+        if self.chan.wants_write() {
             chan_events |= PollFlags::OUT;
         }
         let wake = [
-            self.timeout_deadline(),
+            self.clock.next_due(),
             Some(self.next_scratch_check),
             self.stopping.map(|(_, at)| at + STOP_WAIT),
             // The forwarder waits for slirp4netns's API socket to appear.
@@ -359,9 +305,9 @@ impl Session {
         let (chan, console, sig, input) = {
             let mut fds: Vec<PollFd> = Vec::with_capacity(4);
             let mut slots = [usize::MAX; 4];
-            if self.chan_open {
+            if self.chan.is_open() {
                 slots[0] = fds.len();
-                fds.push(PollFd::new(&self.chan, chan_events));
+                fds.push(PollFd::new(self.chan.fd(), chan_events));
             }
             if let Some(fd) = &self.console_fd {
                 slots[1] = fds.len();
@@ -406,98 +352,43 @@ impl Session {
     }
 
     fn send(&mut self, frame: HostFrame<'_>) {
-        frame.encode_into(&mut self.out);
+        self.chan.send(frame);
     }
 
-    /// Writes queued frames, never blocking and never more than the guest has room for;
-    /// nothing goes out before the guest's Hello (the channel tty is not raw until then, and
-    /// would echo it back).
     fn flush_channel(&mut self) {
-        if self.events.hello.is_none() {
-            return;
-        }
-        while !self.out.is_empty() && self.chan_open && self.unacked < CHANNEL_WINDOW {
-            let room = (CHANNEL_WINDOW - self.unacked).min(self.out.len());
-            match rustix::io::write(&self.chan, &self.out[..room]) {
-                Ok(n) => {
-                    self.out.drain(..n);
-                    self.unacked += n;
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(_) => {
-                    self.out.clear();
-                    break;
-                }
-            }
-        }
+        self.chan.flush();
     }
 
+    /// Reads what the guest sent and handles every complete frame.
     fn read_channel(&mut self) {
-        let mut buf = vec![0u8; 4 * MAX_PAYLOAD];
-        loop {
-            if !self.chan_open {
+        while self.chan.read() {
+            let buf = self.chan.take_input();
+            let (used, result) = channel::each_frame(&buf, |f| self.handle_frame(f));
+            self.chan.put_back(&buf[used..]);
+            if let Err(e) = result {
+                self.interruption = Some(Interruption::Protocol(format!(
+                    "the guest sent a malformed frame ({e})"
+                )));
+                self.chan.close();
                 return;
             }
-            match rustix::io::read(&self.chan, &mut buf) {
-                Ok(0) => self.chan_open = false,
-                Ok(n) => {
-                    self.inbuf.extend_from_slice(&buf[..n]);
-                    self.handle_frames();
-                    if n < buf.len() {
-                        return;
-                    }
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(_) => self.chan_open = false,
-            }
         }
-    }
-
-    fn handle_frames(&mut self) {
-        let buf = std::mem::take(&mut self.inbuf);
-        let mut pos = 0;
-        loop {
-            match GuestFrame::parse(&buf[pos..]) {
-                Ok(Some((frame, used))) => {
-                    self.handle_frame(frame);
-                    pos += used;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.interruption = Some(Interruption::Protocol(format!(
-                        "the guest sent a malformed frame ({e})"
-                    )));
-                    self.chan_open = false;
-                    return;
-                }
-            }
-        }
-        let mut buf = buf;
-        buf.drain(..pos);
-        self.inbuf = buf;
     }
 
     fn handle_frame(&mut self, frame: GuestFrame<'_>) {
         match frame {
             GuestFrame::Hello => {
                 self.events.hello.get_or_insert_with(Instant::now);
+                self.chan.set_ready();
             }
             GuestFrame::Started => {
                 self.events.started.get_or_insert_with(Instant::now);
             }
             GuestFrame::Stdout(data) => self.write_output(0, data),
             GuestFrame::Stderr(data) => self.write_output(1, data),
-            GuestFrame::StdinCredit(n) => {
-                self.in_flight = self.in_flight.saturating_sub(n as usize);
-                self.stdin_credited += u64::from(n);
-                self.remove_consumed_stdin_files();
-            }
-            GuestFrame::StdinClosed => self.stdin_open = false,
-            GuestFrame::ChannelCredit(n) => {
-                self.unacked = self.unacked.saturating_sub(n as usize);
-            }
+            GuestFrame::StdinCredit(n) => self.stdin.credit(n),
+            GuestFrame::StdinClosed => self.stdin.closed_by_guest(),
+            GuestFrame::ChannelCredit(n) => self.chan.credit(n),
             GuestFrame::Log(line) => {
                 if self.debug {
                     let mut msg = b"[init] ".to_vec();
@@ -544,13 +435,7 @@ impl Session {
         if let Some((rows, cols)) = crate::terminal::size() {
             self.send(HostFrame::Winsize { rows, cols });
         }
-        self.in_flight = 0;
-        // The command is gone: what it did not read never will be.
-        while let Some((seq, _)) = self.stdin_files.pop_front() {
-            self.files.remove(&stdin_file_name(seq));
-        }
-        self.stdin_credited = self.stdin_sent;
-        self.stdin_open = !self.stdin_ended;
+        self.stdin.restart();
         self.output_open = [true, true];
     }
 
@@ -628,51 +513,18 @@ impl Session {
                 break;
             }
         }
-        if len > 0 {
-            self.in_flight += len;
-            self.stdin_sent += len as u64;
-            if len <= MAX_INLINE_STDIN {
-                self.send(HostFrame::Stdin(&buf[..len]));
-            } else if let Err(e) = self.send_stdin_file(&buf[..len]) {
-                // The command would see a stdin cut short: end the run rather than lose data.
-                self.interruption = Some(Interruption::Hostile(format!(
-                    "cannot pass stdin to the guest: {e:#}"
-                )));
-                return;
-            }
+        let chan = &mut self.chan;
+        if let Err(e) = self.stdin.pass(&buf[..len], &mut |f| chan.send(f)) {
+            // The command would see a stdin cut short: end the run rather than lose data.
+            self.interruption = Some(Interruption::Hostile(format!(
+                "cannot pass stdin to the guest: {e:#}"
+            )));
+            return;
         }
         if eof {
-            self.stdin_eof();
+            let chan = &mut self.chan;
+            self.stdin.end(&mut |f| chan.send(f));
         }
-    }
-
-    fn send_stdin_file(&mut self, data: &[u8]) -> anyhow::Result<()> {
-        let seq = self.next_stdin_file;
-        self.files.create(&stdin_file_name(seq), data)?;
-        self.next_stdin_file += 1;
-        self.stdin_files.push_back((seq, self.stdin_sent));
-        self.send(HostFrame::StdinFile {
-            seq,
-            len: data.len() as u32,
-        });
-        Ok(())
-    }
-
-    /// Removes the stdin files the guest's credits cover: it has read them.
-    fn remove_consumed_stdin_files(&mut self) {
-        while let Some(&(seq, end)) = self.stdin_files.front() {
-            if end > self.stdin_credited {
-                break;
-            }
-            self.files.remove(&stdin_file_name(seq));
-            self.stdin_files.pop_front();
-        }
-    }
-
-    fn stdin_eof(&mut self) {
-        self.stdin_open = false;
-        self.stdin_ended = true;
-        self.send(HostFrame::StdinEof);
     }
 
     fn handle_signals(&mut self) {

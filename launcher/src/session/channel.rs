@@ -1,0 +1,273 @@
+//! The launcher's end of the framed channel: the mirror of guest-init's `channel`. Frames to
+//! the guest are queued and written without blocking, never before the guest's `Hello` (its tty
+//! is not raw until then and would echo them back) and never more than [`CHANNEL_WINDOW`] bytes
+//! beyond what guest-init has credited as read. Bytes from the guest are gathered and cut into
+//! frames.
+
+use std::os::fd::OwnedFd;
+
+use sekexe_wire::frame::{CHANNEL_WINDOW, MAX_PAYLOAD};
+use sekexe_wire::{FrameError, GuestFrame, HostFrame};
+
+pub struct HostChannel {
+    fd: OwnedFd,
+    open: bool,
+    /// The guest said Hello: writing may start.
+    ready: bool,
+    out: Vec<u8>,
+    /// Bytes written but not yet credited by guest-init.
+    unacked: usize,
+    input: Vec<u8>,
+}
+
+impl HostChannel {
+    /// Wraps the launcher's end of the channel socket (non-blocking).
+    pub fn new(fd: OwnedFd) -> HostChannel {
+        HostChannel {
+            fd,
+            open: true,
+            ready: false,
+            out: Vec::new(),
+            unacked: 0,
+            input: Vec::new(),
+        }
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The guest's Hello arrived: queued frames may go out.
+    pub fn set_ready(&mut self) {
+        self.ready = true;
+    }
+
+    pub fn send(&mut self, frame: HostFrame<'_>) {
+        frame.encode_into(&mut self.out);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether a write could make progress now (for poll's OUT interest).
+    pub fn wants_write(&self) -> bool {
+        self.ready && self.open && !self.out.is_empty() && self.unacked < CHANNEL_WINDOW
+    }
+
+    /// guest-init has read `n` more bytes.
+    pub fn credit(&mut self, n: u32) {
+        self.unacked = self.unacked.saturating_sub(n as usize);
+    }
+
+    /// Writes what the window allows, never blocking.
+    pub fn flush(&mut self) {
+        if !self.ready {
+            return;
+        }
+        while !self.out.is_empty() && self.open && self.unacked < CHANNEL_WINDOW {
+            let room = (CHANNEL_WINDOW - self.unacked).min(self.out.len());
+            match rustix::io::write(&self.fd, &self.out[..room]) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                    self.unacked += n;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    self.out.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has into the input buffer; `true` when something arrived.
+    pub fn read(&mut self) -> bool {
+        let mut buf = vec![0u8; 4 * MAX_PAYLOAD];
+        let mut got = false;
+        while self.open {
+            match rustix::io::read(&self.fd, &mut buf) {
+                Ok(0) => self.open = false,
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    got = true;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => self.open = false,
+            }
+        }
+        got
+    }
+
+    /// Takes the bytes read so far, to be cut with [`each_frame`].
+    pub fn take_input(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input)
+    }
+
+    /// Puts back the unused end of what [`take_input`](Self::take_input) gave.
+    pub fn put_back(&mut self, rest: &[u8]) {
+        let later = std::mem::take(&mut self.input);
+        self.input = rest.to_vec();
+        self.input.extend_from_slice(&later);
+    }
+
+    /// Stops reading and writing: after a malformed frame nothing from the guest is trusted.
+    pub fn close(&mut self) {
+        self.open = false;
+    }
+}
+
+/// Hands each complete frame at the front of `buf` to `handle`; returns the bytes used, and
+/// the error that stopped it, if any.
+pub fn each_frame(
+    buf: &[u8],
+    mut handle: impl FnMut(GuestFrame<'_>),
+) -> (usize, Result<(), FrameError>) {
+    let mut pos = 0;
+    loop {
+        match GuestFrame::parse(&buf[pos..]) {
+            Ok(Some((frame, used))) => {
+                handle(frame);
+                pos += used;
+            }
+            Ok(None) => return (pos, Ok(())),
+            Err(e) => return (pos, Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    fn pair() -> (HostChannel, OwnedFd) {
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        (HostChannel::new(ours), theirs)
+    }
+
+    fn read_all(fd: &OwnedFd) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = rustix::io::read(fd, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    #[test]
+    fn nothing_goes_out_before_hello() {
+        let (mut c, guest) = pair();
+        c.send(HostFrame::StdinEof);
+        assert!(!c.wants_write());
+        c.flush();
+        assert!(read_all(&guest).is_empty());
+        c.set_ready();
+        assert!(c.wants_write());
+        c.flush();
+        let mut expected = Vec::new();
+        HostFrame::StdinEof.encode_into(&mut expected);
+        assert_eq!(read_all(&guest), expected);
+    }
+
+    #[test]
+    fn never_more_than_the_window_beyond_the_credits() {
+        let (mut c, guest) = pair();
+        c.set_ready();
+        let data = [7u8; 1000];
+        for _ in 0..10 {
+            c.send(HostFrame::Stdin(&data));
+        }
+        let total = c.queued();
+        c.flush();
+        let mut unread = read_all(&guest).len();
+        assert_eq!(unread, CHANNEL_WINDOW);
+        assert!(!c.wants_write(), "the window is full");
+        c.flush();
+        assert!(read_all(&guest).is_empty(), "no credit, nothing more");
+        // The guest credits what it read, in pieces: each credit lets exactly as much more go.
+        let mut seen = unread;
+        while seen < total {
+            let credit = unread.min(700);
+            c.credit(credit as u32);
+            unread -= credit;
+            c.flush();
+            let got = read_all(&guest).len();
+            assert!(got <= credit, "credit {credit}, sent {got}");
+            unread += got;
+            assert!(unread <= CHANNEL_WINDOW);
+            seen += got;
+        }
+        assert_eq!(c.queued(), 0);
+    }
+
+    #[test]
+    fn frames_cut_at_any_byte_are_put_back_together() {
+        let (mut c, guest) = pair();
+        let mut bytes = Vec::new();
+        for f in [
+            GuestFrame::Hello,
+            GuestFrame::Stdout(b"hello"),
+            GuestFrame::StdinCredit(42),
+            GuestFrame::End,
+        ] {
+            f.encode_into(&mut bytes);
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for byte in &bytes {
+            rustix::io::write(&guest, std::slice::from_ref(byte)).unwrap();
+            assert!(c.read());
+            let buf = c.take_input();
+            let (used, result) = each_frame(&buf, |f| seen.push(format!("{f:?}")));
+            result.unwrap();
+            c.put_back(&buf[used..]);
+        }
+        assert_eq!(
+            seen,
+            [
+                "Hello",
+                "Stdout([104, 101, 108, 108, 111])",
+                "StdinCredit(42)",
+                "End"
+            ]
+        );
+    }
+
+    #[test]
+    fn frames_before_a_malformed_one_are_handled() {
+        let mut bytes = Vec::new();
+        GuestFrame::Hello.encode_into(&mut bytes);
+        bytes.extend_from_slice(&[0xff, 0, 0, 0, 0]);
+        let mut n = 0;
+        let (used, result) = each_frame(&bytes, |_| n += 1);
+        assert_eq!((n, used), (1, 5));
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn the_end_of_the_socket_closes_the_channel() {
+        let (mut c, guest) = pair();
+        drop(guest);
+        c.read();
+        assert!(!c.is_open());
+    }
+}
