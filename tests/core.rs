@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 
 use sekexe_tests::*;
 
-fn run(scratch: &Scratch, args: &[&str]) -> Output {
-    sekexe(scratch, args).run()
-}
-
 /// Bytes that are hard to pass through shells and kernel command lines.
 fn awkward_args() -> Vec<Vec<u8>> {
     vec![
@@ -208,7 +204,13 @@ fn stdin_is_forwarded_with_its_end() {
     let started = Instant::now();
     let out = run(&s, &["run", "--", "cat"]);
     assert_eq!(out.ok(), "");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    // A boot and a cat, under a loaded test run; a lost end of stdin hangs until the
+    // builder's 90 s timeout instead.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     s.assert_clean();
 }
 
@@ -410,7 +412,13 @@ fn zombies_are_reaped_and_leftovers_terminated() {
         ],
     );
     assert_eq!(out.ok(), "started\n");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    // guest-init kills what ignores SIGTERM after a short grace; a leftover that kept the
+    // guest alive would hold it for 1000 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     s.assert_clean();
 }
 
@@ -564,7 +572,9 @@ fn an_unprivileged_user_cannot_write_to_the_host_either() {
         ],
     )
     .run();
-    assert_ne!(out.code, 0);
+    // The shell's own failure to create the file (2), not a failed boot (125).
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr_str().contains("cannot create"), "{out:?}");
     assert_eq!(std::fs::read(&target).unwrap(), b"original\n");
 }
 
@@ -584,54 +594,6 @@ fn a_run_as_another_guest_user() {
         ],
     );
     assert_eq!(out.ok(), "1234\n5678\n5678\n");
-}
-
-#[test]
-fn bad_input_is_one_line_and_125() {
-    let s = Scratch::new();
-    let not_executable = s.file("data", b"just data");
-    let script = s.file("script", b"#!/bin/sh\necho hi\n");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    const NOT_EXECUTABLE: &str = "@data";
-    const SCRIPT: &str = "@script";
-    let cases: &[(&[&str], &str)] = &[
-        (&["run", "--mem", "lots", "--", "true"], "--mem"),
-        (&["run", "--mem", "4M", "--", "true"], "too small"),
-        (
-            &["run", "--kernel", "/no/such/kernel", "--", "true"],
-            "user-mode-linux",
-        ),
-        (
-            &["run", "--kernel", NOT_EXECUTABLE, "--", "true"],
-            "not executable",
-        ),
-        (&["run", "--kernel", SCRIPT, "--", "true"], "not an ELF"),
-        (
-            &["run", "--kernel", "/bin/true", "--", "true"],
-            "not a User Mode Linux kernel",
-        ),
-        (&["run", "--kernel", "/usr", "--", "true"], "directory"),
-        (&["run", "--user", "nosuchuser", "--", "true"], "--user"),
-        (&["run", "--no-such-option"], "--no-such-option"),
-    ];
-    for (args, needle) in cases {
-        let args: Vec<&str> = args
-            .iter()
-            .map(|a| match *a {
-                NOT_EXECUTABLE => not_executable.to_str().unwrap(),
-                SCRIPT => script.to_str().unwrap(),
-                a => a,
-            })
-            .collect();
-        let out = run(&s, &args);
-        let err = out.stderr_str();
-        assert_eq!(out.code, 125, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        if !args.contains(&"--no-such-option") {
-            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        }
-    }
-    s.assert_clean();
 }
 
 #[test]

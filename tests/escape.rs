@@ -4,7 +4,7 @@
 //! and reduced capabilities add to it).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use sekexe_tests::*;
@@ -65,28 +65,6 @@ impl Victim {
         }
         entries.sort();
         Snapshot(entries)
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// The host users to attack as.
-fn users() -> Vec<Option<u32>> {
-    if is_root() {
-        vec![Some(NOBODY), None]
-    } else {
-        vec![None]
     }
 }
 
@@ -503,6 +481,45 @@ fn the_guest_cannot_make_the_host_hold_more_than_its_memory() {
     ) {
         assert_eq!(out.code, 0, "{out:?}");
         assert_eq!(out.stdout_str(), "dd=1\ntouch=1\n", "{out:?}");
+    }
+}
+
+#[test]
+fn without_a_private_tmpfs_the_bound_is_watched() {
+    // Promise: where no private tmpfs can be made (forced here), the kernel's files go to a
+    // folder of the run folder, sekexe says so, and it still ends a guest that fills it,
+    // within a second of the bound, with 125 naming the limit.
+    const MEM_MIB: u64 = 128;
+    for user in users() {
+        let s = Scratch::for_user(user);
+        let run = sekexe(
+            &s,
+            [
+                "run",
+                "--mem",
+                &format!("{MEM_MIB}M"),
+                "--",
+                "sh",
+                "-c",
+                "mkdir -p /tmp/s && mount -t hostfs none /tmp/s -o /proc/self/cwd || exit 90
+                 dd if=/dev/zero of=/tmp/s/big bs=1M count=10240; exit 0",
+            ],
+        )
+        .env("SEKEXE_SCRATCH", "folder")
+        .timeout(Duration::from_secs(60))
+        .spawn();
+        let (out, _, base_peak) = watch_host_usage(&s, run);
+        let err = out.stderr_str();
+        assert_eq!(out.code, 125, "{out:?}");
+        assert!(err.contains("no private tmpfs"), "{out:?}");
+        assert!(err.contains("over the limit of --mem + 32 MiB"), "{out:?}");
+        // Checked 4 times a second: what a guest writes in a quarter second past the bound,
+        // not the 10 GiB it asked for.
+        assert!(
+            base_peak < (MEM_MIB + 32 + 512) << 20,
+            "the run folders reached {base_peak} bytes"
+        );
+        s.assert_clean();
     }
 }
 

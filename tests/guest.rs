@@ -8,11 +8,6 @@ use std::time::Duration;
 
 use sekexe_tests::*;
 
-/// The unprivileged user where there is one to switch to.
-fn unprivileged() -> Scratch {
-    Scratch::for_user(if is_root() { Some(NOBODY) } else { None })
-}
-
 /// A tiny root file system: static busybox and its applets, the folders a guest needs, and a
 /// command that exists only there. Readable by everyone.
 fn busybox_root(dir: &Path) -> PathBuf {

@@ -39,10 +39,6 @@ fn kernel_check_passes_on_the_kernel_under_test() {
     assert!(text.contains("slow"), "{text}");
 }
 
-fn run(s: &Scratch, args: &[&str]) -> Output {
-    sekexe(s, args).run()
-}
-
 #[test]
 fn kernel_check_refuses_what_is_not_a_kernel() {
     let s = Scratch::new();

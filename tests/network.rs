@@ -10,10 +10,6 @@ use std::time::Duration;
 
 use sekexe_tests::*;
 
-fn unprivileged() -> Scratch {
-    Scratch::for_user(if is_root() { Some(NOBODY) } else { None })
-}
-
 /// A TCP server on the host's loopback that answers each connection with its input reversed.
 fn tcp_echo() -> (u16, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

@@ -47,22 +47,7 @@ fn v1(log: &mut Log) -> Result<()> {
     mount("tmpfs", ROOT, "tmpfs", flags(), c"mode=0755")
         .context("mount tmpfs on /sys/fs/cgroup")?;
     let table = std::fs::read_to_string("/proc/cgroups").context("read /proc/cgroups")?;
-    let mut controllers: Vec<String> = table
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 4 && f[3] == "1").then(|| f[0].to_string())
-        })
-        .collect();
-    let mut hierarchies: Vec<Vec<String>> = Vec::new();
-    for group in JOINED {
-        if group.iter().all(|c| controllers.iter().any(|x| x == c)) {
-            controllers.retain(|c| !group.contains(&c.as_str()));
-            hierarchies.push(group.iter().map(|s| s.to_string()).collect());
-        }
-    }
-    hierarchies.extend(controllers.into_iter().map(|c| vec![c]));
+    let hierarchies = v1_hierarchies(&table);
     let mut mounted = Vec::new();
     for h in &hierarchies {
         let name = h.join(",");
@@ -85,10 +70,46 @@ fn v1(log: &mut Log) -> Result<()> {
     Ok(())
 }
 
+/// The v1 hierarchies to mount, from /proc/cgroups's text: the enabled controllers, the
+/// JOINED ones together when the kernel has all of their members, each other one alone.
+fn v1_hierarchies(proc_cgroups: &str) -> Vec<Vec<String>> {
+    let mut controllers: Vec<String> = proc_cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4 && f[3] == "1").then(|| f[0].to_string())
+        })
+        .collect();
+    let mut hierarchies: Vec<Vec<String>> = Vec::new();
+    for group in JOINED {
+        if group.iter().all(|c| controllers.iter().any(|x| x == c)) {
+            controllers.retain(|c| !group.contains(&c.as_str()));
+            hierarchies.push(group.iter().map(|s| s.to_string()).collect());
+        }
+    }
+    hierarchies.extend(controllers.into_iter().map(|c| vec![c]));
+    hierarchies
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
-    fn joined_hierarchies_are_the_ones_docker_expects() {
-        assert!(super::JOINED.contains(&&["cpu", "cpuacct"][..]));
+    fn v1_hierarchies_are_the_ones_docker_expects() {
+        // /proc/cgroups as a UML kernel prints it (net_prio missing, pids disabled).
+        let table = "#subsys_name\thierarchy\tnum_cgroups\tenabled
+cpuset\t0\t1\t1
+cpu\t0\t1\t1
+cpuacct\t0\t1\t1
+memory\t0\t1\t1
+net_cls\t0\t1\t1
+pids\t0\t1\t0
+";
+        let names: Vec<String> = super::v1_hierarchies(table)
+            .iter()
+            .map(|h| h.join(","))
+            .collect();
+        // cpu and cpuacct share one; net_cls stays alone without net_prio; pids is off.
+        assert_eq!(names, ["cpu,cpuacct", "cpuset", "memory", "net_cls"]);
     }
 }

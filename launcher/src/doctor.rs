@@ -92,10 +92,10 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
     };
 
     match crate::scratch::probe() {
-        Ok(how) => r.line(
+        Ok(()) => r.line(
             Level::Ok,
             "memory",
-            &format!("guest memory and the kernel's own files go in a private tmpfs bounded to --mem + 64 MiB ({how})"),
+            "guest memory and the kernel's own files go in a private tmpfs bounded to --mem + 64 MiB",
         ),
         Err(e) => {
             r.line(Level::Warn, "memory", &format!("no private tmpfs for the kernel's files ({e:#}): the guest can fill the run folders' file system until sekexe notices"));

@@ -16,7 +16,7 @@ use crate::overlaydir::OverlayDir;
 use crate::sandbox::{Plan, Sandbox};
 use crate::scratch::Scratch;
 use crate::session::{Io, Options, Session};
-use crate::uml::{self, Spawn, Uml};
+use crate::uml::{self, KernelCwd, Spawn, Uml};
 use crate::{
     calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units, verdict,
 };
@@ -55,6 +55,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let scratch = Scratch::create(cfg.mem, run_dir.path())?;
     if scratch.host_folder().is_some() {
         memory::check_room(&memory_dir, cfg.mem)?;
+    }
+    if let Some(w) = &scratch.warning {
+        eprintln!("sekexe: warning: {w}");
     }
     // Disks go on the kernel command line, which cannot carry spaces, ',' or ':': link them
     // from the run folder under plain names.
@@ -143,7 +146,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         channel: theirs,
         console: console_w,
         memory_dir: &memory_dir_for_kernel,
-        cwd: scratch.fd(),
+        cwd: match scratch.host_folder() {
+            Some(folder) => KernelCwd::Path(folder),
+            None => KernelCwd::Fd(scratch.fd()),
+        },
         extra_fds: {
             let mut fds = std::mem::take(&mut network.fds);
             fds.append(&mut network.kernel_keeps);

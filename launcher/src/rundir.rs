@@ -94,9 +94,14 @@ impl Files {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::RUSR | Mode::WUSR,
         )
-        .with_context(|| match rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => format!("create {name} in the run folder: something is there already, which only a hostile guest could have put there"),
-            Err(_) => format!("create {name} in the run folder"),
+        .with_context(|| {
+            if rustix::fs::fstat(&self.dir).is_ok_and(|st| st.st_nlink == 0) {
+                format!("create {name} in the run folder: the folder was removed during the run")
+            } else if rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                format!("create {name} in the run folder: something is there already, which only a hostile guest could have put there")
+            } else {
+                format!("create {name} in the run folder")
+            }
         })?;
         write_all(fd.as_fd(), data)
             .with_context(|| format!("write {name} in the run folder (is TMPDIR full?)"))

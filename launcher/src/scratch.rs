@@ -51,6 +51,8 @@ pub struct Scratch {
     mem: u64,
     /// The host folder, when the area is not a private tmpfs.
     host_folder: Option<PathBuf>,
+    /// What the user should know when it is not (printed once the run is sure to start).
+    pub warning: Option<String>,
 }
 
 /// How full the area is.
@@ -62,18 +64,20 @@ pub struct Usage {
 
 impl Scratch {
     /// Makes the area for a guest of `mem` bytes; `run_dir` holds the fallback folder.
+    /// `SEKEXE_SCRATCH=folder` asks for the fallback (to test it; it only weakens the bound).
     pub fn create(mem: u64, run_dir: &Path) -> Result<Scratch> {
         let options = tmpfs_options(mem + MARGIN);
-        let made = if rustix::process::geteuid().is_root() {
-            tmpfs(&options)
+        let made = if std::env::var_os("SEKEXE_SCRATCH").is_some_and(|v| v == "folder") {
+            Err(anyhow!("SEKEXE_SCRATCH=folder"))
         } else {
-            in_user_namespace(&options)
+            private_tmpfs(&options)
         };
         match made {
             Ok(root) => Ok(Scratch {
                 dir: reopen(&root)?,
                 mem,
                 host_folder: None,
+                warning: None,
             }),
             Err(e) => {
                 let folder = run_dir.join("kernel");
@@ -85,14 +89,15 @@ impl Scratch {
                     Mode::empty(),
                 )
                 .with_context(|| format!("open {}", units::shown(&folder)))?;
-                eprintln!(
-                    "sekexe: warning: no private tmpfs for the kernel's files ({e:#}); they go to {}, where the guest could fill the host's memory or disk until sekexe notices (it checks 4 times a second)",
+                let warning = format!(
+                    "no private tmpfs for the kernel's files ({e:#}); they go to {}, where the guest could fill the host's memory or disk until sekexe notices (it checks 4 times a second)",
                     units::shown(&folder)
                 );
                 Ok(Scratch {
                     dir,
                     mem,
                     host_folder: Some(folder),
+                    warning: Some(warning),
                 })
             }
         }
@@ -134,13 +139,19 @@ impl Scratch {
 }
 
 /// Whether a private tmpfs can be made here (for `sekexe doctor`); the error says why not.
-pub fn probe() -> Result<&'static str> {
-    let options = tmpfs_options(MARGIN);
+pub fn probe() -> Result<()> {
+    private_tmpfs(&tmpfs_options(MARGIN)).map(drop)
+}
+
+/// A private tmpfs: directly where this process may mount (root with CAP_SYS_ADMIN), else in
+/// a user namespace (any user, root in a container without CAP_SYS_ADMIN included).
+fn private_tmpfs(options: &[(&'static str, String)]) -> Result<OwnedFd> {
     if rustix::process::geteuid().is_root() {
-        tmpfs(&options).map(|_| "made directly, as root")
-    } else {
-        in_user_namespace(&options).map(|_| "made in a user namespace")
+        if let Ok(fd) = tmpfs(options) {
+            return Ok(fd);
+        }
     }
+    in_user_namespace(options)
 }
 
 /// The pure bound check: `Some(message)` past `mem` + [`WATCH_MARGIN`] bytes or

@@ -25,12 +25,21 @@ pub struct Spawn<'a> {
     pub console: OwnedFd,
     /// Where UML maps guest memory from (its TMPDIR), as the kernel process names it.
     pub memory_dir: &'a std::ffi::OsStr,
-    /// The kernel's working directory: its scratch area, entered by fd (it has no path).
-    pub cwd: BorrowedFd<'a>,
+    /// The kernel's working directory: its scratch area.
+    pub cwd: KernelCwd<'a>,
     /// More fds for the kernel (network transports), placed at CHANNEL_FD + 1 on.
     pub extra_fds: Vec<OwnedFd>,
     /// Confinement, applied last before exec.
     pub sandbox: Sandbox,
+}
+
+/// Where the kernel process works, entered after its sandbox is in place (a mount namespace
+/// re-binds a host folder, so it must be entered by path then).
+pub enum KernelCwd<'a> {
+    /// A private tmpfs, which has no path.
+    Fd(BorrowedFd<'a>),
+    /// A host folder.
+    Path(&'a Path),
 }
 
 pub struct Uml {
@@ -50,7 +59,16 @@ impl Uml {
         let channel = high(&s.channel)?;
         let extra_fds = s.extra_fds.iter().map(high).collect::<Result<Vec<_>>>()?;
         let channel_fd = channel.as_raw_fd();
-        let cwd_fd = s.cwd.as_raw_fd();
+        let (cwd_fd, cwd_path) = match s.cwd {
+            KernelCwd::Fd(fd) => (fd.as_raw_fd(), None),
+            KernelCwd::Path(p) => (
+                -1,
+                Some(
+                    std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                        .context("a NUL in the scratch folder's path")?,
+                ),
+            ),
+        };
         let mut sandbox = s.sandbox;
         let extra: Vec<i32> = extra_fds.iter().map(|f| f.as_raw_fd()).collect();
         let first_free = CHANNEL_FD + 1 + extra.len() as i32;
@@ -69,8 +87,8 @@ impl Uml {
             .stderr(Stdio::from(s.console));
         // SAFETY: runs in the forked child before exec. The launcher is single-threaded, so no
         // lock can be held by another thread; the closure makes async-signal-safe calls
-        // (sigprocmask, signal, prctl, setrlimit, fchdir, dup2, fcntl, getppid, close_range,
-        // _exit),
+        // (sigprocmask, signal, prctl, setrlimit, dup2, fcntl, getppid, close_range, _exit,
+        // chdir or fchdir),
         // then applies the sandbox, whose few allocations are safe for that reason.
         unsafe {
             cmd.pre_exec(move || {
@@ -93,9 +111,6 @@ impl Uml {
                     rlim_max: 0,
                 };
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                if libc::fchdir(cwd_fd) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
                 if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -112,7 +127,15 @@ impl Uml {
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
-                sandbox.apply()
+                sandbox.apply()?;
+                let entered = match &cwd_path {
+                    Some(path) => libc::chdir(path.as_ptr()),
+                    None => libc::fchdir(cwd_fd),
+                };
+                if entered != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         let child = cmd

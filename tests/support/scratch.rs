@@ -1,0 +1,171 @@
+//! Where a test's runs happen: a private TMPDIR per test, the host users it runs as, and
+//! files and folders the guest can see.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+/// Part of a test could not run here (it needs root to switch users): says so loudly, and
+/// fails under CI, which must run everything.
+pub fn skipped(what: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what}: CI runs the whole suite, as root");
+    }
+    eprintln!("SKIP: {what} (run the suite as root for it)");
+}
+
+/// The host users a test runs as: the unprivileged one and root when the suite runs as root,
+/// else only the current user (and the root half is reported skipped).
+pub fn users() -> Vec<Option<u32>> {
+    if is_root() {
+        vec![Some(NOBODY), None]
+    } else {
+        skipped("the same checks as host root");
+        vec![None]
+    }
+}
+
+/// A scratch folder for the unprivileged user: nobody when the suite runs as root, else the
+/// current user (who is unprivileged then).
+pub fn unprivileged() -> Scratch {
+    Scratch::for_user(if is_root() { Some(NOBODY) } else { None })
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    rustix::process::geteuid().is_root()
+}
+
+/// A private TMPDIR on tmpfs for one test, owned by the user the test runs sekexe as.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    pub(crate) uid: u32,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch::for_user(None)
+    }
+
+    pub fn for_user(user: Option<u32>) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("sekexe-test-")
+            .tempdir_in("/dev/shm")
+            .expect("tempdir in /dev/shm");
+        // SAFETY: geteuid has no preconditions.
+        let uid = user.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        if user.is_some() && is_root() {
+            chown(dir.path(), uid);
+        }
+        Scratch { dir, uid }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A file in the scratch folder with these contents, readable by the test user.
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, contents).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if is_root() {
+            chown(&p, self.uid);
+        }
+        p
+    }
+
+    /// sekexe's per-user folder inside this TMPDIR.
+    pub fn user_base(&self) -> PathBuf {
+        self.path().join(format!("sekexe-{}", self.uid))
+    }
+
+    /// Run folders left in this TMPDIR.
+    pub fn leftover_runs(&self) -> Vec<String> {
+        match std::fs::read_dir(self.user_base()) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("run-"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Host processes whose command line mentions this TMPDIR (kernels and helpers of runs
+    /// made here).
+    pub fn leftover_processes(&self) -> Vec<String> {
+        processes_mentioning(self.path())
+    }
+
+    /// Asserts that no run folder and no process is left, waiting up to 3 s for processes
+    /// that are already dying.
+    pub fn assert_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let procs = self.leftover_processes();
+            if procs.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "processes left behind: {procs:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            self.leftover_runs(),
+            Vec::<String>::new(),
+            "run folders left behind"
+        );
+    }
+}
+
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// Writes an executable script (for SEKEXE_INIT, a fake kernel...) into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A folder the guest sees at the same path from the very start of boot (not under /dev,
+/// /tmp, /run or /var/tmp, which the guest covers): for init scripts and victim files.
+pub fn guest_visible_dir(prefix: &str) -> tempfile::TempDir {
+    let base = workspace().join("target/test-visible");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Every path beneath `dir` (itself first), not following links.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
