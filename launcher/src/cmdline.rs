@@ -40,6 +40,39 @@ pub struct BootParams<'a> {
     pub extra: &'a [String],
 }
 
+/// Kernel parameters sekexe sets itself, and the option to use instead.
+pub const OWN_PARAMS: &[(&str, &str)] = &[
+    ("mem", "--mem"),
+    ("init", "SEKEXE_INIT"),
+    ("con", "nothing: sekexe needs its consoles"),
+    ("con0", "nothing: sekexe needs its consoles"),
+    ("con1", "nothing: sekexe needs its consoles"),
+    ("umid", "nothing: each run has its own"),
+    ("uml_dir", "nothing: each run has its own"),
+    ("root", "--root"),
+    ("rootfstype", "--root"),
+    ("rootflags", "--root"),
+    (
+        sekexe_wire::names::EXCHANGE_PARAM,
+        "nothing: it is sekexe's own",
+    ),
+];
+
+/// Words of ours that `--kernel-arg` may add to or override (its words come after ours):
+/// tuning, not what sekexe relies on. Block and network devices may be added too.
+#[cfg(test)]
+const USER_MAY_SET: &[&str] = &[
+    "ssl",
+    "noreboot",
+    "ro",
+    "quiet",
+    "loglevel",
+    "lpj",
+    "dummy.numdummies",
+    "initcall_blacklist",
+    DEBUG_SHELL_PARAM,
+];
+
 /// The guest device of the block device at `index` (ubd0 is /dev/ubda).
 pub fn disk_device(index: usize) -> String {
     format!("ubd{}", (b'a' + index as u8) as char)
@@ -51,7 +84,7 @@ pub const MAX_DISKS: usize = 16;
 /// Renders the command line as UML's argv words.
 pub fn render(p: &BootParams) -> Result<Vec<String>> {
     let mut w: Vec<String> = Vec::new();
-    // Guest memory; UML maps it from an unlinked file in $TMPDIR.
+    // Guest memory; UML maps it from an unlinked file in $TMPDIR (its scratch tmpfs).
     w.push(format!("mem={}M", p.mem_mib));
     // No console may open an xterm or a host pty: silence them all first...
     w.push("con=null".into());
@@ -67,7 +100,7 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
     w.push("rootflags=/".into());
     w.push("ro".into());
     // Our own umid and private uml_dir: no clash with other runs, nothing in ~/.uml, and the
-    // mconsole socket lives in a 0700 folder.
+    // mconsole socket lives in the kernel's scratch tmpfs, which has no host path.
     w.push(format!("umid={}", p.umid));
     w.push(format!("uml_dir={}", word_path(p.uml_dir, "uml_dir")?));
     w.push(if p.verbose { "loglevel=7" } else { "quiet" }.into());
@@ -157,6 +190,31 @@ mod tests {
             net: &[],
             disks: &[],
             extra,
+        }
+    }
+
+    #[test]
+    fn every_word_of_ours_is_protected_or_meant_to_be_overridable() {
+        // A parameter added to render() that a --kernel-arg could silently break must be in
+        // OWN_PARAMS (refused with the option to use instead), or be tuning the user may set.
+        let disks = [(Path::new("/x/disk-0"), true)];
+        let net = ["vec0:transport=fd,fd=4".to_string()];
+        let mut p = params(&[], &["raid6_select_algo"]);
+        p.lpj = Some(4_000_000);
+        p.debug_shell = true;
+        p.verbose = true;
+        p.net = &net;
+        p.disks = &disks;
+        for word in render(&p).unwrap() {
+            let key = word.split('=').next().unwrap();
+            let owned = OWN_PARAMS.iter().any(|(k, _)| *k == key);
+            let tuning = USER_MAY_SET.contains(&key)
+                || ["ubd", "vec", "eth"].iter().any(|d| key.starts_with(d));
+            assert!(
+                owned || tuning,
+                "{word}: add {key} to OWN_PARAMS or USER_MAY_SET"
+            );
+            assert!(!(owned && tuning), "{key} is in both lists");
         }
     }
 

@@ -71,24 +71,6 @@ pub struct DiskSpec {
     pub writable: bool,
 }
 
-/// Kernel parameters sekexe sets itself, and the option to use instead.
-const OWN_PARAMS: &[(&str, &str)] = &[
-    ("mem", "--mem"),
-    ("init", "SEKEXE_INIT"),
-    ("con", "nothing: sekexe needs its consoles"),
-    ("con0", "nothing: sekexe needs its consoles"),
-    ("con1", "nothing: sekexe needs its consoles"),
-    ("umid", "nothing: each run has its own"),
-    ("uml_dir", "nothing: each run has its own"),
-    ("root", "--root"),
-    ("rootfstype", "--root"),
-    ("rootflags", "--root"),
-    (
-        sekexe_wire::names::EXCHANGE_PARAM,
-        "nothing: it is sekexe's own",
-    ),
-];
-
 /// Checks `--kernel-arg` values: single words, and none of the parameters sekexe relies on.
 pub fn check_kernel_args(args: &[String]) -> Result<()> {
     for arg in args {
@@ -100,7 +82,7 @@ pub fn check_kernel_args(args: &[String]) -> Result<()> {
             bail!("--kernel-arg {arg:?}: one word without spaces or quotes per --kernel-arg");
         }
         let key = arg.split('=').next().unwrap();
-        if let Some((_, instead)) = OWN_PARAMS.iter().find(|(k, _)| *k == key) {
+        if let Some((_, instead)) = crate::cmdline::OWN_PARAMS.iter().find(|(k, _)| *k == key) {
             bail!("--kernel-arg {arg}: sekexe sets {key}= itself; use {instead}");
         }
     }

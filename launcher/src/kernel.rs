@@ -74,14 +74,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    paths::find_program(name)
 }
 
 /// Finds the kernel to boot and checks that it is a UML kernel with what sekexe requires.

@@ -109,9 +109,7 @@ pub fn modules_dir(version: &str) -> Option<PathBuf> {
 
 /// The guest runs the host root's modprobe (kmod), which minimal hosts and containers lack.
 pub fn host_has_modprobe() -> bool {
-    ["/usr/sbin/modprobe", "/sbin/modprobe"]
-        .iter()
-        .any(|p| Path::new(p).is_file())
+    crate::paths::find_program("modprobe").is_some()
 }
 
 /// `KERNEL --version`: the release, for the modules folder.

@@ -19,6 +19,7 @@ mod run;
 mod rundir;
 mod sandbox;
 mod scratch;
+mod seccomp;
 mod sentinel;
 mod session;
 mod signals;

@@ -177,16 +177,10 @@ fn find(program: &Path, install: &str) -> Result<PathBuf> {
         }
         bail!("{} not found ({install})", units::shown(program));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-    {
-        let candidate = dir.join(program);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!("{} not found ({install})", units::shown(program))
+    program
+        .to_str()
+        .and_then(crate::paths::find_program)
+        .ok_or_else(|| anyhow!("{} not found ({install})", units::shown(program)))
 }
 
 /// The network of one run: kernel parameters, fds for the kernel, helper processes.
@@ -519,31 +513,12 @@ fn word(path: &Path) -> Result<String> {
 /// For --net-restrict: no IPv4 or IPv6 socket for the helper, so nothing the guest sends can
 /// leave it (outside hosts, the host's own services, DNS).
 fn no_inet_filter() -> Result<seccompiler::BpfProgram> {
-    use seccompiler::{
-        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    };
-    let family = |f: i32| -> Result<SeccompRule> {
-        Ok(SeccompRule::new(vec![SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Eq,
-            f as u64,
-        )?])?)
-    };
-    let filter = SeccompFilter::new(
-        [(
+    crate::seccomp::Deny::with_errno(libc::EACCES)
+        .call_when_first_arg(
             libc::SYS_socket,
-            vec![family(libc::AF_INET)?, family(libc::AF_INET6)?],
-        )]
-        .into_iter()
-        .collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
-        std::env::consts::ARCH
-            .try_into()
-            .context("seccomp on this architecture")?,
-    )?;
-    Ok(filter.try_into()?)
+            &[libc::AF_INET as u64, libc::AF_INET6 as u64],
+        )?
+        .build()
 }
 
 /// Port forwards through slirp4netns's API, which opens once the kernel has connected.

@@ -80,10 +80,7 @@ fn create_image(image: &Path) -> Result<()> {
     f.set_len(IMAGE_SIZE)
         .with_context(|| format!("size {}", units::shown(&tmp)))?;
     drop(f);
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("mkfs.ext4");
+    let mkfs = crate::paths::find_program("mkfs.ext4").unwrap_or_else(|| "mkfs.ext4".into());
     // root_owner: the root folder of the overlay belongs to the guest's root, whoever runs this.
     let out = Command::new(mkfs)
         .args(["-q", "-F", "-L", "sekexe-overlay", "-E", "root_owner=0:0"])

@@ -34,6 +34,24 @@ pub fn log_dir() -> Option<PathBuf> {
     Some(cache_dir()?.join("logs"))
 }
 
+/// A program on the host: `PATH` first, then the system folders an unprivileged user's PATH
+/// often lacks (mkfs.ext4 and modprobe live in sbin). Only executable regular files count.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let system = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(system)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
 /// The project's kernel as scripts/build-kernel leaves it.
 pub fn project_kernel() -> Option<PathBuf> {
     Some(cache_dir()?.join("kernels").join("linux"))
@@ -82,4 +100,15 @@ pub fn guest_init() -> Result<PathBuf> {
 
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn programs_are_found_on_path_and_in_the_system_folders() {
+        assert!(super::find_program("sh").is_some());
+        assert!(super::find_program("no-such-program-sekexe").is_none());
+        // Not a program: a folder of that name does not count.
+        assert!(super::find_program("..").is_none());
+    }
 }

@@ -230,7 +230,6 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
 
 /// Denies the file-metadata calls Landlock lets through.
 fn metadata_filter() -> Result<seccompiler::BpfProgram> {
-    use seccompiler::{SeccompAction, SeccompFilter};
     let calls: &[i64] = &[
         libc::SYS_chmod,
         libc::SYS_fchmod,
@@ -253,15 +252,9 @@ fn metadata_filter() -> Result<seccompiler::BpfProgram> {
         463, // setxattrat
         466, // removexattrat
     ];
-    let filter = SeccompFilter::new(
-        calls.iter().map(|&c| (c, vec![])).collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        std::env::consts::ARCH
-            .try_into()
-            .context("seccomp on this architecture")?,
-    )?;
-    Ok(filter.try_into()?)
+    crate::seccomp::Deny::with_errno(libc::EPERM)
+        .calls(calls)
+        .build()
 }
 
 /// The host's mounts, to be made read-only in a private mount namespace.

@@ -1,0 +1,80 @@
+//! The one way sekexe builds seccomp filters: deny-lists that fail some system calls with an
+//! errno (a process that handles the error goes on) and allow the rest. Used for the kernel
+//! process (file metadata calls Landlock does not cover) and for slirp4netns under
+//! `--net-restrict` (no inet sockets).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+pub struct Deny {
+    errno: i32,
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+}
+
+impl Deny {
+    /// A filter whose denied calls fail with `errno`.
+    pub fn with_errno(errno: i32) -> Deny {
+        Deny {
+            errno,
+            rules: BTreeMap::new(),
+        }
+    }
+
+    /// Denies these calls whatever their arguments.
+    pub fn calls(mut self, calls: &[i64]) -> Deny {
+        for &nr in calls {
+            self.rules.insert(nr, Vec::new());
+        }
+        self
+    }
+
+    /// Denies `nr` when its first argument (as a 32-bit value) is one of `values`.
+    pub fn call_when_first_arg(mut self, nr: i64, values: &[u64]) -> Result<Deny> {
+        let rules = values
+            .iter()
+            .map(|&v| {
+                let is_v = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v)?;
+                Ok(SeccompRule::new(vec![is_v])?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.rules.entry(nr).or_default().extend(rules);
+        Ok(self)
+    }
+
+    pub fn build(self) -> Result<BpfProgram> {
+        let filter = SeccompFilter::new(
+            self.rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(self.errno as u32),
+            std::env::consts::ARCH
+                .try_into()
+                .context("seccomp on this architecture")?,
+        )?;
+        Ok(filter.try_into()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_kinds_of_rule_compile() {
+        let a = Deny::with_errno(libc::EPERM)
+            .calls(&[libc::SYS_chmod])
+            .build()
+            .unwrap();
+        let b = Deny::with_errno(libc::EACCES)
+            .call_when_first_arg(libc::SYS_socket, &[libc::AF_INET as u64])
+            .unwrap()
+            .build()
+            .unwrap();
+        // The conditional one tests the argument: a longer program.
+        assert!(!a.is_empty() && b.len() > a.len());
+    }
+}
