@@ -1,7 +1,9 @@
 //! The command-line interface: what the user types, before validation.
 
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -76,8 +78,8 @@ pub struct RunArgs {
     pub user: Option<String>,
 
     /// Guest memory, e.g. 256M or 1G
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
-    pub mem: String,
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::config::parse_mem)]
+    pub mem: u64,
 
     /// The UML kernel to boot [default: $SEKEXE_KERNEL, the project's kernel, linux.uml]
     #[arg(long, value_name = "PATH")]
@@ -85,17 +87,18 @@ pub struct RunArgs {
 
     /// Stop the command after DURATION (90, 30s, 5m, 1h): SIGTERM, then SIGKILL after
     /// --kill-after, then power the guest off; exit status 124
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub timeout: Option<Duration>,
 
     /// After --timeout's SIGTERM, wait this long before SIGKILL
     #[arg(
         long,
         value_name = "DURATION",
         default_value = "10s",
-        requires = "timeout"
+        requires = "timeout",
+        value_parser = crate::units::parse_duration
     )]
-    pub kill_after: String,
+    pub kill_after: Duration,
 
     /// Show a host folder in the guest (repeatable); GUEST defaults to HOST, ro to read-only
     #[arg(short = 'v', long = "volume", value_name = "HOST[:GUEST][:ro|rw]")]
@@ -120,33 +123,34 @@ pub struct RunArgs {
 
     /// The guest's network: user (NAT through slirp4netns, the default), none, slirp[:PATH]
     /// (the legacy slirp), vde:SWITCH (a vde_switch) or tap:IFACE (an existing TAP device)
-    #[arg(long, value_name = "MODE", default_value = "user")]
-    pub net: String,
+    #[arg(long, value_name = "MODE", default_value = "user", value_parser = crate::net::parse_mode)]
+    pub net: crate::net::Mode,
 
     /// Forward a host port to a guest port (repeatable; --net user); HOSTIP defaults to
     /// 127.0.0.1
     #[arg(
         short = 'p',
         long = "publish",
-        value_name = "[HOSTIP:]HOSTPORT:GUESTPORT[/udp]"
+        value_name = "[HOSTIP:]HOSTPORT:GUESTPORT[/udp]",
+        value_parser = crate::net::parse_forward
     )]
-    pub publish: Vec<String>,
+    pub publish: Vec<crate::net::Forward>,
 
     /// With --net user: the guest reaches neither the host's services nor the outside
     #[arg(long)]
     pub net_restrict: bool,
 
     /// A static address instead of DHCP
-    #[arg(long, value_name = "ADDR/PREFIX")]
-    pub ip: Option<String>,
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = crate::net::parse_cidr)]
+    pub ip: Option<(Ipv4Addr, u8)>,
 
     /// With --ip: the default gateway
     #[arg(long, value_name = "ADDR", requires = "ip")]
-    pub gateway: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
 
     /// With --ip: a DNS server for the guest's resolv.conf (repeatable)
     #[arg(long, value_name = "ADDR", requires = "ip")]
-    pub dns: Vec<String>,
+    pub dns: Vec<Ipv4Addr>,
 
     /// cgroups in the guest: v2 (all controllers delegated), v1 (one hierarchy per
     /// controller, as Docker expects) or none
@@ -235,7 +239,7 @@ mod tests {
             panic!()
         };
         assert_eq!(run.command, ["ls", "-la", "--mem", "1G"]);
-        assert_eq!(run.mem, "256M");
+        assert_eq!(run.mem, 256 << 20);
     }
 
     #[test]
@@ -250,6 +254,6 @@ mod tests {
             panic!()
         };
         assert_eq!(run.command, ["-x", "--"]);
-        assert_eq!(run.mem, "1G");
+        assert_eq!(run.mem, 1 << 30);
     }
 }

@@ -20,6 +20,18 @@ pub const DEFAULT_MEM: u64 = 256 << 20;
 /// The guest needs at least this much memory to boot (Debian's 6.1 kernel sometimes fails
 /// to allocate its memory map at 32-36M; nothing below 40M is reliable).
 pub const MIN_MEM: u64 = 64 << 20;
+
+/// `--mem`: a size the guest can boot with (clap calls this).
+pub fn parse_mem(text: &str) -> Result<u64, String> {
+    let mem = units::parse_size(text)?;
+    if mem < MIN_MEM {
+        return Err(format!(
+            "too small, the guest needs at least {}M to boot",
+            MIN_MEM >> 20
+        ));
+    }
+    Ok(mem)
+}
 pub use sekexe_wire::names::DEFAULT_PATH;
 
 #[derive(Debug, Clone)]
@@ -123,14 +135,7 @@ impl Caller {
 
 impl RunConfig {
     pub fn from_args(args: RunArgs, caller: &Caller) -> Result<RunConfig> {
-        let mem = units::parse_size(&args.mem).map_err(|e| anyhow!("--mem {e}"))?;
-        if mem < MIN_MEM {
-            bail!(
-                "--mem {}: too small, the guest needs at least {}M to boot",
-                args.mem,
-                MIN_MEM >> 20
-            );
-        }
+        let mem = args.mem;
         let (argv, shell_mode) = argv(&args, caller)?;
         let (uid, gid) = match &args.user {
             Some(spec) => parse_user(spec)?,
@@ -169,14 +174,10 @@ impl RunConfig {
         let net = network(&args)?;
         let tty = args.tty || (shell_mode && caller.stdin_is_tty);
         let env = environment(&args.env, args.clear_env, tty, caller)?;
-        let timeout = match &args.timeout {
-            Some(t) => Some(Timeout {
-                after: units::parse_duration(t).map_err(|e| anyhow!("--timeout {e}"))?,
-                kill_after: units::parse_duration(&args.kill_after)
-                    .map_err(|e| anyhow!("--kill-after {e}"))?,
-            }),
-            None => None,
-        };
+        let timeout = args.timeout.map(|after| Timeout {
+            after,
+            kill_after: args.kill_after,
+        });
         check_kernel_args(&args.kernel_args)?;
         Ok(RunConfig {
             argv,
@@ -238,37 +239,15 @@ fn argv(args: &RunArgs, caller: &Caller) -> Result<(Vec<Vec<u8>>, bool)> {
 }
 
 fn network(args: &RunArgs) -> Result<NetConfig> {
-    let ip4 = |opt: &str, v: &str| -> Result<std::net::Ipv4Addr> {
-        v.parse()
-            .map_err(|_| anyhow!("{opt} {v}: not an IPv4 address"))
-    };
-    let static_ip = match &args.ip {
-        Some(cidr) => {
-            let (address, prefix) = net::parse_cidr(cidr)?;
-            Some(net::Static {
-                address,
-                prefix,
-                gateway: args
-                    .gateway
-                    .as_deref()
-                    .map(|g| ip4("--gateway", g))
-                    .transpose()?,
-                dns: args
-                    .dns
-                    .iter()
-                    .map(|d| ip4("--dns", d))
-                    .collect::<Result<_>>()?,
-            })
-        }
-        None => None,
-    };
+    let static_ip = args.ip.map(|(address, prefix)| net::Static {
+        address,
+        prefix,
+        gateway: args.gateway,
+        dns: args.dns.clone(),
+    });
     let cfg = NetConfig {
-        mode: net::parse_mode(&args.net)?,
-        forwards: args
-            .publish
-            .iter()
-            .map(|p| net::parse_forward(p))
-            .collect::<Result<_>>()?,
+        mode: args.net.clone(),
+        forwards: args.publish.clone(),
         restrict: args.net_restrict,
         static_ip,
     };
@@ -554,7 +533,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RunConfig> {
         let mut full = vec!["sekexe", "run"];
         full.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(full).unwrap();
+        // Values clap parses itself (sizes, durations, addresses) fail there.
+        let cli =
+            crate::cli::Cli::try_parse_from(full).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
         let crate::cli::Command::Run(run) = cli.command else {
             unreachable!()
         };

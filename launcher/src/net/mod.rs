@@ -11,12 +11,20 @@
 //! - `tap:IFACE`: an existing TAP device, with the vector `tap` transport.
 //!
 //! The helpers are the launcher's children, killed with it (PDEATHSIG) or at the end.
+//!
+//! Parsing and checking the options is `options`; the port-forward client is `forward`; this
+//! module finds and runs the helpers and renders the kernel's network words.
+
+mod forward;
+mod options;
+
+pub use forward::Forwarder;
+pub use options::*;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,133 +41,6 @@ use crate::units;
 pub const USER_GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// How long a helper may take to get ready.
 const HELPER_READY: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mode {
-    None,
-    User,
-    /// The legacy slirp binary: the one given, else slirp-fullbolt or slirp on PATH.
-    Slirp(Option<PathBuf>),
-    Vde(PathBuf),
-    Tap(String),
-}
-
-/// One `-p [HOSTIP:]HOSTPORT:GUESTPORT[/udp]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Forward {
-    pub host_addr: Ipv4Addr,
-    pub host_port: u16,
-    pub guest_port: u16,
-    pub udp: bool,
-}
-
-/// `--ip ADDR/PREFIX [--gateway ADDR] [--dns ADDR]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Static {
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct NetConfig {
-    pub mode: Mode,
-    pub forwards: Vec<Forward>,
-    pub restrict: bool,
-    pub static_ip: Option<Static>,
-}
-
-pub fn parse_mode(text: &str) -> Result<Mode> {
-    let hint = "use --net none, user, slirp[:PATH], vde:SWITCH or tap:IFACE";
-    Ok(match text.split_once(':') {
-        None if text == "none" => Mode::None,
-        None if text == "user" => Mode::User,
-        None if text == "slirp" => Mode::Slirp(None),
-        Some(("slirp", path)) if !path.is_empty() => Mode::Slirp(Some(PathBuf::from(path))),
-        Some(("vde", path)) if !path.is_empty() => Mode::Vde(PathBuf::from(path)),
-        Some(("tap", name)) if valid_ifname(name) => Mode::Tap(name.to_string()),
-        Some(("tap", name)) => bail!("--net tap:{name}: not an interface name ({hint})"),
-        _ => bail!("--net {text}: unknown mode ({hint})"),
-    })
-}
-
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-pub fn parse_forward(text: &str) -> Result<Forward> {
-    let hint = "use -p [HOSTIP:]HOSTPORT:GUESTPORT[/udp], e.g. -p 8080:80";
-    let (spec, udp) = match text.rsplit_once('/') {
-        Some((s, "udp")) => (s, true),
-        Some((s, "tcp")) => (s, false),
-        Some(_) => bail!("-p {text}: the protocol is tcp or udp ({hint})"),
-        None => (text, false),
-    };
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (addr, host, guest) = match parts.as_slice() {
-        [h, g] => ("127.0.0.1", *h, *g),
-        [a, h, g] => (*a, *h, *g),
-        _ => bail!("-p {text}: {hint}"),
-    };
-    let port = |p: &str| -> Result<u16> {
-        match p.parse::<u16>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => bail!("-p {text}: '{p}' is not a port (1-65535; {hint})"),
-        }
-    };
-    let host_addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| anyhow!("-p {text}: '{addr}' is not an IPv4 address ({hint})"))?;
-    Ok(Forward {
-        host_addr,
-        host_port: port(host)?,
-        guest_port: port(guest)?,
-        udp,
-    })
-}
-
-pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8)> {
-    let hint = "use --ip ADDR/PREFIX, e.g. --ip 10.0.2.15/24";
-    let (a, p) = text
-        .split_once('/')
-        .ok_or_else(|| anyhow!("--ip {text}: no /PREFIX ({hint})"))?;
-    let address = a
-        .parse()
-        .map_err(|_| anyhow!("--ip {text}: '{a}' is not an IPv4 address ({hint})"))?;
-    let prefix = match p.parse::<u8>() {
-        Ok(n) if n <= 32 => n,
-        _ => bail!("--ip {text}: '/{p}' is not a prefix from 0 to 32 ({hint})"),
-    };
-    Ok((address, prefix))
-}
-
-/// Checks the network options together.
-pub fn check(cfg: &NetConfig) -> Result<()> {
-    if !cfg.forwards.is_empty() && cfg.mode != Mode::User {
-        bail!("-p forwards ports only with --net user (the default): other modes cannot forward");
-    }
-    if !cfg.forwards.is_empty() && cfg.restrict {
-        bail!("-p cannot be combined with --net-restrict, which keeps every connection out");
-    }
-    if cfg.restrict && cfg.mode != Mode::User {
-        bail!("--net-restrict applies to --net user only");
-    }
-    if cfg.static_ip.is_some() && cfg.mode == Mode::None {
-        bail!("--ip needs a network: not with --net none");
-    }
-    let mut seen = std::collections::HashSet::new();
-    for f in &cfg.forwards {
-        if !seen.insert((f.host_addr, f.host_port, f.udp)) {
-            bail!("-p: {}:{} is forwarded twice", f.host_addr, f.host_port);
-        }
-    }
-    Ok(())
-}
 
 /// The helper `--net user` runs: slirp4netns (`sekexe doctor` checks for it too).
 pub fn find_user_backend() -> Result<PathBuf> {
@@ -521,177 +402,9 @@ fn no_inet_filter() -> Result<seccompiler::BpfProgram> {
         .build()
 }
 
-/// Port forwards through slirp4netns's API, which opens once the kernel has connected.
-pub struct Forwarder {
-    api: PathBuf,
-    forwards: Vec<Forward>,
-    guest: Ipv4Addr,
-    deadline: Instant,
-}
-
-impl Forwarder {
-    pub fn new(api: PathBuf, forwards: Vec<Forward>, guest: Ipv4Addr) -> Forwarder {
-        Forwarder {
-            api,
-            forwards,
-            guest,
-            deadline: Instant::now() + Duration::from_secs(30),
-        }
-    }
-
-    /// `Ok(true)` once every forward is in place; `Ok(false)` while the API is not up yet.
-    pub fn try_add(&mut self) -> Result<bool> {
-        if !self.api.exists() {
-            if Instant::now() > self.deadline {
-                bail!("slirp4netns's API did not come up: no port forwarding");
-            }
-            return Ok(false);
-        }
-        for f in std::mem::take(&mut self.forwards) {
-            let request = format!(
-                "{{\"execute\": \"add_hostfwd\", \"arguments\": {{\"proto\": \"{}\", \"host_addr\": \"{}\", \"host_port\": {}, \"guest_addr\": \"{}\", \"guest_port\": {}}}}}",
-                if f.udp { "udp" } else { "tcp" },
-                f.host_addr,
-                f.host_port,
-                self.guest,
-                f.guest_port
-            );
-            let mut s = UnixStream::connect(&self.api).context("connect to slirp4netns's API")?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(request.as_bytes())?;
-            s.shutdown(std::net::Shutdown::Write)?;
-            let mut reply = String::new();
-            s.read_to_string(&mut reply)?;
-            if !reply.contains("\"return\"") {
-                bail!(
-                    "-p {}:{}:{}: {} (is the port in use?)",
-                    f.host_addr,
-                    f.host_port,
-                    f.guest_port,
-                    reply.trim()
-                );
-            }
-        }
-        Ok(true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes() {
-        assert_eq!(parse_mode("none").unwrap(), Mode::None);
-        assert_eq!(parse_mode("user").unwrap(), Mode::User);
-        assert_eq!(parse_mode("slirp").unwrap(), Mode::Slirp(None));
-        assert_eq!(
-            parse_mode("slirp:/opt/slirp").unwrap(),
-            Mode::Slirp(Some("/opt/slirp".into()))
-        );
-        assert_eq!(
-            parse_mode("vde:/tmp/sw").unwrap(),
-            Mode::Vde("/tmp/sw".into())
-        );
-        assert_eq!(parse_mode("tap:tap0").unwrap(), Mode::Tap("tap0".into()));
-        for bad in [
-            "",
-            "usr",
-            "vde:",
-            "tap:",
-            "tap:a b",
-            "tap:waytoolonginterfacename",
-            "slirp:",
-        ] {
-            assert!(parse_mode(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn forwards() {
-        let f = parse_forward("8080:80").unwrap();
-        assert_eq!(
-            (f.host_addr, f.host_port, f.guest_port, f.udp),
-            (Ipv4Addr::LOCALHOST, 8080, 80, false)
-        );
-        let f = parse_forward("0.0.0.0:5353:53/udp").unwrap();
-        assert_eq!(
-            (f.host_addr, f.host_port, f.guest_port, f.udp),
-            (Ipv4Addr::UNSPECIFIED, 5353, 53, true)
-        );
-        assert!(!parse_forward("1:2/tcp").unwrap().udp);
-        for bad in [
-            "80",
-            "0:80",
-            "80:0",
-            "70000:80",
-            "a:b",
-            "1.2.3:80:80",
-            "80:80/sctp",
-            "x:80:80",
-            "",
-        ] {
-            assert!(parse_forward(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn cidrs() {
-        assert_eq!(
-            parse_cidr("10.0.2.15/24").unwrap(),
-            (Ipv4Addr::new(10, 0, 2, 15), 24)
-        );
-        for bad in ["10.0.2.15", "10.0.2.15/33", "10.0.2/24", "x/24"] {
-            assert!(parse_cidr(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn combinations() {
-        let base = NetConfig {
-            mode: Mode::User,
-            forwards: vec![],
-            restrict: false,
-            static_ip: None,
-        };
-        assert!(check(&base).is_ok());
-        let fwd = parse_forward("8080:80").unwrap();
-        assert!(check(&NetConfig {
-            mode: Mode::None,
-            forwards: vec![fwd],
-            ..base.clone()
-        })
-        .is_err());
-        assert!(check(&NetConfig {
-            restrict: true,
-            forwards: vec![fwd],
-            ..base.clone()
-        })
-        .is_err());
-        assert!(check(&NetConfig {
-            forwards: vec![fwd, fwd],
-            ..base.clone()
-        })
-        .is_err());
-        assert!(check(&NetConfig {
-            mode: Mode::Tap("t".into()),
-            restrict: true,
-            ..base.clone()
-        })
-        .is_err());
-        let ip = Static {
-            address: Ipv4Addr::new(10, 0, 2, 9),
-            prefix: 24,
-            gateway: None,
-            dns: vec![],
-        };
-        assert!(check(&NetConfig {
-            mode: Mode::None,
-            static_ip: Some(ip),
-            ..base.clone()
-        })
-        .is_err());
-    }
 
     #[test]
     fn the_restrict_filter_compiles() {

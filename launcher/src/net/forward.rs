@@ -1,0 +1,67 @@
+//! Port forwards (`-p`): the client of slirp4netns's API socket, which opens once the kernel
+//! has connected to the helper.
+
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::Forward;
+
+/// Port forwards through slirp4netns's API, which opens once the kernel has connected.
+pub struct Forwarder {
+    api: PathBuf,
+    forwards: Vec<Forward>,
+    guest: Ipv4Addr,
+    deadline: Instant,
+}
+
+impl Forwarder {
+    pub fn new(api: PathBuf, forwards: Vec<Forward>, guest: Ipv4Addr) -> Forwarder {
+        Forwarder {
+            api,
+            forwards,
+            guest,
+            deadline: Instant::now() + Duration::from_secs(30),
+        }
+    }
+
+    /// `Ok(true)` once every forward is in place; `Ok(false)` while the API is not up yet.
+    pub fn try_add(&mut self) -> Result<bool> {
+        if !self.api.exists() {
+            if Instant::now() > self.deadline {
+                bail!("slirp4netns's API did not come up: no port forwarding");
+            }
+            return Ok(false);
+        }
+        for f in std::mem::take(&mut self.forwards) {
+            let request = format!(
+                "{{\"execute\": \"add_hostfwd\", \"arguments\": {{\"proto\": \"{}\", \"host_addr\": \"{}\", \"host_port\": {}, \"guest_addr\": \"{}\", \"guest_port\": {}}}}}",
+                if f.udp { "udp" } else { "tcp" },
+                f.host_addr,
+                f.host_port,
+                self.guest,
+                f.guest_port
+            );
+            let mut s = UnixStream::connect(&self.api).context("connect to slirp4netns's API")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(request.as_bytes())?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            if !reply.contains("\"return\"") {
+                bail!(
+                    "-p {}:{}:{}: {} (is the port in use?)",
+                    f.host_addr,
+                    f.host_port,
+                    f.guest_port,
+                    reply.trim()
+                );
+            }
+        }
+        Ok(true)
+    }
+}
