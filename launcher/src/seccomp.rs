@@ -33,6 +33,27 @@ impl Deny {
         self
     }
 
+    /// Denies `nr` when all of `conditions` hold (`(argument index, mask, value)`: the
+    /// argument's low 32 bits, masked, equal the value).
+    pub fn call_when_all(mut self, nr: i64, conditions: &[(u8, u64, u64)]) -> Result<Deny> {
+        let conditions = conditions
+            .iter()
+            .map(|&(arg, mask, value)| {
+                SeccompCondition::new(
+                    arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(mask),
+                    value,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.rules
+            .entry(nr)
+            .or_default()
+            .push(SeccompRule::new(conditions)?);
+        Ok(self)
+    }
+
     /// Denies `nr` when its first argument (as a 32-bit value) is one of `values`.
     pub fn call_when_first_arg(mut self, nr: i64, values: &[u64]) -> Result<Deny> {
         let rules = values

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use sekexe_wire::frame::{CHANNEL_WINDOW, MAX_INLINE_STDIN};
 use sekexe_wire::{GuestFrame, HostFrame, Status};
 
@@ -446,12 +447,7 @@ impl Session {
         if !self.output_open[index] {
             return;
         }
-        let result = if index == 0 {
-            write_all(std::io::stdout().as_fd(), data)
-        } else {
-            write_all(std::io::stderr().as_fd(), data)
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.write_responsively(index, data) {
             self.output_open[index] = false;
             if e != rustix::io::Errno::PIPE {
                 let name = ["stdout", "stderr"][index];
@@ -463,6 +459,51 @@ impl Session {
                 HostFrame::CloseStderr
             });
         }
+    }
+
+    /// Writes all of `data` to our stdout (0) or stderr (1). Into a pipe or socket, whose
+    /// reader may stop reading, it waits in poll beside the signals and writes at most
+    /// PIPE_BUF at a time (which then cannot block): SIGINT and SIGTERM still stop the run.
+    /// Once the run is interrupted, the rest is dropped.
+    fn write_responsively(&mut self, index: usize, mut data: &[u8]) -> Result<(), Errno> {
+        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+        let fd = if index == 0 {
+            stdout.as_fd()
+        } else {
+            stderr.as_fd()
+        };
+        if !may_block(fd) {
+            return write_all(fd, data);
+        }
+        while !data.is_empty() && self.interruption.is_none() {
+            let wait = self.stopping.and_then(|(_, at)| {
+                let left = (at + STOP_WAIT).saturating_duration_since(Instant::now());
+                Timespec::try_from(left).ok()
+            });
+            let (writable, signalled) = {
+                let mut fds = [
+                    PollFd::new(&fd, PollFlags::OUT),
+                    PollFd::new(&self.signals, PollFlags::IN),
+                ];
+                match rustix::event::poll(&mut fds, wait.as_ref()) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => return Err(e),
+                }
+                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            };
+            if signalled {
+                self.handle_signals();
+            }
+            self.check_stop();
+            if writable {
+                match rustix::io::write(fd, &data[..data.len().min(PIPE_BUF)]) {
+                    Ok(n) => data = &data[n..],
+                    Err(Errno::INTR | Errno::AGAIN) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn read_console(&mut self) {
@@ -549,6 +590,20 @@ impl Session {
             }
         }
     }
+}
+
+/// Writes of at most this much into a pipe with room for one cannot block.
+const PIPE_BUF: usize = 4096;
+
+/// Whether a write to `fd` can block for as long as its reader pleases (a pipe or a socket).
+fn may_block(fd: BorrowedFd<'_>) -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        matches!(
+            FileType::from_raw_mode(st.st_mode),
+            FileType::Fifo | FileType::Socket
+        )
+    })
 }
 
 fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), rustix::io::Errno> {
