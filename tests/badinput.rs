@@ -118,6 +118,17 @@ fn every_malformed_value_is_one_line_and_125() {
         ),
         case(&["run", "--kernel-arg", "a b", "--", "true"], "one word"),
         case(&["run", "--kernel-arg", "", "--", "true"], "one word"),
+        // a rw volume over sekexe's own run folders (the test's TMPDIR holds them)
+        case(
+            &[
+                "run",
+                "-v",
+                &format!("{}:/mnt:rw", p(s.path())),
+                "--",
+                "true",
+            ],
+            "overlap sekexe's run folders",
+        ),
         // usage
         case(&["run", "--no-such-option"], "--no-such-option"),
         case(&["run", "-c"], "-c"),

@@ -31,7 +31,7 @@ fn cache_files(run_base: &Path) -> Vec<PathBuf> {
 /// The loops per jiffy measured on this CPU before, if any.
 pub fn cached(run_base: &Path) -> Option<u64> {
     cache_files(run_base).iter().find_map(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
+        let text = String::from_utf8(crate::safefile::read_small(f, 64)?).ok()?;
         text.trim().parse().ok().filter(|l| PLAUSIBLE.contains(l))
     })
 }
@@ -47,12 +47,7 @@ pub fn remember(lpj: u64, run_base: &Path) {
         return;
     }
     for path in cache_files(run_base) {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, format!("{lpj}\n")).is_ok() && std::fs::rename(&tmp, &path).is_ok()
-        {
+        if crate::safefile::write_atomic(&path, format!("{lpj}\n").as_bytes()).is_ok() {
             return;
         }
     }

@@ -140,7 +140,11 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
     }
 
     let cache = cache_file(path, &meta);
-    if let Some(text) = cache.as_ref().and_then(|c| std::fs::read_to_string(c).ok()) {
+    let cached = cache
+        .as_deref()
+        .and_then(|c| crate::safefile::read_small(c, MAX_SHOWCONFIG as u64))
+        .and_then(|b| String::from_utf8(b).ok());
+    if let Some(text) = cached {
         return Ok(Kconfig::parse(&text));
     }
     let text = show_config(path)?;
@@ -153,7 +157,7 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
     }
     if let Some(cache) = cache {
         // A cache that cannot be written only costs the next run 20 ms.
-        let _ = write_atomic(&cache, text.as_bytes());
+        let _ = crate::safefile::write_atomic(&cache, text.as_bytes());
     }
     Ok(config)
 }
@@ -179,14 +183,8 @@ fn cache_file(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
     )
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap();
-    std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), data)?;
-    tmp.persist(path)?;
-    Ok(())
-}
+/// The most `--showconfig` may print (a real one is about 100 KiB).
+const MAX_SHOWCONFIG: usize = 4 << 20;
 
 /// Runs `KERNEL --showconfig`, bounded in time and size: whatever file the user named, this
 /// cannot hang or fill memory.
@@ -228,7 +226,7 @@ fn show_config(path: &Path) -> Result<String> {
         }
         match stdout.read(&mut buf) {
             Ok(0) => break Ok(()),
-            Ok(n) if text.len() + n > 4 << 20 => {
+            Ok(n) if text.len() + n > MAX_SHOWCONFIG => {
                 break Err(anyhow!(
                     "{} --showconfig printed over 4 MiB: not a UML kernel",
                     units::shown(path)

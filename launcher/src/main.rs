@@ -17,6 +17,7 @@ mod overlaydir;
 mod paths;
 mod run;
 mod rundir;
+mod safefile;
 mod sandbox;
 mod scratch;
 mod seccomp;

@@ -51,6 +51,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     // From here on signals wait in the signalfd: a Ctrl-C cannot leave a half-made run behind.
     let signals = signals::block()?;
     let base = rundir::user_base(&memory_dir)?;
+    check_own_folders_stay_ours(&cfg, &base)?;
     let mut run_dir = rundir::RunDir::create(&base)?;
     let scratch = Scratch::create(cfg.mem, run_dir.path())?;
     if scratch.host_folder().is_some() {
@@ -200,6 +201,40 @@ pub fn run(args: RunArgs) -> Result<u8> {
         eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
     }
     Ok(code)
+}
+
+/// Refuses rw volumes and disks that would let the guest write the run folders, which the
+/// launcher relies on during the run. (A rw home volume also exposes sekexe's cache and logs,
+/// as it exposes the rest of the home: those are read link- and FIFO-safe, and capped.)
+fn check_own_folders_stay_ours(cfg: &RunConfig, base: &Path) -> Result<()> {
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    let writable = cfg
+        .volumes
+        .iter()
+        .filter(|v| v.writable)
+        .map(|v| ("-v", &v.host))
+        .chain(
+            cfg.disks
+                .iter()
+                .filter(|d| d.writable)
+                .map(|d| ("--disk", &d.path)),
+        );
+    for (option, path) in writable {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if overlaps(&path, &base) {
+            anyhow::bail!(
+                "{option} {}: writable to the guest, it would overlap sekexe's run folders in {}: choose another path, make it read-only, or set TMPDIR elsewhere",
+                units::shown(&path),
+                units::shown(&base)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether one path lies within the other (or they are the same).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
 }
 
 /// The kernel process's confinement for this run.
@@ -434,5 +469,29 @@ fn print_timeline(session: &Session) {
             g(t.exit_ns),
             g(t.report_ns)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_volume_overlaps_what_it_contains_and_what_contains_it() {
+        let base = Path::new("/dev/shm/sekexe-1000");
+        for (volume, overlaps) in [
+            ("/dev/shm", true),
+            ("/", true),
+            ("/dev/shm/sekexe-1000", true),
+            ("/dev/shm/sekexe-1000/run-x", true),
+            ("/dev/shm/sekexe-10000", false),
+            ("/home/me/data", false),
+        ] {
+            assert_eq!(
+                super::overlaps(Path::new(volume), base),
+                overlaps,
+                "{volume}"
+            );
+        }
     }
 }
