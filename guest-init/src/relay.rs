@@ -205,19 +205,23 @@ impl Relay {
                     self.stdin_buf.extend_from_slice(data);
                 }
             }
-            HostFrame::StdinFile { seq, len } => match exchange
-                .ok_or_else(|| anyhow::anyhow!("no exchange folder"))
-                .and_then(|x| x.take_stdin_file(seq, len))
-            {
-                Ok(data) if self.stdin.is_some() => self.stdin_buf.extend_from_slice(&data),
-                Ok(_) => {}
-                Err(e) => {
-                    log.error(&format!("stdin lost: {e:#}"));
-                    self.stdin = None;
-                    self.stdin_buf = Vec::new();
-                    channel.send(GuestFrame::StdinClosed);
+            HostFrame::StdinFile { seq, len } => {
+                let taken = exchange
+                    .ok_or_else(|| anyhow::anyhow!("no exchange folder"))
+                    .and_then(|x| x.take_stdin_file(seq, len));
+                // Done with it either way: the launcher may remove it.
+                channel.send(GuestFrame::StdinFileRead(seq));
+                match taken {
+                    Ok(data) if self.stdin.is_some() => self.stdin_buf.extend_from_slice(&data),
+                    Ok(_) => {}
+                    Err(e) => {
+                        log.error(&format!("stdin lost: {e:#}"));
+                        self.stdin = None;
+                        self.stdin_buf = Vec::new();
+                        channel.send(GuestFrame::StdinClosed);
+                    }
                 }
-            },
+            }
             HostFrame::StdinEof => {
                 self.stdin_eof = true;
                 if self.pty.is_some() {

@@ -26,8 +26,8 @@
 //!   Started -------------------------------->  the command runs
 //!   Stdout / Stderr ------------------------>  written to the launcher's stdout / stderr
 //!        <---------------------------------- Stdin / StdinFile{seq,len} ... StdinEof
-//!   StdinCredit(n) ------------------------->  n stdin bytes consumed: more may go, and
-//!                                               stdin files they cover are removed
+//!   StdinCredit(n) ------------------------->  n stdin bytes consumed: more may go
+//!   StdinFileRead(seq) --------------------->  stdin file seq read: the launcher removes it
 //!   StdinClosed ---------------------------->  the command closed stdin: stop reading ours
 //!   ChannelCredit(n) ----------------------->  n channel bytes read (host window: 2 KiB)
 //!        <---------------------------------- Signal(n) / Winsize / CloseStdout / CloseStderr
@@ -69,6 +69,8 @@ pub enum GuestFrame<'a> {
     Stderr(&'a [u8]),
     /// This many stdin bytes were handed to the command; the launcher may send as many more.
     StdinCredit(u32),
+    /// guest-init is done with stdin file `seq` (read, or failed to): the launcher removes it.
+    StdinFileRead(u32),
     /// The command closed its stdin: the launcher stops reading its own.
     StdinClosed,
     /// A line of guest-init's own progress (`--debug`).
@@ -94,8 +96,8 @@ pub enum HostFrame<'a> {
     /// Bytes for the command's stdin (at most [`MAX_INLINE_STDIN`]).
     Stdin(&'a [u8]),
     /// The next `len` bytes of stdin are in the exchange folder's file [`stdin_file_name`]`(seq)`;
-    /// guest-init reads it (the exchange folder is read-only to the guest); the launcher
-    /// removes it once guest-init's `StdinCredit`s cover it.
+    /// guest-init reads it (the exchange folder is read-only to the guest) and says so with
+    /// `StdinFileRead(seq)`; the launcher then removes it.
     StdinFile { seq: u32, len: u32 },
     /// The launcher's stdin ended: close the command's.
     StdinEof,
@@ -149,6 +151,7 @@ mod tag {
     pub const CHANNEL_CREDIT: u8 = 0x09;
     pub const DEBUG_SHELL: u8 = 0x0a;
     pub const STATUS: u8 = 0x0b;
+    pub const STDIN_FILE_READ: u8 = 0x0c;
 
     pub const STDIN: u8 = 0x81;
     pub const STDIN_EOF: u8 = 0x82;
@@ -228,6 +231,7 @@ impl<'a> GuestFrame<'a> {
             GuestFrame::ChannelCredit(n) => put(out, tag::CHANNEL_CREDIT, &n.to_le_bytes()),
             GuestFrame::DebugShell(reason) => put(out, tag::DEBUG_SHELL, reason),
             GuestFrame::Status(record) => put(out, tag::STATUS, record),
+            GuestFrame::StdinFileRead(seq) => put(out, tag::STDIN_FILE_READ, &seq.to_le_bytes()),
         }
     }
 
@@ -250,6 +254,7 @@ impl<'a> GuestFrame<'a> {
             tag::CHANNEL_CREDIT => GuestFrame::ChannelCredit(u32_payload(t, p)?),
             tag::DEBUG_SHELL => GuestFrame::DebugShell(p),
             tag::STATUS => GuestFrame::Status(p),
+            tag::STDIN_FILE_READ => GuestFrame::StdinFileRead(u32_payload(t, p)?),
             tag::STDIN_CLOSED => empty(t, p).map(|_| GuestFrame::StdinClosed)?,
             tag::LOG => GuestFrame::Log(p),
             tag::END => empty(t, p).map(|_| GuestFrame::End)?,
@@ -345,6 +350,7 @@ mod tests {
             GuestFrame::ChannelCredit(2048),
             GuestFrame::DebugShell(b"the command exited with status 3"),
             GuestFrame::Status(b"SEKEXEST..."),
+            GuestFrame::StdinFileRead(7),
         ]
     }
 

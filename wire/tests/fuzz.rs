@@ -417,6 +417,7 @@ enum Guest {
     ChannelCredit(u32),
     DebugShell(Vec<u8>),
     Status(Vec<u8>),
+    StdinFileRead(u32),
 }
 
 impl Guest {
@@ -433,6 +434,7 @@ impl Guest {
             Guest::ChannelCredit(n) => GuestFrame::ChannelCredit(*n),
             Guest::DebugShell(d) => GuestFrame::DebugShell(d),
             Guest::Status(d) => GuestFrame::Status(d),
+            Guest::StdinFileRead(n) => GuestFrame::StdinFileRead(*n),
         }
     }
 
@@ -450,6 +452,7 @@ impl Guest {
             GuestFrame::ChannelCredit(n) => Guest::ChannelCredit(n),
             GuestFrame::DebugShell(d) => Guest::DebugShell(d.to_vec()),
             GuestFrame::Status(d) => Guest::Status(d.to_vec()),
+            GuestFrame::StdinFileRead(n) => Guest::StdinFileRead(n),
         }
     }
 }
@@ -479,6 +482,7 @@ fn guest_frame() -> impl Strategy<Value = Guest> {
         any::<u32>().prop_map(Guest::ChannelCredit),
         payload(MAX_PAYLOAD).prop_map(Guest::DebugShell),
         payload(MAX_PAYLOAD).prop_map(Guest::Status),
+        any::<u32>().prop_map(Guest::StdinFileRead),
     ]
 }
 

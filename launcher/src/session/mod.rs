@@ -388,6 +388,7 @@ impl Session {
             GuestFrame::Stdout(data) => self.write_output(0, data),
             GuestFrame::Stderr(data) => self.write_output(1, data),
             GuestFrame::StdinCredit(n) => self.stdin.credit(n),
+            GuestFrame::StdinFileRead(seq) => self.stdin.file_read(seq),
             GuestFrame::StdinClosed => self.stdin.closed_by_guest(),
             GuestFrame::ChannelCredit(n) => self.chan.credit(n),
             GuestFrame::Log(line) => {

@@ -1,9 +1,10 @@
 //! The command's stdin, from the launcher's stdin to the guest: small chunks inline on the
 //! channel, large ones as files in the run folder (hostfs reads them far faster than the
 //! console carries bytes). Paced by guest-init's credits: at most [`STDIN_WINDOW`] bytes are
-//! in flight, and a file is removed once the credits cover it (the guest has read it).
+//! in flight. A file is removed once guest-init says it has read it (by its number, so no
+//! late credit can remove one it has not read yet); the rest go with the run folder.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 
 use anyhow::Result;
 use sekexe_wire::frame::{stdin_file_name, MAX_INLINE_STDIN};
@@ -24,11 +25,8 @@ pub struct StdinPump {
     ended: bool,
     in_flight: usize,
     next_seq: u32,
-    /// Files not yet consumed: their number and where they end in the stream.
-    pending: VecDeque<(u32, u64)>,
-    /// Bytes sent, and bytes the guest has credited, since the stream began.
-    sent: u64,
-    credited: u64,
+    /// Files guest-init has not yet said it read.
+    pending: BTreeSet<u32>,
 }
 
 impl StdinPump {
@@ -39,9 +37,7 @@ impl StdinPump {
             ended: false,
             in_flight: 0,
             next_seq: 0,
-            pending: VecDeque::new(),
-            sent: 0,
-            credited: 0,
+            pending: BTreeSet::new(),
         }
     }
 
@@ -63,14 +59,13 @@ impl StdinPump {
             let seq = self.next_seq;
             self.files.create(&stdin_file_name(seq), data)?;
             self.next_seq += 1;
-            self.pending.push_back((seq, self.sent + data.len() as u64));
+            self.pending.insert(seq);
             send(HostFrame::StdinFile {
                 seq,
                 len: data.len() as u32,
             });
         }
         self.in_flight += data.len();
-        self.sent += data.len() as u64;
         Ok(())
     }
 
@@ -81,17 +76,16 @@ impl StdinPump {
         send(HostFrame::StdinEof);
     }
 
-    /// The guest handed `n` more bytes to the command: more may go, and the files those
-    /// bytes came from are removed.
+    /// The guest handed `n` more bytes to the command: more may go.
     pub fn credit(&mut self, n: u32) {
         self.in_flight = self.in_flight.saturating_sub(n as usize);
-        self.credited += u64::from(n);
-        while let Some(&(seq, end)) = self.pending.front() {
-            if end > self.credited {
-                break;
-            }
+    }
+
+    /// guest-init is done with file `seq`: it goes. (A number we did not hand out is
+    /// ignored: the guest names nothing else for removal.)
+    pub fn file_read(&mut self, seq: u32) {
+        if self.pending.remove(&seq) {
             self.files.remove(&stdin_file_name(seq));
-            self.pending.pop_front();
         }
     }
 
@@ -100,13 +94,10 @@ impl StdinPump {
         self.open = false;
     }
 
-    /// A new reader takes over (the debug shell after the command): what the command did
-    /// not read never will be; the stream goes on unless it had ended.
+    /// A new reader takes over (the debug shell after the command): the stream goes on
+    /// unless it had ended. Files still on their way are left to guest-init, which reads and
+    /// acknowledges them in order.
     pub fn restart(&mut self) {
-        while let Some((seq, _)) = self.pending.pop_front() {
-            self.files.remove(&stdin_file_name(seq));
-        }
-        self.credited = self.sent;
         self.in_flight = 0;
         self.open = !self.ended;
     }
@@ -160,28 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn files_are_removed_once_the_credits_cover_them() {
+    fn files_are_removed_when_the_guest_has_read_them_and_only_then() {
         let (mut p, run, _base) = pump();
         let file = |n: u32| run.path().join(format!("stdin-{n}"));
         let chunk = vec![0u8; 2000];
-        frames(&mut p, &chunk); // file 0: bytes 0..2000
-        frames(&mut p, b"inline"); // bytes 2000..2006
-        frames(&mut p, &chunk); // file 1: bytes 2006..4006
-        #[rustfmt::skip]
-        let table = [
-            (1999, [true, true]),
-            (1, [false, true]),
-            (2005, [false, true]),
-            (1, [false, false]),
-        ];
-        for (credit, exists) in table {
-            p.credit(credit);
-            assert_eq!(
-                [file(0).exists(), file(1).exists()],
-                exists,
-                "after {credit}"
-            );
-        }
+        frames(&mut p, &chunk); // file 0
+        frames(&mut p, b"inline");
+        frames(&mut p, &chunk); // file 1
+        p.credit(100_000);
+        assert!(
+            file(0).exists() && file(1).exists(),
+            "credits pace, they remove nothing"
+        );
+        p.file_read(1);
+        assert!(file(0).exists() && !file(1).exists());
+        p.file_read(0);
+        assert!(!file(0).exists());
+        // A number never handed out removes nothing (not even a file of that name).
+        std::fs::write(file(9), "x").unwrap();
+        p.file_read(9);
+        assert!(file(9).exists());
     }
 
     #[test]
@@ -192,7 +181,10 @@ mod tests {
         assert!(!p.wants_input());
         p.restart();
         assert!(p.wants_input(), "the debug shell reads stdin again");
-        assert!(!run.path().join("stdin-0").exists(), "unread files go");
+        assert!(
+            run.path().join("stdin-0").exists(),
+            "a file on its way stays until guest-init has read it"
+        );
         let mut eof = Vec::new();
         p.end(&mut |f| eof.push(format!("{f:?}")));
         assert_eq!(eof, ["StdinEof"]);
