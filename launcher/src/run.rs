@@ -158,6 +158,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         },
         sandbox,
     })?;
+    scratch.watch_kernel(uml.pid());
     // Now that the kernel boots, tidy up after launchers that were killed.
     rundir::remove_stale(&base, run_dir.path());
 

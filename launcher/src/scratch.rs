@@ -53,6 +53,8 @@ pub struct Scratch {
     host_folder: Option<PathBuf>,
     /// What the user should know when it is not (printed once the run is sure to start).
     pub warning: Option<String>,
+    /// The kernel process, once started.
+    kernel: std::cell::Cell<Option<i32>>,
 }
 
 /// How full the area is.
@@ -78,6 +80,7 @@ impl Scratch {
                 mem,
                 host_folder: None,
                 warning: None,
+                kernel: Default::default(),
             }),
             Err(e) => {
                 let folder = run_dir.join("kernel");
@@ -98,6 +101,7 @@ impl Scratch {
                     mem,
                     host_folder: Some(folder),
                     warning: Some(warning),
+                    kernel: Default::default(),
                 })
             }
         }
@@ -127,14 +131,33 @@ impl Scratch {
                     files: v.f_files - v.f_ffree,
                 })
             }
-            Some(_) => measure(self.dir.as_fd(), WATCH_FILES + 1),
+            Some(_) => {
+                let mut usage = measure(self.dir.as_fd(), WATCH_FILES + 1)?;
+                // A file removed while open keeps its blocks and no name: count the kernel
+                // process's own (its memory file is one).
+                if let Some(pid) = self.kernel.get() {
+                    let dev = rustix::fs::fstat(&self.dir)?.st_dev;
+                    usage.bytes += unlinked_open_files(pid, dev);
+                }
+                Ok(usage)
+            }
         }
     }
 
-    /// `Some(why)` once the guest has made the host hold more than its bound.
+    /// The kernel process, whose open files count in a host-folder area.
+    pub fn watch_kernel(&self, pid: i32) {
+        self.kernel.set(Some(pid));
+    }
+
+    /// `Some(why)` once the guest has made the host hold more than its bound, or once the
+    /// area cannot be measured any more (a guest that hides what it writes is over it).
     pub fn overrun(&self) -> Option<String> {
-        let usage = self.usage().ok()?;
-        overrun(usage, self.mem)
+        match self.usage() {
+            Ok(usage) => overrun(usage, self.mem),
+            Err(e) => Some(format!(
+                "the kernel's scratch area on the host can no longer be measured ({e:#}); the run was stopped"
+            )),
+        }
     }
 }
 
@@ -304,8 +327,24 @@ fn child_make_tmpfs(
     tmpfs(options)
 }
 
+/// Bytes held by files process `pid` has open on device `dev` that have no name any more.
+fn unlinked_open_files(pid: i32, dev: u64) -> u64 {
+    let dir = format!("/proc/{pid}/fd");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        // stat follows the fd's magic link to the open file itself.
+        .filter_map(|e| rustix::fs::stat(e.path()).ok())
+        .filter(|st| st.st_dev == dev && st.st_nlink == 0)
+        .map(|st| st.st_blocks as u64 * 512)
+        .sum()
+}
+
 /// Bytes and entries beneath `dir`, never following a link; stops counting entries past
-/// `max_files` (the caller has seen enough by then).
+/// `max_files` (the caller has seen enough by then). A folder it cannot enter is an error:
+/// what it holds cannot be counted.
 fn measure(dir: BorrowedFd<'_>, max_files: u64) -> Result<Usage> {
     let mut usage = Usage { bytes: 0, files: 0 };
     let mut stack: Vec<OwnedFd> = vec![rustix::io::fcntl_dupfd_cloexec(dir, 3)?];
@@ -327,14 +366,14 @@ fn measure(dir: BorrowedFd<'_>, max_files: u64) -> Result<Usage> {
             };
             usage.bytes += st.st_blocks as u64 * 512;
             if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
-                if let Ok(sub) = rustix::fs::openat(
+                let sub = rustix::fs::openat(
                     &fd,
                     name,
                     OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
                     Mode::empty(),
-                ) {
-                    stack.push(sub);
-                }
+                )
+                .with_context(|| format!("open {name:?} in the scratch folder"))?;
+                stack.push(sub);
             }
         }
     }
@@ -385,6 +424,38 @@ mod tests {
         assert_eq!(u.files, 4);
         assert!(u.bytes >= 128 * 1024 && u.bytes < 1 << 20, "{u:?}");
         assert_eq!(measure(dir.as_fd(), 2).unwrap().files, 3);
+    }
+
+    #[test]
+    fn files_removed_while_open_still_count() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("hidden");
+        let mut f = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut f, &vec![1u8; 256 * 1024]).unwrap();
+        f.sync_all().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let dev = rustix::fs::stat(d.path()).unwrap().st_dev;
+        let held = unlinked_open_files(std::process::id() as i32, dev);
+        assert!(held >= 256 * 1024, "{held}");
+        drop(f);
+        assert_eq!(unlinked_open_files(std::process::id() as i32, dev), 0);
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_entered_cannot_be_measured() {
+        if rustix::process::geteuid().is_root() {
+            eprintln!("SKIP: root enters any folder");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("closed");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        let dir = std::fs::File::open(d.path()).unwrap();
+        assert!(measure(dir.as_fd(), 100).is_err());
+        std::fs::set_permissions(&sub, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
     }
 
     #[test]

@@ -154,6 +154,10 @@ impl Uml {
         })
     }
 
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
     /// The kernel's exit status once it has ended (reaps it, without blocking).
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {

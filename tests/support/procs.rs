@@ -33,7 +33,9 @@ pub fn processes_mentioning(needle: &Path) -> Vec<String> {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             if cmdline.windows(needle.len()).any(|w| w == needle) {
                 let shown: String = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                found.push(format!("{pid}: {}", &shown[..shown.len().min(200)]));
+                // Whole: callers look for words anywhere in it (a kernel's uml_dir= comes
+                // after a long kernel path).
+                found.push(format!("{pid}: {shown}"));
             }
         }
     }
@@ -67,8 +69,12 @@ pub fn launcher_pids(scratch: &Scratch) -> Vec<i32> {
 /// The kernel process started by the launcher `launcher` (its child with this scratch folder
 /// and a uml_dir on its command line; network helpers have no uml_dir).
 pub fn kernel_pid(scratch: &Scratch, launcher: i32) -> Option<i32> {
-    scratch
-        .leftover_processes()
+    kernel_pid_in(scratch.path(), launcher)
+}
+
+/// [`kernel_pid`] for runs made with this TMPDIR.
+pub fn kernel_pid_in(tmpdir: &Path, launcher: i32) -> Option<i32> {
+    processes_mentioning(tmpdir)
         .iter()
         .filter(|p| p.contains("uml_dir="))
         .filter_map(|p| p.split(':').next()?.parse::<i32>().ok())

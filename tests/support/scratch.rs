@@ -60,7 +60,6 @@ impl Scratch {
             .prefix("sekexe-test-")
             .tempdir_in("/dev/shm")
             .expect("tempdir in /dev/shm");
-        // SAFETY: geteuid has no preconditions.
         let uid = user.unwrap_or_else(|| rustix::process::geteuid().as_raw());
         if user.is_some() && is_root() {
             chown(dir.path(), uid);
