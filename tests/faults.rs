@@ -225,3 +225,19 @@ fn too_little_memory_to_boot() {
     assert_eq!(out.stderr_str().lines().count(), 1);
     s.assert_clean();
 }
+
+#[test]
+fn processes_the_kernel_leaves_outside_its_group_are_killed() {
+    // Promise: no process is left behind, even one a hostile kernel process started in a
+    // session of its own (out of reach of a kill of the kernel's group): the launcher is its
+    // subreaper and sweeps it once the kernel is gone.
+    let fake = env!("CARGO_BIN_EXE_fake-kernel");
+    for user in users() {
+        let s = Scratch::for_user(user);
+        let out = sekexe(&s, ["run", "--kernel", fake, "--", "true"])
+            .timeout(QUICK)
+            .run();
+        assert_fails_with(&out, "without reporting");
+        s.assert_clean();
+    }
+}

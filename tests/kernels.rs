@@ -220,3 +220,25 @@ fn doctor_passes_here_and_names_a_noexec_tmpdir() {
         .unwrap_or_default();
     assert!(line.contains("noexec") && line.contains("TMPDIR"), "{text}");
 }
+
+#[test]
+fn a_relative_kernel_path_is_taken_from_the_current_directory() {
+    // The kernel process starts in its own scratch folder: the path must be resolved first.
+    let s = Scratch::new();
+    let kernel = test_kernel()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/linux.uml".into());
+    let dir = kernel.parent().unwrap();
+    let name = format!("./{}", kernel.file_name().unwrap().to_str().unwrap());
+    let out = sekexe(
+        &s,
+        [
+            "run", "--kernel", &name, "--net", "none", "--", "echo", "ok",
+        ],
+    )
+    .cwd(dir)
+    .run();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout_str(), "ok\n");
+    s.assert_clean();
+}

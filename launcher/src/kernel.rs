@@ -83,6 +83,8 @@ pub fn select(explicit: Option<&Path>) -> Result<Kernel> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("no UML kernel found: {NOT_FOUND_HINT}"))?;
+    // The kernel process starts in its scratch area: a relative path must not depend on that.
+    let path = std::path::absolute(&path).unwrap_or(path);
     let config =
         load_config(&path).with_context(|| format!("the kernel ({})", source.describe()))?;
     let missing = config.missing_required();

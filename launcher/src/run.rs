@@ -90,6 +90,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     rustix::io::ioctl_fionbio(&ours, true).context("make the channel non-blocking")?;
     let (console_r, console_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
+    // Read without blocking: a process the kernel left behind may hold the write end.
+    rustix::io::ioctl_fionbio(&console_r, true).context("make the console pipe non-blocking")?;
 
     let umid = format!(
         "sekexe-{}-{}",

@@ -52,6 +52,10 @@ pub struct Uml {
 impl Uml {
     pub fn spawn(s: Spawn) -> Result<Uml> {
         let parent = rustix::process::getpid();
+        // Whatever the kernel's processes leave behind (a setsid()'d child escapes the kill of
+        // the kernel's group) becomes ours when its parent dies, so it can be swept at the end.
+        rustix::process::set_child_subreaper(Some(parent))
+            .context("become the kernel's processes' subreaper")?;
         // Above every fd the child will place, so no dup2 there can clobber one still to
         // be placed.
         let high =
@@ -167,6 +171,7 @@ impl Uml {
                     // Helpers UML left behind (they share its process group) go with it.
                     let _ = killpg(self.pid, Signal::SIGKILL);
                     self.dismiss_sentinel();
+                    sweep_strays();
                 }
             }
         }
@@ -190,6 +195,7 @@ impl Uml {
                 self.status = raw_status(ws);
             }
             self.dismiss_sentinel();
+            sweep_strays();
         }
     }
 
@@ -221,6 +227,52 @@ impl Drop for Uml {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(1));
     }
+}
+
+/// Kills and reaps every remaining child of the launcher once the kernel is gone: processes
+/// of the kernel that left its process group, reparented here (the launcher is their
+/// subreaper), and the network helpers, whose peer is gone. Bounded: a process that forks as
+/// fast as it is killed is left after a second rather than hanging the launcher.
+fn sweep_strays() {
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let children = children_of(me);
+        if children.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        for pid in children {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        // Reap them (and whatever else has ended) without blocking.
+        while let Ok(ws) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if ws == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The fields after the command name (which may hold spaces and parentheses).
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            ppid == Some(parent)
+        })
+        .collect()
 }
 
 fn raw_status(ws: WaitStatus) -> Option<ExitStatus> {
