@@ -497,6 +497,8 @@ fn keep_leaves_the_run_folder_and_says_where() {
     assert!(err.contains("kept the run folder"), "{err}");
     assert!(Path::new(path).join("request").is_file(), "{err}");
     assert!(Path::new(path).join("status").is_file(), "{err}");
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the run folder is private");
     // A later run does not remove a kept folder.
     assert_eq!(run(&s, &["run", "--", "true"]).code, 0);
     assert!(Path::new(path).is_dir());

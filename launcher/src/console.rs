@@ -7,6 +7,9 @@ use std::io::Write;
 /// Keep at most this much of the log (the end of it).
 const KEEP: usize = 1 << 20;
 
+/// An unfinished line longer than this is shown as it is (`--debug`).
+const MAX_PARTIAL: usize = 64 * 1024;
+
 pub struct Console {
     log: VecDeque<u8>,
     dropped: bool,
@@ -40,6 +43,12 @@ impl Console {
                 out.extend_from_slice(b"[kernel] ");
                 out.extend_from_slice(&line);
             }
+            // A guest that never ends a line must not grow the launcher's memory.
+            if self.partial.len() > MAX_PARTIAL {
+                out.extend_from_slice(b"[kernel] ");
+                out.append(&mut self.partial);
+                out.push(b'\n');
+            }
             let _ = std::io::stderr().write_all(&out);
         }
     }
@@ -50,6 +59,12 @@ impl Console {
             let mut out = b"[kernel] ".to_vec();
             out.append(&mut self.partial);
             out.push(b'\n');
+            // A guest that never ends a line must not grow the launcher's memory.
+            if self.partial.len() > MAX_PARTIAL {
+                out.extend_from_slice(b"[kernel] ");
+                out.append(&mut self.partial);
+                out.push(b'\n');
+            }
             let _ = std::io::stderr().write_all(&out);
         }
     }

@@ -1,7 +1,7 @@
-//! Where runs live on the host: the run folders and, inside each, the guest's memory. UML maps
-//! memory from an unlinked file in its TMPDIR, which must allow exec and have room for `--mem`;
-//! sekexe points UML's TMPDIR at the run folder, so that the kernel process needs to write
-//! nowhere else (see the sandbox). A tmpfs is best: memory stays in RAM and fsync is free.
+//! Where runs live on the host: the run folders, in `$TMPDIR` (else /dev/shm or /tmp). Guest
+//! memory goes to the kernel's private scratch tmpfs (see `scratch`); only where none can be
+//! made does it go to a folder here, which must then allow exec and have room for `--mem`
+//! (UML maps it from an unlinked file). A tmpfs is best: memory stays in RAM.
 
 use std::path::{Path, PathBuf};
 

@@ -131,6 +131,7 @@ impl RunDir {
         let dir = tempfile::Builder::new()
             .prefix(NEW_PREFIX)
             .rand_bytes(8)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(base)
             .with_context(|| {
                 format!(

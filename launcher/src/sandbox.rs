@@ -104,11 +104,16 @@ impl Sandbox {
     pub fn prepare(plan: &Plan) -> Result<Sandbox> {
         let mut summary = Vec::new();
         let mut warning = None;
-        let writable: Vec<String> = plan
-            .writable
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
+        let mut writable: Vec<String> = Vec::new();
+        if !plan.writable_fds.is_empty() {
+            writable.push("its private scratch tmpfs".into());
+        }
+        writable.extend(plan.writable.iter().map(|p| p.display().to_string()));
+        writable.extend(
+            plan.writable_files
+                .iter()
+                .map(|p| format!("{} (contents)", p.display())),
+        );
 
         let landlock = match abi_version() {
             Some(abi) => {
@@ -121,7 +126,7 @@ impl Sandbox {
                 Some(ruleset)
             }
             None => {
-                warning = Some("Landlock is not available on this host kernel: the guest kernel is not confined to its run folder (see 'sekexe doctor')".to_string());
+                warning = Some("Landlock is not available on this host kernel: the guest can write wherever you can, and the bound on what it makes the host hold does not apply (see 'sekexe doctor')".to_string());
                 None
             }
         };

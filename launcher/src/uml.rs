@@ -125,12 +125,19 @@ impl Uml {
                 }
                 // Nothing else the launcher's own caller may have leaked reaches the kernel.
                 // (Marked close-on-exec rather than closed: std's own error pipe is among them.)
-                libc::syscall(
+                if libc::syscall(
                     libc::SYS_close_range,
                     first_free,
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
-                );
+                ) != 0
+                {
+                    // Before Linux 5.11, or refused by a container's seccomp profile.
+                    let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(3, 65536) as i32;
+                    for fd in first_free..max {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
                 sandbox.apply()?;
                 let entered = match &cwd_path {
                     Some(path) => libc::chdir(path.as_ptr()),
