@@ -1,33 +1,30 @@
 //! sekexe: run a command in its own User Mode Linux kernel, without root or KVM.
 
-mod cachekey;
-mod calibration;
-mod cli;
-mod cmdline;
-mod config;
-mod console;
-mod diagnose;
+// How a run flows through the modules:
+//   setup:    cli parses the options, config validates them into a RunConfig; net starts
+//             the network helpers; rundir makes the private run folder; paths and memory say
+//             where things live.
+//   kernels:  kernel finds and checks the kernel (kconfig), cmdline renders its command line,
+//             calibration presets its delay loop.
+//   confine:  scratch makes the kernel's bounded private tmpfs; sandbox (with seccomp) confines
+//             the kernel process.
+//   runio:    uml starts the kernel (with a sentinel that kills it if the launcher dies);
+//             session relays streams, signals and the terminal until the kernel ends; verdict
+//             turns what happened into the exit status; diagnose explains failures.
+// run.rs strings these together; doctor.rs checks a host.
+
+mod confine;
 mod doctor;
-mod kconfig;
-mod kernel;
-mod kernelcmd;
-mod memory;
-mod net;
-mod overlaydir;
-mod paths;
+mod kernels;
 mod run;
-mod rundir;
-mod safefile;
-mod sandbox;
-mod scratch;
-mod seccomp;
-mod sentinel;
-mod session;
-mod signals;
-mod terminal;
-mod uml;
-mod units;
-mod verdict;
+mod runio;
+mod setup;
+
+// Short paths for the modules the others use (crate::kernel, crate::sandbox, ...).
+use confine::{sandbox, scratch, seccomp};
+use kernels::{calibration, cmdline, diagnose, kconfig, kernel, kernelcmd};
+use runio::{console, sentinel, session, signals, terminal, uml, verdict};
+use setup::{cachekey, cli, config, memory, net, overlaydir, paths, rundir, safefile, units};
 
 use std::sync::OnceLock;
 use std::time::Instant;
