@@ -154,3 +154,73 @@ unsafe fn watch(pipe: i32, pipe_writer: i32, kernel_fd: i32, kernel: i32) -> ! {
     }
     libc::_exit(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command};
+    use std::time::Instant;
+
+    fn kernel_stand_in() -> (Child, Pid) {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        (child, pid)
+    }
+
+    /// The child's end within `limit`, if it ended.
+    fn ended_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    #[test]
+    fn a_launcher_gone_without_a_word_gets_its_kernel_killed_after_the_grace() {
+        let (mut kernel, pid) = kernel_stand_in();
+        let mut sentinel = Sentinel::start(pid).unwrap();
+        // The launcher "dies": its end of the pipe closes without the word.
+        drop(sentinel.pipe.take());
+        let started = Instant::now();
+        let status = ended_within(&mut kernel, Duration::from_secs(10)).expect("killed");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(started.elapsed() >= GRACE / 2, "{:?}", started.elapsed());
+        let _ = waitpid(sentinel.pid, None);
+    }
+
+    #[test]
+    fn a_dismissed_sentinel_leaves_the_kernel_alone() {
+        let (mut kernel, pid) = kernel_stand_in();
+        let mut sentinel = Sentinel::start(pid).unwrap();
+        sentinel.dismiss();
+        assert!(ended_within(&mut kernel, GRACE * 3).is_none());
+        kernel.kill().unwrap();
+        kernel.wait().unwrap();
+    }
+
+    #[test]
+    fn a_kernel_that_ends_by_itself_sends_the_sentinel_away() {
+        let mut kernel = Command::new("true").spawn().unwrap();
+        let pid = Pid::from_raw(kernel.id() as i32);
+        let sentinel = Sentinel::start(pid).unwrap();
+        kernel.wait().unwrap();
+        // The sentinel notices through its pidfd and leaves without a word from us.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match nix::sys::wait::waitpid(sentinel.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break,
+                other => panic!("the sentinel did not leave: {other:?}"),
+            }
+        }
+        std::mem::forget(sentinel); // already reaped: its Drop must not wait again
+    }
+}
