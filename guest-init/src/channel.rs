@@ -50,6 +50,18 @@ impl Channel {
         })
     }
 
+    /// A channel over any non-blocking stream (a socket pair in tests).
+    #[cfg(test)]
+    fn over(fd: OwnedFd) -> Channel {
+        Channel {
+            fd,
+            out: Vec::new(),
+            out_start: 0,
+            inbuf: Vec::new(),
+            closed: false,
+        }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -259,4 +271,125 @@ pub fn write_frame_raw(fd: BorrowedFd<'_>, frame: GuestFrame<'_>) -> io::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    /// guest-init's channel, and the launcher's end of it.
+    fn pair() -> (Channel, OwnedFd) {
+        let (guest, host) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        (Channel::over(guest), host)
+    }
+
+    fn host_sends(host: &OwnedFd, frames: &[HostFrame<'_>]) {
+        let mut bytes = Vec::new();
+        for f in frames {
+            f.encode_into(&mut bytes);
+        }
+        rustix::io::write(host, &bytes).unwrap();
+    }
+
+    /// The guest frames the launcher has received.
+    fn host_reads(host: &OwnedFd) -> Vec<String> {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = rustix::io::read(host, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        let mut frames = Vec::new();
+        let mut pos = 0;
+        while let Ok(Some((f, used))) = GuestFrame::parse(&bytes[pos..]) {
+            frames.push(format!("{f:?}"));
+            pos += used;
+        }
+        frames
+    }
+
+    #[test]
+    fn every_byte_read_is_credited_back_and_frames_are_put_back_together() {
+        let (mut c, host) = pair();
+        let mut bytes = Vec::new();
+        HostFrame::Stdin(b"hello").encode_into(&mut bytes);
+        HostFrame::StdinEof.encode_into(&mut bytes);
+        let mut seen = Vec::new();
+        // In two pieces, the cut inside the first frame.
+        for piece in [&bytes[..3], &bytes[3..]] {
+            rustix::io::write(&host, piece).unwrap();
+            c.read_some();
+            c.drain_frames(|_, f| seen.push(format!("{f:?}"))).unwrap();
+        }
+        assert_eq!(seen, ["Stdin([104, 101, 108, 108, 111])", "StdinEof"]);
+        assert_eq!(
+            host_reads(&host),
+            [
+                "ChannelCredit(3)",
+                &format!("ChannelCredit({})", bytes.len() - 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn net_ready_is_waited_for_and_what_follows_stays_for_the_command() {
+        let (mut c, host) = pair();
+        host_sends(
+            &host,
+            &[
+                HostFrame::Signal(15),
+                HostFrame::NetReady,
+                HostFrame::Stdin(b"x"),
+            ],
+        );
+        c.wait_for_net_ready(Duration::from_secs(5)).unwrap();
+        let mut rest = Vec::new();
+        c.drain_frames(|_, f| rest.push(format!("{f:?}"))).unwrap();
+        assert_eq!(rest, ["Stdin([120])"]);
+    }
+
+    #[test]
+    fn a_shutdown_or_silence_instead_of_net_ready_is_an_error() {
+        let (mut c, host) = pair();
+        host_sends(&host, &[HostFrame::Shutdown]);
+        let e = c.wait_for_net_ready(Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{e}");
+        let (mut c, _host) = pair();
+        let e = c.wait_for_net_ready(Duration::from_millis(50)).unwrap_err();
+        assert!(e.to_string().contains("no word"), "{e}");
+    }
+
+    #[test]
+    fn the_end_handshake_returns_on_the_ack_or_at_the_limit() {
+        let (mut c, host) = pair();
+        c.send(GuestFrame::End);
+        host_sends(&host, &[HostFrame::EndAck]);
+        let started = Instant::now();
+        c.end_handshake(Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(host_reads(&host), ["End", "ChannelCredit(5)"]);
+        let (mut c, _host) = pair();
+        let started = Instant::now();
+        c.end_handshake(Duration::from_millis(100));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_host_end_that_goes_away_closes_the_channel_and_later_sends_are_dropped() {
+        let (mut c, host) = pair();
+        drop(host);
+        c.read_some();
+        assert!(c.is_closed());
+        c.send(GuestFrame::Stdout(b"lost"));
+        assert_eq!(c.pending(), 0);
+    }
 }
