@@ -27,11 +27,18 @@ fn run_with_init(s: &Scratch, body: &str, args: &[&str]) -> Output {
 #[test]
 fn garbage_on_the_channel_is_125() {
     let s = Scratch::new();
-    // An unknown tag, then a frame claiming 4 GiB.
-    for bytes in ["\\377\\000\\000\\000\\000", "\\003\\377\\377\\377\\377"] {
+    // An unknown tag, then a real frame's header claiming 4 GiB.
+    let unknown = vec![0xff, 0, 0, 0, 0];
+    let mut huge = Vec::new();
+    sekexe_wire::GuestFrame::Stdout(b"").encode_into(&mut huge);
+    huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+    for bytes in [unknown, huge] {
         let out = run_with_init(
             &s,
-            &format!("{RAW_CHANNEL}\nprintf '{bytes}' > /dev/tty1\nsleep 100"),
+            &format!(
+                "{RAW_CHANNEL}\nprintf '{}' > /dev/tty1\nsleep 100",
+                printf_escapes(&bytes)
+            ),
             &[],
         );
         assert_eq!(out.code, 125, "{out:?}");
