@@ -176,11 +176,9 @@ impl Sandbox {
         if let Some(mounts) = &self.mounts {
             mounts.apply()?;
         }
-        for cap in &self.drop_caps {
-            // SAFETY: prctl with integer arguments only.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        for &cap in &self.drop_caps {
+            let one = rustix::thread::CapabilitySet::from_bits_retain(1 << cap);
+            rustix::thread::remove_capability_from_bounding_set(one)?;
         }
         if let Some(ruleset) = self.landlock.take() {
             let status: RestrictionStatus = ruleset
