@@ -304,3 +304,38 @@ pub fn describe(status: ExitStatus) -> String {
         _ => "ended".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn how_the_kernel_ended_in_words() {
+        let exited = ExitStatus::from_raw(3 << 8);
+        assert_eq!(describe(exited), "exited with status 3");
+        let panicked = ExitStatus::from_raw(libc::SIGABRT);
+        assert_eq!(describe(panicked), "aborted (a kernel panic)");
+        let killed = ExitStatus::from_raw(libc::SIGKILL);
+        assert_eq!(describe(killed), "was killed by signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn wait_statuses_become_exit_statuses() {
+        let pid = Pid::from_raw(1);
+        let s = raw_status(WaitStatus::Exited(pid, 7)).unwrap();
+        assert_eq!(s.code(), Some(7));
+        let s = raw_status(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).unwrap();
+        assert_eq!((s.signal(), s.core_dumped()), (Some(libc::SIGSEGV), true));
+        assert_eq!(raw_status(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn a_child_is_found_among_the_children() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let me = std::process::id() as i32;
+        assert!(children_of(me).contains(&(child.id() as i32)));
+        assert!(!children_of(me).contains(&me));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
