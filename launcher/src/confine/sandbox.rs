@@ -56,6 +56,10 @@ pub struct Plan {
     pub writable_files: Vec<PathBuf>,
     /// The network mode needs TCP from the kernel process itself (legacy slirp).
     pub allow_tcp: bool,
+    /// The process needs unix stream sockets of its own (the legacy slirp, which runs as the
+    /// kernel's child; slirp4netns's port-forward API). Otherwise they are refused: Landlock
+    /// does not govern connecting to a named one.
+    pub unix_stream: bool,
     /// The network mode attaches a tap device (root may need CAP_NET_ADMIN for it).
     pub net_admin: bool,
 }
@@ -131,13 +135,25 @@ impl Sandbox {
             }
         };
 
-        summary.push(
-            "seccomp: no unix stream sockets, io_uring, IPC objects or handle-based opens".into(),
-        );
+        summary.push(format!(
+            "seccomp: no {}io_uring, IPC objects or handle-based opens",
+            if plan.unix_stream {
+                ""
+            } else {
+                "unix stream sockets, "
+            }
+        ));
+        if plan.unix_stream {
+            let w = "this network mode needs unix stream sockets in the kernel's confinement: a hostile guest kernel could connect to your unix sockets (--net user avoids it)";
+            warning = Some(match warning {
+                Some(earlier) => format!("{earlier}; {w}"),
+                None => w.to_string(),
+            });
+        }
         if !plan.user_writable {
             summary.push("seccomp: chmod, chown, utimes and xattr calls denied".into());
         }
-        let seccomp = Some(kernel_filter(!plan.user_writable)?);
+        let seccomp = Some(kernel_filter(!plan.user_writable, !plan.unix_stream)?);
 
         let root = rustix::process::geteuid().is_root();
         let (mounts, drop_caps) = if root {
@@ -238,7 +254,7 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
 
 /// What the kernel process may not do beyond Landlock's rules (see the module doc); with
 /// `metadata`, the file-metadata calls Landlock lets through too.
-fn kernel_filter(with_metadata: bool) -> Result<seccompiler::BpfProgram> {
+fn kernel_filter(with_metadata: bool, no_unix_stream: bool) -> Result<seccompiler::BpfProgram> {
     const SOCK_TYPE_MASK: u64 = 0xf; // the type without SOCK_NONBLOCK / SOCK_CLOEXEC
     let metadata: &[i64] = &[
         libc::SYS_chmod,
@@ -270,15 +286,16 @@ fn kernel_filter(with_metadata: bool) -> Result<seccompiler::BpfProgram> {
         libc::SYS_mq_open,
         libc::SYS_open_by_handle_at,
     ];
-    let mut deny = crate::seccomp::Deny::with_errno(libc::EPERM)
-        .calls(escapes)
-        .call_when_all(
+    let mut deny = crate::seccomp::Deny::with_errno(libc::EPERM).calls(escapes);
+    if no_unix_stream {
+        deny = deny.call_when_all(
             libc::SYS_socket,
             &[
                 (0, u64::from(u32::MAX), libc::AF_UNIX as u64),
                 (1, SOCK_TYPE_MASK, libc::SOCK_STREAM as u64),
             ],
         )?;
+    }
     if with_metadata {
         deny = deny.calls(metadata);
     }
@@ -420,7 +437,7 @@ mod tests {
 
     /// Runs `probe` in a forked child under the kernel filter; its exit status.
     fn under_kernel_filter(metadata: bool, probe: fn() -> bool) -> bool {
-        let filter = kernel_filter(metadata).unwrap();
+        let filter = kernel_filter(metadata, true).unwrap();
         // SAFETY: the child only applies the prepared filter (prctl/seccomp) and makes raw
         // system calls, then leaves by _exit: nothing that needs the allocator's locks.
         unsafe {

@@ -152,8 +152,34 @@ impl Scratch {
     /// `Some(why)` once the guest has made the host hold more than its bound, or once the
     /// area cannot be measured any more (a guest that hides what it writes is over it).
     pub fn overrun(&self) -> Option<String> {
+        self.overrun_with(Some(self.mem))
+    }
+
+    /// The same once the kernel has exited: its memory file is gone, so whatever is left
+    /// was written by the guest, and the bound is the margin alone. (A guest that fills the
+    /// tmpfs faster than the checks starves its own memory and crashes the kernel: this names
+    /// it.)
+    pub fn overrun_after_exit(&self) -> Option<String> {
+        self.overrun_with(None)
+    }
+
+    /// `mem`: the guest memory the area may hold now (none once the kernel has exited).
+    fn overrun_with(&self, mem: Option<u64>) -> Option<String> {
         match self.usage() {
-            Ok(usage) => overrun(usage, self.mem),
+            Ok(usage) => match mem {
+                Some(mem) => overrun(usage, mem),
+                None => overrun(usage, 0).map(|why| {
+                    if usage.bytes <= WATCH_MARGIN {
+                        return why; // too many files
+                    }
+                    format!(
+                        "the guest left {} MiB of its own files in the kernel's scratch area on the host, over the limit of --mem + {} MiB (guest memory aside, {} MiB); the run was stopped",
+                        usage.bytes >> 20,
+                        WATCH_MARGIN >> 20,
+                        WATCH_MARGIN >> 20
+                    )
+                }),
+            },
             Err(e) => Some(format!(
                 "the kernel's scratch area on the host can no longer be measured ({e:#}); the run was stopped"
             )),

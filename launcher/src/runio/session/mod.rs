@@ -263,7 +263,7 @@ impl Session {
         // the tmpfs): a flood faster than the checks, or one that crashed the kernel by
         // leaving guest memory no room, is named here.
         if self.interruption.is_none() {
-            if let Some(why) = self.scratch.overrun() {
+            if let Some(why) = self.scratch.overrun_after_exit() {
                 self.interruption = Some(Interruption::Hostile(why));
             }
         }

@@ -188,6 +188,8 @@ impl Network {
                 user_writable: false,
                 writable_files: Vec::new(),
                 allow_tcp: true,
+                // Its port-forward API is a unix stream socket.
+                unix_stream: !cfg.forwards.is_empty(),
                 net_admin: false,
             })?)
         } else {
