@@ -404,6 +404,25 @@ fn watch_host_usage(s: &Scratch, run: Running) -> (Output, u64, u64) {
     (out, scratch_peak, base_peak)
 }
 
+/// Runs `script` in a guest of `mem_mib` MiB while watching the host: the output, how long
+/// the run took, and the peaks of the scratch tmpfs and of the run folders.
+fn fill_attack(
+    s: &Scratch,
+    mem_mib: u64,
+    script: &str,
+    env: Option<(&str, &str)>,
+) -> (Output, Duration, u64, u64) {
+    let mem = format!("{mem_mib}M");
+    let mut b = sekexe(s, ["run", "--mem", &mem, "--", "sh", "-c", script])
+        .timeout(Duration::from_secs(90));
+    if let Some((k, v)) = env {
+        b = b.env(k, v);
+    }
+    let started = std::time::Instant::now();
+    let (out, scratch_peak, base_peak) = watch_host_usage(s, b.spawn());
+    (out, started.elapsed(), scratch_peak, base_peak)
+}
+
 /// Bytes allocated beneath `dir`, not following links.
 fn du(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -443,31 +462,12 @@ fn the_guest_cannot_make_the_host_hold_more_than_its_memory() {
     for user in users() {
         for (what, script, message) in &cases {
             let s = Scratch::for_user(user);
-            let run = sekexe(
-                &s,
-                [
-                    "run",
-                    "--mem",
-                    &format!("{MEM_MIB}M"),
-                    "--",
-                    "sh",
-                    "-c",
-                    script,
-                ],
-            )
-            .timeout(Duration::from_secs(90))
-            .spawn();
-            let started = std::time::Instant::now();
-            let (out, scratch_peak, base_peak) = watch_host_usage(&s, run);
+            let (out, took, scratch_peak, base_peak) = fill_attack(&s, MEM_MIB, script, None);
             assert_eq!(out.code, 125, "{what}: {out:?}");
             assert!(out.stderr_str().contains(message), "{what}: {out:?}");
             // The guest sleeps a minute after writing: only the watch during the run (or, for
             // bytes, the tmpfs's hard limit starving guest memory) ends it this soon.
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{what}: took {:?}",
-                started.elapsed()
-            );
+            assert!(took < Duration::from_secs(30), "{what}: took {took:?}");
             assert!(scratch_peak > 0, "{what}: the sampler never saw the kernel");
             assert!(
                 scratch_peak <= (MEM_MIB << 20) + (64 << 20),
@@ -508,28 +508,13 @@ fn without_a_private_tmpfs_the_bound_is_watched() {
     for user in users() {
         for script in &cases {
             let s = Scratch::for_user(user);
-            let run = sekexe(
-                &s,
-                [
-                    "run",
-                    "--mem",
-                    &format!("{MEM_MIB}M"),
-                    "--",
-                    "sh",
-                    "-c",
-                    script,
-                ],
-            )
-            .env("SEKEXE_SCRATCH", "folder")
-            .timeout(Duration::from_secs(90))
-            .spawn();
-            let started = std::time::Instant::now();
-            let (out, _, base_peak) = watch_host_usage(&s, run);
+            let (out, took, _, base_peak) =
+                fill_attack(&s, MEM_MIB, script, Some(("SEKEXE_SCRATCH", "folder")));
             let err = out.stderr_str();
             assert_eq!(out.code, 125, "{script}: {out:?}");
             assert!(err.contains("no private tmpfs"), "{out:?}");
             assert!(err.contains("over the limit of --mem + 32 MiB"), "{out:?}");
-            assert!(started.elapsed() < Duration::from_secs(30), "{script}");
+            assert!(took < Duration::from_secs(30), "{script}: took {took:?}");
             // Checked 4 times a second: what a guest writes in a quarter second past the
             // bound, not the 10 GiB it asked for. (du sees named files only.)
             assert!(
