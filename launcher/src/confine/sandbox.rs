@@ -487,6 +487,16 @@ mod tests {
                     libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) as _,
                     libc::EPERM,
                 ) && fails_with(libc::syscall(libc::SYS_io_uring_setup, 8, 0), libc::EPERM)
+                    // The x32 number of socket(): refused, not ENOSYS nor a socket.
+                    && fails_with(
+                        libc::syscall(
+                            libc::SYS_socket | 0x4000_0000,
+                            libc::AF_UNIX,
+                            libc::SOCK_STREAM,
+                            0,
+                        ),
+                        libc::EPERM,
+                    )
             }
         }));
         // chmod is denied only with the metadata rules.

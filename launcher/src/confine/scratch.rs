@@ -137,7 +137,7 @@ impl Scratch {
                 // process's own (its memory file is one).
                 if let Some(pid) = self.kernel.get() {
                     let dev = rustix::fs::fstat(&self.dir)?.st_dev;
-                    usage.bytes += unlinked_open_files(pid, dev);
+                    usage.bytes += unlinked_open_files(pid, dev)?;
                 }
                 Ok(usage)
             }
@@ -147,6 +147,11 @@ impl Scratch {
     /// The kernel process, whose open files count in a host-folder area.
     pub fn watch_kernel(&self, pid: i32) {
         self.kernel.set(Some(pid));
+    }
+
+    /// The kernel has been reaped: its pid may name another process now.
+    pub fn forget_kernel(&self) {
+        self.kernel.set(None);
     }
 
     /// `Some(why)` once the guest has made the host hold more than its bound, or once the
@@ -354,18 +359,22 @@ fn child_make_tmpfs(
 }
 
 /// Bytes held by files process `pid` has open on device `dev` that have no name any more.
-fn unlinked_open_files(pid: i32, dev: u64) -> u64 {
+/// A process that is gone holds nothing; one whose fd table cannot be read (it made itself
+/// undumpable) is an error: what it holds cannot be counted.
+fn unlinked_open_files(pid: i32, dev: u64) -> Result<u64> {
     let dir = format!("/proc/{pid}/fd");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return 0;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("read {dir}")),
     };
-    entries
+    Ok(entries
         .flatten()
         // stat follows the fd's magic link to the open file itself.
         .filter_map(|e| rustix::fs::stat(e.path()).ok())
         .filter(|st| st.st_dev == dev && st.st_nlink == 0)
         .map(|st| st.st_blocks as u64 * 512)
-        .sum()
+        .sum())
 }
 
 /// Bytes and entries beneath `dir`, never following a link; stops counting entries past
@@ -461,10 +470,13 @@ mod tests {
         f.sync_all().unwrap();
         std::fs::remove_file(&path).unwrap();
         let dev = rustix::fs::stat(d.path()).unwrap().st_dev;
-        let held = unlinked_open_files(std::process::id() as i32, dev);
+        let held = unlinked_open_files(std::process::id() as i32, dev).unwrap();
         assert!(held >= 256 * 1024, "{held}");
         drop(f);
-        assert_eq!(unlinked_open_files(std::process::id() as i32, dev), 0);
+        assert_eq!(
+            unlinked_open_files(std::process::id() as i32, dev).unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -76,8 +76,31 @@ impl Deny {
                 .try_into()
                 .context("seccomp on this architecture")?,
         )?;
-        Ok(filter.try_into()?)
+        let program: BpfProgram = filter.try_into()?;
+        // x32 system calls carry the x86_64 architecture tag with bit 30 set in the number:
+        // they would match none of the rules above and be allowed. Refuse them all first.
+        let mut guarded = x32_guard(self.errno);
+        guarded.extend(program);
+        Ok(guarded)
     }
+}
+
+/// Fails every system call whose number has the x32 bit (it loads the number, compares, and
+/// returns the errno; the rest of the program follows unchanged, its jumps being relative).
+fn x32_guard(errno: i32) -> BpfProgram {
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const NR_OFFSET: u32 = 0; // seccomp_data.nr
+    const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
+    const JGE_K: u16 = 0x35; // BPF_JMP (5) | BPF_JGE (0x30) | BPF_K (0)
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        insn(LD_W_ABS, 0, 0, NR_OFFSET),
+        // x32 number: fall through to the return; else skip it.
+        insn(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, SECCOMP_RET_ERRNO | (errno as u32 & 0xffff)),
+    ]
 }
 
 #[cfg(test)]

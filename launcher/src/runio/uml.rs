@@ -47,6 +47,8 @@ pub struct Uml {
     status: Option<ExitStatus>,
     /// Kills the kernel if the launcher dies and the kernel's own shutdown hangs.
     sentinel: Option<Sentinel>,
+    /// The launcher's children from before the kernel: not swept.
+    spared: Vec<i32>,
 }
 
 impl Uml {
@@ -56,6 +58,9 @@ impl Uml {
         // the kernel's group) becomes ours when its parent dies, so it can be swept at the end.
         rustix::process::set_child_subreaper(Some(parent))
             .context("become the kernel's processes' subreaper")?;
+        // Children the launcher already has (the network helpers, and whatever a wrapper that
+        // exec'd sekexe left) are not the kernel's: the sweep spares them.
+        let spared = children_of(parent.as_raw_nonzero().get());
         // Above every fd the child will place, so no dup2 there can clobber one still to
         // be placed.
         let high =
@@ -63,8 +68,15 @@ impl Uml {
         let channel = high(&s.channel)?;
         let extra_fds = s.extra_fds.iter().map(high).collect::<Result<Vec<_>>>()?;
         let channel_fd = channel.as_raw_fd();
+        // Above the fds the child places, like the others (kept open until the spawn).
+        let cwd_high = match s.cwd {
+            KernelCwd::Fd(fd) => {
+                Some(rustix::io::fcntl_dupfd_cloexec(fd, 100).context("dup the scratch folder")?)
+            }
+            KernelCwd::Path(_) => None,
+        };
         let (cwd_fd, cwd_path) = match s.cwd {
-            KernelCwd::Fd(fd) => (fd.as_raw_fd(), None),
+            KernelCwd::Fd(_) => (cwd_high.as_ref().map_or(-1, |f| f.as_raw_fd()), None),
             KernelCwd::Path(p) => (
                 -1,
                 Some(
@@ -153,7 +165,7 @@ impl Uml {
             .spawn()
             .with_context(|| format!("start the kernel {}", s.kernel.display()))?;
         // The kernel's ends (and their copies) close here: the launcher keeps only its own.
-        drop((channel, extra_fds, s.channel, s.extra_fds));
+        drop((channel, extra_fds, s.channel, s.extra_fds, cwd_high));
         let pid = Pid::from_raw(child.id() as i32);
         // Without one (no pidfd before Linux 5.3), PDEATHSIG alone still ends the kernel in
         // all but the rare case where its shutdown hangs.
@@ -162,6 +174,7 @@ impl Uml {
             pid,
             status: None,
             sentinel,
+            spared,
         })
     }
 
@@ -178,7 +191,7 @@ impl Uml {
                     // Helpers UML left behind (they share its process group) go with it.
                     let _ = killpg(self.pid, Signal::SIGKILL);
                     self.dismiss_sentinel();
-                    sweep_strays();
+                    sweep_strays(&self.spared);
                 }
             }
         }
@@ -202,7 +215,7 @@ impl Uml {
                 self.status = raw_status(ws);
             }
             self.dismiss_sentinel();
-            sweep_strays();
+            sweep_strays(&self.spared);
         }
     }
 
@@ -236,28 +249,36 @@ impl Drop for Uml {
     }
 }
 
-/// Kills and reaps every remaining child of the launcher once the kernel is gone: processes
-/// of the kernel that left its process group, reparented here (the launcher is their
-/// subreaper), and the network helpers, whose peer is gone. Bounded: a process that forks as
-/// fast as it is killed is left after a second rather than hanging the launcher.
-fn sweep_strays() {
+/// Kills and reaps the launcher's children that came from the kernel once it is gone:
+/// processes that left its process group, reparented here (the launcher is their
+/// subreaper). `spared` (children from before the kernel) are left alone, and only what was
+/// killed here is reaped. Bounded: a process that forks as fast as it is killed is left after
+/// a second rather than hanging the launcher.
+fn sweep_strays(spared: &[i32]) {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let deadline = Instant::now() + Duration::from_secs(1);
+    let mut killed: Vec<i32> = Vec::new();
     loop {
-        let children = children_of(me);
-        if children.is_empty() || Instant::now() >= deadline {
+        let strays: Vec<i32> = children_of(me)
+            .into_iter()
+            .filter(|pid| !spared.contains(pid))
+            .collect();
+        for &pid in &strays {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            if !killed.contains(&pid) {
+                killed.push(pid);
+            }
+        }
+        killed.retain(|&pid| {
+            !matches!(
+                waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_)
+            )
+        });
+        if (strays.is_empty() && killed.is_empty()) || Instant::now() >= deadline {
             break;
-        }
-        for pid in children {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-        // Reap them (and whatever else has ended) without blocking.
-        while let Ok(ws) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            if ws == WaitStatus::StillAlive {
-                break;
-            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -87,26 +87,24 @@ impl HostChannel {
         }
     }
 
-    /// Reads what the socket has into the input buffer; `true` when something arrived.
+    /// Reads at most one buffer's worth into the input; `true` when something arrived. One
+    /// buffer per call, so that the caller handles frames (and their back-pressure) between
+    /// reads and the input never grows past a buffer and a partial frame.
     pub fn read(&mut self) -> bool {
         let mut buf = vec![0u8; 4 * MAX_PAYLOAD];
-        let mut got = false;
         while self.open {
             match rustix::io::read(&self.fd, &mut buf) {
                 Ok(0) => self.open = false,
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
-                    got = true;
-                    if n < buf.len() {
-                        break;
-                    }
+                    return true;
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => self.open = false,
             }
         }
-        got
+        false
     }
 
     /// Takes the bytes read so far, to be cut with [`each_frame`].

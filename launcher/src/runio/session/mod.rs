@@ -262,6 +262,7 @@ impl Session {
         // What the guest left in the scratch area outlives the kernel (the launcher's fd keeps
         // the tmpfs): a flood faster than the checks, or one that crashed the kernel by
         // leaving guest memory no room, is named here.
+        self.scratch.forget_kernel();
         if self.interruption.is_none() {
             if let Some(why) = self.scratch.overrun_after_exit() {
                 self.interruption = Some(Interruption::Hostile(why));
@@ -477,9 +478,17 @@ impl Session {
             return write_all(fd, data);
         }
         while !data.is_empty() && self.interruption.is_none() {
-            let wait = self.stopping.and_then(|(_, at)| {
-                let left = (at + STOP_WAIT).saturating_duration_since(Instant::now());
-                Timespec::try_from(left).ok()
+            // The run's own deadlines go on meanwhile: the stop grace, --timeout, the watch.
+            let wake = [
+                self.stopping.map(|(_, at)| at + STOP_WAIT),
+                self.clock.next_due(),
+                Some(self.next_scratch_check),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let wait = wake.and_then(|at| {
+                Timespec::try_from(at.saturating_duration_since(Instant::now())).ok()
             });
             let (writable, signalled) = {
                 let mut fds = [
@@ -496,6 +505,10 @@ impl Session {
                 self.handle_signals();
             }
             self.check_stop();
+            self.check_timeout();
+            self.check_scratch();
+            // A signal or a timeout step for the guest goes out now, not after this write.
+            self.chan.flush();
             if writable {
                 match rustix::io::write(fd, &data[..data.len().min(PIPE_BUF)]) {
                     Ok(n) => data = &data[n..],
