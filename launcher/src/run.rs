@@ -277,8 +277,7 @@ fn sandbox(
             .map(|(p, _)| p.to_path_buf())
             .collect(),
         allow_tcp: network.kernel_tcp,
-        // The legacy slirp runs as the kernel's child, in its confinement.
-        unix_stream: network.kernel_tcp,
+        unix_stream: network.kernel_unix_stream,
         net_admin: network.tap,
     };
     let sandbox = Sandbox::prepare(&plan)?;

@@ -481,19 +481,31 @@ mod tests {
 
     #[test]
     fn a_folder_that_cannot_be_entered_cannot_be_measured() {
-        if rustix::process::geteuid().is_root() {
-            eprintln!("SKIP: root enters any folder");
-            return;
-        }
+        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), PermissionsExt::from_mode(0o755)).unwrap();
         let sub = d.path().join("closed");
         std::fs::create_dir(&sub).unwrap();
-        std::fs::set_permissions(&sub, std::os::unix::fs::PermissionsExt::from_mode(0o000))
-            .unwrap();
+        std::fs::set_permissions(&sub, PermissionsExt::from_mode(0o000)).unwrap();
         let dir = std::fs::File::open(d.path()).unwrap();
-        assert!(measure(dir.as_fd(), 100).is_err());
-        std::fs::set_permissions(&sub, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        // Root enters any folder: this thread alone takes another effective uid (a raw
+        // setresuid changes only the calling thread), which drops its effective capabilities,
+        // and takes back uid 0 (still its saved uid) after.
+        let root = rustix::process::geteuid().is_root();
+        let set_euid = |euid: u32| {
+            // SAFETY: setresuid takes integers; -1 leaves the real and saved uids as they are.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, euid, -1i32) };
+            assert_eq!(rc, 0, "setresuid");
+        };
+        if root {
+            set_euid(65534);
+        }
+        let result = measure(dir.as_fd(), 100);
+        if root {
+            set_euid(0);
+        }
+        assert!(result.is_err(), "{result:?}");
+        std::fs::set_permissions(&sub, PermissionsExt::from_mode(0o700)).unwrap();
     }
 
     #[test]

@@ -284,8 +284,25 @@ fn sweep_strays(spared: &[i32]) {
     }
 }
 
-/// The pids whose parent is `parent`, from /proc.
+/// The pids whose parent is `parent`: from each of its threads' `children` list, which the
+/// kernel keeps (CONFIG_PROC_CHILDREN), else from a scan of every process in /proc.
 fn children_of(parent: i32) -> Vec<i32> {
+    let listed = std::fs::read_dir(format!("/proc/{parent}/task"))
+        .ok()
+        .and_then(|tasks| {
+            let mut pids = Vec::new();
+            for task in tasks.flatten() {
+                let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+            Some(pids)
+        });
+    if let Some(pids) = listed {
+        return pids;
+    }
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

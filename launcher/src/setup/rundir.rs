@@ -10,7 +10,8 @@
 //! lifetime lets the next run remove folders left by a launcher that was killed.
 
 use std::fs::{DirBuilder, File};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -103,7 +104,9 @@ impl Files {
                 format!("create {name} in the run folder")
             }
         })?;
-        write_all(fd.as_fd(), data)
+        // std's write_all retries interrupted writes.
+        File::from(fd)
+            .write_all(data)
             .with_context(|| format!("write {name} in the run folder (is TMPDIR full?)"))
     }
 
@@ -111,17 +114,6 @@ impl Files {
     pub fn remove(&self, name: &str) {
         let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
     }
-}
-
-fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut data: &[u8]) -> rustix::io::Result<()> {
-    while !data.is_empty() {
-        match rustix::io::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl RunDir {

@@ -206,6 +206,26 @@ impl Session {
         self.scratch.usage().ok()
     }
 
+    /// When the next of the run's own deadlines is due: the stop grace, a --timeout step, the
+    /// scratch watch.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.stopping.map(|(_, at)| at + STOP_WAIT),
+            self.clock.next_due(),
+            Some(self.next_scratch_check),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Acts on the deadlines that are due (see `next_deadline`).
+    fn check_deadlines(&mut self) {
+        self.check_timeout();
+        self.check_stop();
+        self.check_scratch();
+    }
+
     /// Ends the run once a forwarded SIGINT/SIGTERM has had STOP_WAIT to work.
     fn check_stop(&mut self) {
         if let Some((sig, at)) = self.stopping {
@@ -248,9 +268,7 @@ impl Session {
                 self.uml.kill_now();
                 continue;
             }
-            self.check_timeout();
-            self.check_stop();
-            self.check_scratch();
+            self.check_deadlines();
             self.advance_forwarder();
             if self.interruption.is_some() {
                 continue;
@@ -288,9 +306,7 @@ impl Session {
             chan_events |= PollFlags::OUT;
         }
         let wake = [
-            self.clock.next_due(),
-            Some(self.next_scratch_check),
-            self.stopping.map(|(_, at)| at + STOP_WAIT),
+            self.next_deadline(),
             // The forwarder waits for slirp4netns's API socket to appear.
             self.forwarder
                 .as_ref()
@@ -479,15 +495,7 @@ impl Session {
         }
         while !data.is_empty() && self.interruption.is_none() {
             // The run's own deadlines go on meanwhile: the stop grace, --timeout, the watch.
-            let wake = [
-                self.stopping.map(|(_, at)| at + STOP_WAIT),
-                self.clock.next_due(),
-                Some(self.next_scratch_check),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let wait = wake.and_then(|at| {
+            let wait = self.next_deadline().and_then(|at| {
                 Timespec::try_from(at.saturating_duration_since(Instant::now())).ok()
             });
             let (writable, signalled) = {
@@ -504,9 +512,7 @@ impl Session {
             if signalled {
                 self.handle_signals();
             }
-            self.check_stop();
-            self.check_timeout();
-            self.check_scratch();
+            self.check_deadlines();
             // A signal or a timeout step for the guest goes out now, not after this write.
             self.chan.flush();
             if writable {

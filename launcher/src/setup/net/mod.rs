@@ -76,6 +76,8 @@ pub struct Network {
     pub api: Option<PathBuf>,
     /// The kernel process itself needs TCP (the legacy slirp runs as its child).
     pub kernel_tcp: bool,
+    /// The kernel process itself needs unix stream sockets (the legacy slirp, its child).
+    pub kernel_unix_stream: bool,
     /// The kernel opens a TAP device.
     pub tap: bool,
     /// The helper's log, as the launcher created it.
@@ -91,6 +93,7 @@ impl Network {
             helpers: Vec::new(),
             api: None,
             kernel_tcp: false,
+            kernel_unix_stream: false,
             tap: false,
             log: None,
         }
@@ -119,6 +122,7 @@ impl Network {
                 };
                 net.words.push(format!("eth0=slirp,,{}", word(&slirp)?));
                 net.kernel_tcp = true;
+                net.kernel_unix_stream = true;
             }
             Mode::Vde(switch) => net.start_vde_plug(switch, first_fd)?,
             Mode::Tap(name) => {
