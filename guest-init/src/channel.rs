@@ -52,7 +52,7 @@ impl Channel {
 
     /// A channel over any non-blocking stream (a socket pair in tests).
     #[cfg(test)]
-    fn over(fd: OwnedFd) -> Channel {
+    pub(crate) fn over(fd: OwnedFd) -> Channel {
         Channel {
             fd,
             out: Vec::new(),

@@ -36,6 +36,12 @@ pub fn attach(log: &mut Log) -> Result<Exchange> {
 }
 
 impl Exchange {
+    /// An exchange folder that is already in place (a temporary folder in tests).
+    #[cfg(test)]
+    pub(crate) fn at(dir: PathBuf) -> Exchange {
+        Exchange { dir }
+    }
+
     pub fn read_request(&self) -> Result<Request> {
         let path = self.dir.join(REQUEST_FILE);
         let data = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
