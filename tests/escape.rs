@@ -589,3 +589,110 @@ fn sigterm_ends_the_launcher_within_5_s_in_every_state() {
         }
     }
 }
+
+#[test]
+fn a_kernel_process_taken_over_cannot_reach_the_host() {
+    // Promise: whatever code runs in the kernel process (a guest that took its kernel over,
+    // which seccomp userspace makes easier), the host-side confinement holds: no host file
+    // written or changed, no inet, packet or netlink socket, no connection to the user's unix
+    // sockets, no signal or ptrace of host processes. The stand-in for the taken-over kernel
+    // is tests/attacker_kernel.rs, booted by sekexe under the real kernel's confinement, in
+    // the userspace mode sekexe picks for the kernel under test.
+    let attacker = env!("CARGO_BIN_EXE_attacker-kernel");
+    let real = test_kernel()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/linux.uml".into());
+    for user in users() {
+        let s = Scratch::for_user(user);
+        let uid = user.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        let victim = Victim::new(uid);
+        let socket_path = victim.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // connect() needs write permission on the socket: grant it, so only the confinement
+        // stands in the way.
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let before = victim.snapshot();
+        let mut sleeper = if user.is_some() && is_root() {
+            let id = uid.to_string();
+            std::process::Command::new("setpriv")
+                .args([
+                    "--reuid",
+                    &id,
+                    "--regid",
+                    &id,
+                    "--clear-groups",
+                    "sleep",
+                    "1000",
+                ])
+                .spawn()
+                .unwrap()
+        } else {
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .unwrap()
+        };
+        // A copy of the attacker, with its orders next to it.
+        let wrapper_dir = guest_visible_dir("attacker-");
+        let wrapper = wrapper_dir.path().join("kernel");
+        std::fs::copy(attacker, &wrapper).unwrap();
+        std::fs::write(
+            wrapper_dir.path().join("kernel.attack"),
+            format!(
+                "real={}\nfile={}\ndir={}\nsocket={}\npid={}\n",
+                real.display(),
+                victim.path().join("file").display(),
+                victim.path().join("sub").display(),
+                socket_path.display(),
+                sleeper.id()
+            ),
+        )
+        .unwrap();
+        for net in ["none", "user"] {
+            let out = sekexe(
+                &s,
+                [
+                    "run",
+                    "--debug",
+                    "--net",
+                    net,
+                    "--kernel",
+                    wrapper.to_str().unwrap(),
+                    "--",
+                    "true",
+                ],
+            )
+            .timeout(Duration::from_secs(60))
+            .run();
+            let err = out.stderr_str();
+            assert!(
+                err.contains("ATTACK done"),
+                "the attacker did not run: {out:?}"
+            );
+            let attacks: Vec<&str> = err
+                .lines()
+                .filter(|l| l.starts_with("[kernel] ATTACK "))
+                .collect();
+            assert_eq!(attacks.len(), 12, "{attacks:#?}");
+            for line in &attacks[..11] {
+                assert!(line.contains(": blocked ("), "{user:?} --net {net}: {line}");
+            }
+            assert_eq!(out.code, 125, "{out:?}");
+        }
+        assert_eq!(victim.snapshot(), before, "host files changed");
+        assert!(
+            listener.accept().is_err(),
+            "the kernel process reached the unix socket"
+        );
+        assert!(
+            sleeper.try_wait().unwrap().is_none(),
+            "the host process was killed"
+        );
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        drop(listener);
+        std::fs::remove_file(&socket_path).unwrap();
+        s.assert_clean();
+    }
+}

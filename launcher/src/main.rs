@@ -4,8 +4,9 @@
 //   setup:    cli parses the options, config validates them into a RunConfig; net starts
 //             the network helpers; rundir makes the private run folder; paths and memory say
 //             where things live.
-//   kernels:  kernel finds and checks the kernel (kconfig), cmdline renders its command line,
-//             calibration presets its delay loop.
+//   kernels:  kernel finds and checks the kernel (kconfig), userspace picks how guest
+//             processes run, cmdline renders its command line, calibration presets its
+//             delay loop.
 //   confine:  scratch makes the kernel's bounded private tmpfs; sandbox (with seccomp) confines
 //             the kernel process.
 //   runio:    uml starts the kernel (with a sentinel that kills it if the launcher dies);
@@ -22,7 +23,7 @@ mod setup;
 
 // Short paths for the modules the others use (crate::kernel, crate::sandbox, ...).
 use confine::{sandbox, scratch, seccomp};
-use kernels::{calibration, cmdline, diagnose, kconfig, kernel, kernelcmd};
+use kernels::{calibration, cmdline, diagnose, kconfig, kernel, kernelcmd, userspace};
 use runio::{console, sentinel, session, signals, terminal, uml, verdict};
 use setup::{cachekey, cli, config, memory, net, overlaydir, paths, rundir, safefile, units};
 

@@ -18,7 +18,8 @@ use crate::scratch::Scratch;
 use crate::session::{Io, Options, Session};
 use crate::uml::{self, KernelCwd, Spawn, Uml};
 use crate::{
-    calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units, verdict,
+    calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units, userspace,
+    verdict,
 };
 
 /// How many kernel console lines a failure report shows.
@@ -27,6 +28,14 @@ const CONSOLE_TAIL: usize = 20;
 pub fn run(args: RunArgs) -> Result<u8> {
     let cfg = RunConfig::from_args(args, &Caller::current())?;
     let kernel = kernel::select(cfg.kernel.as_deref())?;
+    net::check_kernel(&cfg.net.mode, &kernel.config)?;
+    let offers = userspace::KernelOffers {
+        seccomp: kernel.config.seccomp_userspace(),
+        max_cpus: kernel.config.max_cpus(),
+    };
+    let confined = cfg.sandbox && crate::sandbox::abi_version().is_some();
+    let choice = userspace::choose(cfg.userspace, cfg.cpus, offers, confined)?;
+    let userspace_words = choice.words(offers);
     let init = paths::guest_init()?;
     let memory_dir = memory::choose_dir()?;
 
@@ -125,6 +134,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         lpj,
         debug_shell: cfg.debug_shell,
         net: &network.words,
+        userspace: &userspace_words,
         disks: &disks,
         extra: &cfg.kernel_args,
     })?;
@@ -135,6 +145,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
             kernel.source.describe()
         );
         eprintln!("[sekexe] command line: {}", words.join(" "));
+        eprintln!(
+            "[sekexe] userspace: {:?}, {} CPU(s){}",
+            choice.userspace,
+            choice.cpus,
+            choice.note.map(|n| format!(" ({n})")).unwrap_or_default()
+        );
     }
     let sandbox = sandbox(&cfg, &scratch, &disks, &network)?;
     if cfg.debug {
@@ -279,6 +295,7 @@ fn sandbox(
         allow_tcp: network.kernel_tcp,
         unix_stream: network.kernel_unix_stream,
         net_admin: network.tap,
+        any_socket: network.kernel_any_socket,
     };
     let sandbox = Sandbox::prepare(&plan)?;
     if let Some(w) = &sandbox.warning {

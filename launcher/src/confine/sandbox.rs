@@ -62,6 +62,10 @@ pub struct Plan {
     pub unix_stream: bool,
     /// The network mode attaches a tap device (root may need CAP_NET_ADMIN for it).
     pub net_admin: bool,
+    /// The process needs sockets of other families than unix ones (the legacy slirp's inet
+    /// sockets, the tap transport's packet socket). Otherwise inet, packet, netlink and every
+    /// other family are refused: Landlock governs TCP only.
+    pub any_socket: bool,
 }
 
 /// A sandbox ready to be applied in the child.
@@ -153,7 +157,14 @@ impl Sandbox {
         if !plan.user_writable {
             summary.push("seccomp: chmod, chown, utimes and xattr calls denied".into());
         }
-        let seccomp = Some(kernel_filter(!plan.user_writable, !plan.unix_stream)?);
+        if !plan.any_socket {
+            summary.push("seccomp: unix sockets only (no inet, packet or netlink)".into());
+        }
+        let seccomp = Some(kernel_filter(
+            !plan.user_writable,
+            !plan.unix_stream,
+            !plan.any_socket,
+        )?);
 
         let root = rustix::process::geteuid().is_root();
         let (mounts, drop_caps) = if root {
@@ -254,11 +265,14 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
 
 /// What the kernel process may not do beyond Landlock's rules (see the module doc); with
 /// `metadata`, the file-metadata calls Landlock lets through too.
-fn kernel_filter(with_metadata: bool, no_unix_stream: bool) -> Result<seccompiler::BpfProgram> {
+fn kernel_filter(
+    with_metadata: bool,
+    no_unix_stream: bool,
+    unix_only: bool,
+) -> Result<seccompiler::BpfProgram> {
     const SOCK_TYPE_MASK: u64 = 0xf; // the type without SOCK_NONBLOCK / SOCK_CLOEXEC
     let metadata: &[i64] = &[
         libc::SYS_chmod,
-        libc::SYS_fchmod,
         libc::SYS_fchmodat,
         452, // fchmodat2
         libc::SYS_chown,
@@ -296,8 +310,17 @@ fn kernel_filter(with_metadata: bool, no_unix_stream: bool) -> Result<seccompile
             ],
         )?;
     }
+    if unix_only {
+        deny = deny
+            .call_unless_arg(libc::SYS_socket, 0, libc::AF_UNIX as u64)?
+            .call_unless_arg(libc::SYS_socketpair, 0, libc::AF_UNIX as u64)?;
+    }
     if with_metadata {
-        deny = deny.calls(metadata);
+        // Linux 7.x makes its userspace stub executable with fchmod(fd, 0500) where the host
+        // has no executable memfds (before 6.3): that one mode stays allowed.
+        deny = deny
+            .calls(metadata)
+            .call_unless_arg(libc::SYS_fchmod, 1, 0o500)?;
     }
     deny.build()
 }
@@ -435,9 +458,13 @@ mod tests {
         assert_eq!(m[2].1, libc::MS_NOATIME);
     }
 
-    /// Runs `probe` in a forked child under the kernel filter; its exit status.
+    /// Runs `probe` in a forked child under the kernel filter (any socket family); its exit
+    /// status.
     fn under_kernel_filter(metadata: bool, probe: fn() -> bool) -> bool {
-        let filter = kernel_filter(metadata, true).unwrap();
+        under_filter(kernel_filter(metadata, true, false).unwrap(), probe)
+    }
+
+    fn under_filter(filter: seccompiler::BpfProgram, probe: fn() -> bool) -> bool {
         // SAFETY: the child only applies the prepared filter (prctl/seccomp) and makes raw
         // system calls, then leaves by _exit: nothing that needs the allocator's locks.
         unsafe {
@@ -513,6 +540,62 @@ mod tests {
                     libc::chmod(c"/nonexistent-sekexe".as_ptr(), 0o755) as _,
                     libc::EPERM,
                 )
+            }
+        }));
+    }
+
+    #[test]
+    fn unix_only_refuses_every_other_socket_family() {
+        let unix_only = || kernel_filter(false, true, true).unwrap();
+        assert!(under_filter(unix_only(), || {
+            // SAFETY: raw system calls with integer arguments in the forked child; fds they
+            // open close at its exit.
+            unsafe {
+                let mut pair = [0; 2];
+                [
+                    libc::AF_INET,
+                    libc::AF_INET6,
+                    libc::AF_PACKET,
+                    libc::AF_NETLINK,
+                    libc::AF_VSOCK,
+                ]
+                .iter()
+                .all(|&family| {
+                    fails_with(libc::socket(family, libc::SOCK_DGRAM, 0) as _, libc::EPERM)
+                        && fails_with(
+                            libc::socketpair(family, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) as _,
+                            libc::EPERM,
+                        )
+                })
+            }
+        }));
+        assert!(under_filter(unix_only(), || {
+            // SAFETY: as above.
+            unsafe {
+                // What UML uses: mconsole's datagram socket, bess's seqpacket one, and the
+                // socketpairs of seccomp userspace.
+                let mut pair = [0; 2];
+                libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) >= 0
+                    && libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) >= 0
+                    && libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) == 0
+            }
+        }));
+    }
+
+    #[test]
+    fn the_metadata_rules_allow_only_the_stubs_fchmod() {
+        assert!(under_kernel_filter(true, || {
+            // SAFETY: raw system calls on an fd the child opens; it closes at its exit.
+            unsafe {
+                let fd = libc::open(c"/".as_ptr(), libc::O_RDONLY);
+                fd >= 0
+                    && fails_with(libc::fchmod(fd, 0o755) as _, libc::EPERM)
+                    // Allowed by the filter; the file's owner decides (EPERM as non-root
+                    // only for a file not ours, so use one that cannot be: an fd of a pipe).
+                    && {
+                        let mut p = [0; 2];
+                        libc::pipe(p.as_mut_ptr()) == 0 && libc::fchmod(p[0], 0o500) == 0
+                    }
             }
         }));
     }

@@ -54,6 +54,16 @@ impl Deny {
         Ok(self)
     }
 
+    /// Denies `nr` unless argument `arg` (as a 32-bit value) is `allowed`.
+    pub fn call_unless_arg(mut self, nr: i64, arg: u8, allowed: u64) -> Result<Deny> {
+        let other = SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, allowed)?;
+        self.rules
+            .entry(nr)
+            .or_default()
+            .push(SeccompRule::new(vec![other])?);
+        Ok(self)
+    }
+
     /// Denies `nr` when its first argument (as a 32-bit value) is one of `values`.
     pub fn call_when_first_arg(mut self, nr: i64, values: &[u64]) -> Result<Deny> {
         let rules = values

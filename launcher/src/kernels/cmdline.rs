@@ -33,6 +33,8 @@ pub struct BootParams<'a> {
     pub debug_shell: bool,
     /// Network devices (vec0:..., eth0=...), from the network mode.
     pub net: &'a [String],
+    /// `seccomp=` and `ncpus=`, from the userspace choice.
+    pub userspace: &'a [String],
     /// Block devices, in order: ubd0 (/dev/ubda), ubd1, ...; each a path and whether it is
     /// writable.
     pub disks: &'a [(&'a Path, bool)],
@@ -50,6 +52,8 @@ pub const OWN_PARAMS: &[(&str, &str)] = &[
     ("umid", "nothing: each run has its own"),
     ("uml_dir", "nothing: each run has its own"),
     ("root", "--root"),
+    ("seccomp", "--userspace"),
+    ("ncpus", "--cpus"),
     ("rootfstype", "--root"),
     ("rootflags", "--root"),
     (
@@ -131,6 +135,7 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
     }
     // The network device and its transport.
     w.extend(p.net.iter().cloned());
+    w.extend(p.userspace.iter().cloned());
     if p.debug_shell {
         w.push(format!("{DEBUG_SHELL_PARAM}=1"));
     }
@@ -188,6 +193,7 @@ mod tests {
             lpj: None,
             debug_shell: false,
             net: &[],
+            userspace: &[],
             disks: &[],
             extra,
         }
@@ -205,6 +211,8 @@ mod tests {
         p.verbose = true;
         p.net = &net;
         p.disks = &disks;
+        let userspace = ["seccomp=on".to_string(), "ncpus=2".to_string()];
+        p.userspace = &userspace;
         for word in render(&p).unwrap() {
             let key = word.split('=').next().unwrap();
             let owned = OWN_PARAMS.iter().any(|(k, _)| *k == key);

@@ -1,20 +1,42 @@
 //! What a UML kernel can do, read from its `--showconfig` output. Pure: it takes the text, so
 //! it is tested with any configuration.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A kernel's configuration: option name (without `CONFIG_`) to value; `n` for unset ones.
+/// Also the boot parameters sekexe may use that the kernel's `--help` lists.
 #[derive(Debug, Clone, Default)]
 pub struct Kconfig {
     values: HashMap<String, String>,
+    params: HashSet<String>,
+}
+
+/// Boot parameters that tell kernels of different generations apart: `seccomp=` (seccomp
+/// userspace, Linux 6.17+) and `ncpus=` (SMP, 6.19+).
+pub const PARAMS: &[&str] = &["seccomp", "ncpus"];
+
+/// How the cached configuration records a boot parameter the kernel takes.
+const PARAM_MARK: &str = "# sekexe-param: ";
+
+/// The lines recording which of `PARAMS` a kernel's `--help` text lists (each appears there as
+/// `NAME=<...>` at the start of a line).
+pub fn param_lines(help: &str) -> String {
+    PARAMS
+        .iter()
+        .filter(|p| help.lines().any(|l| l.starts_with(&format!("{p}="))))
+        .map(|p| format!("{PARAM_MARK}{p}\n"))
+        .collect()
 }
 
 impl Kconfig {
     pub fn parse(text: &str) -> Kconfig {
         let mut values = HashMap::new();
+        let mut params = HashSet::new();
         for line in text.lines() {
             let line = line.trim();
-            if let Some(rest) = line.strip_prefix("# CONFIG_") {
+            if let Some(param) = line.strip_prefix(PARAM_MARK) {
+                params.insert(param.to_string());
+            } else if let Some(rest) = line.strip_prefix("# CONFIG_") {
                 if let Some(name) = rest.strip_suffix(" is not set") {
                     values.insert(name.to_string(), "n".to_string());
                 }
@@ -24,7 +46,33 @@ impl Kconfig {
                 }
             }
         }
-        Kconfig { values }
+        Kconfig { values, params }
+    }
+
+    /// The kernel takes boot parameter `name=` (one of `PARAMS`).
+    pub fn takes(&self, name: &str) -> bool {
+        self.params.contains(name)
+    }
+
+    /// Guest processes can run under seccomp instead of ptrace (`seccomp=on`).
+    pub fn seccomp_userspace(&self) -> bool {
+        self.takes("seccomp")
+    }
+
+    /// The guest can have more than one CPU (`ncpus=`, with seccomp userspace only).
+    pub fn smp(&self) -> bool {
+        self.builtin("SMP") && self.takes("ncpus")
+    }
+
+    /// The most CPUs the guest can have.
+    pub fn max_cpus(&self) -> u32 {
+        if self.smp() {
+            self.get("NR_CPUS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1)
+        } else {
+            1
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -175,6 +223,13 @@ pub const FEATURES: &[Feature] = &[
         breaks: "tap on kernels without the vector driver",
     },
     Feature {
+        name: "network: multipath TCP",
+        options: &["MPTCP"],
+        builtin: false,
+        required: false,
+        breaks: "socket(..., IPPROTO_MPTCP) fails with EPROTONOSUPPORT",
+    },
+    Feature {
         name: "cgroup v2 / v1 core",
         options: &["CGROUPS"],
         builtin: true,
@@ -215,6 +270,27 @@ pub const FEATURES: &[Feature] = &[
         builtin: true,
         required: false,
         breaks: "no device controller (Docker needs it)",
+    },
+    Feature {
+        name: "cgroup: cpuset",
+        options: &["CPUSETS"],
+        builtin: true,
+        required: false,
+        breaks: "no cpuset controller (needs SMP, Linux 6.19+)",
+    },
+    Feature {
+        name: "swap accounting",
+        options: &["SWAP", "MEMCG"],
+        builtin: true,
+        required: false,
+        breaks: "no memory.swap.* files, which container runtimes write",
+    },
+    Feature {
+        name: "kcmp and pidfd_getfd",
+        options: &["CHECKPOINT_RESTORE"],
+        builtin: true,
+        required: false,
+        breaks: "kcmp(2), pidfd_getfd(2) and CRIU-style tools fail",
     },
     Feature {
         name: "namespaces",
@@ -335,6 +411,25 @@ CONFIG_LSM=\"landlock,yama\"
             .map(|f| f.name)
             .collect();
         assert_eq!(missing, ["hostfs", "devtmpfs"]);
+    }
+
+    #[test]
+    fn boot_parameters_come_from_the_help_text() {
+        let help = "mem=<Amount of desired ram>\n    ...\nseccomp=<on/auto/off>\n    Configure\n";
+        let k = Kconfig::parse(&format!("{GOOD}{}", param_lines(help)));
+        assert!(k.seccomp_userspace() && !k.takes("ncpus"));
+        // SMP needs both the option and the parameter.
+        let smp = format!(
+            "{GOOD}CONFIG_SMP=y\nCONFIG_NR_CPUS=8\n{}",
+            param_lines("ncpus=<# of desired CPUs>\nseccomp=<on>\n")
+        );
+        assert_eq!(Kconfig::parse(&smp).max_cpus(), 8);
+        assert_eq!(
+            Kconfig::parse(&format!("{GOOD}CONFIG_SMP=y\nCONFIG_NR_CPUS=8\n")).max_cpus(),
+            1
+        );
+        // A word merely mentioned in prose is not a parameter.
+        assert!(param_lines("  use seccomp=on to ...\n").is_empty());
     }
 
     #[test]

@@ -149,7 +149,11 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
     if let Some(text) = cached {
         return Ok(Kconfig::parse(&text));
     }
-    let text = show_config(path)?;
+    let mut text = probe(path, "--showconfig")?;
+    // Boot parameters are not options: `--help` lists those this kernel takes.
+    if let Ok(help) = probe(path, "--help") {
+        text.push_str(&crate::kconfig::param_lines(&help));
+    }
     let config = Kconfig::parse(&text);
     if !config.is_uml() {
         bail!(
@@ -176,7 +180,8 @@ fn cache_file(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
         meta.mtime_nsec() as u64,
     ]
     .map(u64::to_le_bytes);
-    let mut parts: Vec<&[u8]> = vec![path.as_os_str().as_encoded_bytes()];
+    // The format's version first: entries of older sekexe versions lack the boot parameters.
+    let mut parts: Vec<&[u8]> = vec![b"v2", path.as_os_str().as_encoded_bytes()];
     parts.extend(identity.iter().map(|b| &b[..]));
     Some(
         paths::cache_dir()?
@@ -188,11 +193,11 @@ fn cache_file(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
 /// The most `--showconfig` may print (a real one is about 100 KiB).
 const MAX_SHOWCONFIG: usize = 4 << 20;
 
-/// Runs `KERNEL --showconfig`, bounded in time and size: whatever file the user named, this
-/// cannot hang or fill memory.
-fn show_config(path: &Path) -> Result<String> {
+/// Runs `KERNEL ARG` (`--showconfig`, `--help`), bounded in time and size: whatever file the
+/// user named, this cannot hang or fill memory.
+fn probe(path: &Path, arg: &str) -> Result<String> {
     let mut child = Command::new(path)
-        .arg("--showconfig")
+        .arg(arg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -219,7 +224,7 @@ fn show_config(path: &Path) -> Result<String> {
         match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(0) => {
                 break Err(anyhow!(
-                    "{} --showconfig did not finish in 5 s: not a UML kernel?",
+                    "{} {arg} did not finish in 5 s: not a UML kernel?",
                     units::shown(path)
                 ))
             }
@@ -230,7 +235,7 @@ fn show_config(path: &Path) -> Result<String> {
             Ok(0) => break Ok(()),
             Ok(n) if text.len() + n > MAX_SHOWCONFIG => {
                 break Err(anyhow!(
-                    "{} --showconfig printed over 4 MiB: not a UML kernel",
+                    "{} {arg} printed over 4 MiB: not a UML kernel",
                     units::shown(path)
                 ))
             }

@@ -8,6 +8,21 @@ use anyhow::{anyhow, Result};
 use crate::kconfig::{Feature, Kconfig, FEATURES};
 use crate::kernel::{self, NOT_FOUND_HINT};
 
+/// The fixes scripts/build-kernel applies, as the kernel names them in its configuration, and
+/// what an unpatched kernel does instead.
+const FIXES: &[(&str, &str, &str)] = &[
+    (
+        "SEKEXE_FIX_USER_TIME",
+        "CPU time of guest processes counted as user time",
+        "UML 6.x and later count it all as system time (Debian's 6.1 is right)",
+    ),
+    (
+        "SEKEXE_FIX_ALTSTACK",
+        "sigaltstack with SS_AUTODISARM re-armed after a handler",
+        "UML leaves the alternate stack disarmed after the first handler",
+    ),
+];
+
 /// Exit status of `kernel check` when a required feature is missing.
 pub const MISSING_REQUIRED: u8 = 1;
 
@@ -51,6 +66,26 @@ pub fn report(config: &Kconfig, have_modules: bool) -> String {
         for f in FEATURES.iter().filter(|f| f.required == required) {
             out.push_str(&feature_line(f, config, have_modules));
             out.push('\n');
+        }
+    }
+    out.push_str("\nuserspace and CPUs:\n");
+    out.push_str(&if config.seccomp_userspace() {
+        "  ok       seccomp userspace (seccomp=): the faster mode, sekexe's default where the kernel process is confined\n".to_string()
+    } else {
+        "  missing  seccomp userspace: guest processes run under ptrace, the slower mode (Linux 6.17+ has seccomp)\n".to_string()
+    });
+    out.push_str(&if config.smp() {
+        format!("  ok       SMP: --cpus up to {}\n", config.max_cpus())
+    } else {
+        "  missing  SMP: one guest CPU, no cpuset controller (Linux 6.19+ with CONFIG_SMP)\n"
+            .to_string()
+    });
+    out.push_str("\nfixes beyond upstream (kernel-config/patches):\n");
+    for (option, what, without) in FIXES {
+        if config.builtin(option) {
+            out.push_str(&format!("  ok       {what}\n"));
+        } else {
+            out.push_str(&format!("  unknown  {what}: {without}\n"));
         }
     }
     out.push_str("\nboot time:\n");
@@ -178,6 +213,24 @@ mod tests {
             r.contains("skipped  slow initcalls raid6_select_algo"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn report_says_userspace_modes_smp_and_fixes() {
+        let old = report(&Kconfig::parse(STOCK_LIKE), true);
+        assert!(old.contains("  missing  seccomp userspace"), "{old}");
+        assert!(old.contains("  missing  SMP"), "{old}");
+        assert!(old.contains("  unknown  CPU time"), "{old}");
+        let new = format!(
+            "{STOCK_LIKE}CONFIG_SMP=y\nCONFIG_NR_CPUS=16\nCONFIG_SEKEXE_FIX_USER_TIME=y\n\
+             CONFIG_SEKEXE_FIX_ALTSTACK=y\n{}",
+            crate::kconfig::param_lines("seccomp=<on/auto/off>\nncpus=<# of CPUs>\n")
+        );
+        let r = report(&Kconfig::parse(&new), true);
+        assert!(r.contains("  ok       seccomp userspace"), "{r}");
+        assert!(r.contains("  ok       SMP: --cpus up to 16"), "{r}");
+        assert!(r.contains("  ok       CPU time"), "{r}");
+        assert!(r.contains("  ok       sigaltstack"), "{r}");
     }
 
     #[test]

@@ -7,3 +7,4 @@ pub mod diagnose;
 pub mod kconfig;
 pub mod kernel;
 pub mod kernelcmd;
+pub mod userspace;

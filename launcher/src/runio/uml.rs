@@ -127,6 +127,9 @@ impl Uml {
                     rlim_max: 0,
                 };
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                // Recent UML turns address randomization off and, if it was on, executes
+                // itself again: set here, that second exec of a 10-30 MB binary is saved.
+                libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong); // PER_LINUX is 0
                 if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -85,6 +85,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
+    /// How guest processes run on the host: seccomp (faster; Linux 6.17+ kernels), ptrace, or
+    /// auto: seccomp where the kernel has it and the kernel process is confined
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub userspace: crate::userspace::UserspaceArg,
+
+    /// CPUs in the guest (SMP: Linux 6.19+ kernels, seccomp userspace)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
+
     /// Stop the command after DURATION (90, 30s, 5m, 1h): SIGTERM, then SIGKILL after
     /// --kill-after, then power the guest off; exit status 124
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]

@@ -80,6 +80,9 @@ pub struct Network {
     pub kernel_unix_stream: bool,
     /// The kernel opens a TAP device.
     pub tap: bool,
+    /// The kernel process needs sockets of other families than unix (the legacy slirp's
+    /// inet sockets; the tap transport's packet socket).
+    pub kernel_any_socket: bool,
     /// The helper's log, as the launcher created it.
     log: Option<File>,
 }
@@ -95,6 +98,7 @@ impl Network {
             kernel_tcp: false,
             kernel_unix_stream: false,
             tap: false,
+            kernel_any_socket: false,
             log: None,
         }
     }
@@ -123,12 +127,14 @@ impl Network {
                 net.words.push(format!("eth0=slirp,,{}", word(&slirp)?));
                 net.kernel_tcp = true;
                 net.kernel_unix_stream = true;
+                net.kernel_any_socket = true;
             }
             Mode::Vde(switch) => net.start_vde_plug(switch, first_fd)?,
             Mode::Tap(name) => {
                 check_tap(name)?;
                 net.words.push(format!("vec0:transport=tap,ifname={name}"));
                 net.tap = true;
+                net.kernel_any_socket = true;
             }
         }
         Ok(net)
@@ -195,6 +201,8 @@ impl Network {
                 // Its port-forward API is a unix stream socket.
                 unix_stream: !cfg.forwards.is_empty(),
                 net_admin: false,
+                // It is the NAT: inet sockets are its job.
+                any_socket: true,
             })?)
         } else {
             None

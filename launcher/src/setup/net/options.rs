@@ -133,9 +133,43 @@ pub fn check(cfg: &NetConfig) -> Result<()> {
     Ok(())
 }
 
+/// Checks that the kernel has the transport the network mode uses: the legacy slirp one is
+/// gone from Linux 6.16 on, the vector one carries the rest.
+pub fn check_kernel(mode: &Mode, kernel: &crate::kconfig::Kconfig) -> Result<()> {
+    let (option, name) = match mode {
+        Mode::None => return Ok(()),
+        Mode::Slirp(_) => ("UML_NET_SLIRP", "slirp"),
+        Mode::User => ("UML_NET_VECTOR", "user"),
+        Mode::Vde(_) => ("UML_NET_VECTOR", "vde"),
+        Mode::Tap(_) => ("UML_NET_VECTOR", "tap"),
+    };
+    if kernel.builtin(option) {
+        return Ok(());
+    }
+    match mode {
+        Mode::Slirp(_) => bail!("--net slirp: this kernel has no legacy slirp transport (CONFIG_UML_NET_SLIRP, gone since Linux 6.16): use --net user, the same NAT through slirp4netns"),
+        _ => bail!("--net {name}: this kernel has no vector network driver (CONFIG_UML_NET_VECTOR): use --net none or another --kernel"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_must_have_the_modes_transport() {
+        let new = crate::kconfig::Kconfig::parse("CONFIG_UML_NET_VECTOR=y\n");
+        let old = crate::kconfig::Kconfig::parse("CONFIG_UML_NET_SLIRP=y\n");
+        assert!(check_kernel(&Mode::User, &new).is_ok());
+        assert!(check_kernel(&Mode::None, &old).is_ok());
+        assert!(check_kernel(&Mode::Slirp(None), &old).is_ok());
+        let e = check_kernel(&Mode::Slirp(None), &new)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use --net user"), "{e}");
+        let e = check_kernel(&Mode::User, &old).unwrap_err().to_string();
+        assert!(e.contains("CONFIG_UML_NET_VECTOR"), "{e}");
+    }
 
     #[test]
     fn modes() {

@@ -1,0 +1,119 @@
+//! A kernel process taken over, for tests: what a guest gains when it exploits the guest
+//! kernel (seccomp userspace makes that easier: upstream calls it insecure, because a guest
+//! process can write the kernel's memory). Booted by sekexe as the kernel, under the very
+//! confinement the real kernel gets, it tries what such a guest would try on the host, and
+//! prints one line per attempt on its console (the kernel log, which `--debug` shows):
+//! `ATTACK <name>: blocked (<errno>)` or `ATTACK <name>: SUCCEEDED`.
+//!
+//! sekexe gives the kernel no environment, so the test copies this binary and writes its
+//! orders next to it, in `<binary>.attack`, as `KEY=VALUE` lines: `real` (the kernel whose
+//! `--showconfig`, `--version` and `--help` it answers with, so sekexe configures the run as
+//! for that kernel), `file` (an existing host file to write), `dir` (a host folder to create
+//! a file in), `socket` (a listening unix stream socket), `pid` (a host process to signal
+//! and trace).
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+fn report(name: &str, rc: i64) {
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        println!("ATTACK {name}: blocked ({e})");
+    } else {
+        println!("ATTACK {name}: SUCCEEDED");
+    }
+}
+
+fn orders() -> std::collections::HashMap<String, String> {
+    let exe = std::env::current_exe().expect("/proc/self/exe");
+    let path = format!("{}.attack", exe.display());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let orders = orders();
+    let env = |key: &str| orders[key].clone();
+    if args
+        .iter()
+        .any(|a| a == "--showconfig" || a == "--version" || a == "--help")
+    {
+        let err = Command::new(env("real")).args(&args).exec();
+        panic!("exec the real kernel: {err}");
+    }
+    let file = CString::new(env("file")).unwrap();
+    let new_file = CString::new(format!("{}/planted", env("dir"))).unwrap();
+    let socket_path = env("socket");
+    let pid: libc::pid_t = env("pid").parse().unwrap();
+
+    // SAFETY: (every block below) plain system calls with integer arguments or pointers to
+    // live, NUL-terminated or correctly sized local buffers; fds leak until exit, on purpose.
+    unsafe {
+        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_APPEND);
+        report("write an existing host file", fd as i64);
+        if fd >= 0 {
+            libc::write(fd, b"owned\n".as_ptr().cast(), 6);
+        }
+        let fd = libc::open(
+            new_file.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o644,
+        );
+        report("create a host file", fd as i64);
+        report(
+            "chmod a host file",
+            libc::chmod(file.as_ptr(), 0o777) as i64,
+        );
+
+        for (name, family, kind) in [
+            (
+                "open an inet stream socket",
+                libc::AF_INET,
+                libc::SOCK_STREAM,
+            ),
+            (
+                "open an inet datagram socket",
+                libc::AF_INET,
+                libc::SOCK_DGRAM,
+            ),
+            ("open an inet6 socket", libc::AF_INET6, libc::SOCK_DGRAM),
+            ("open a packet socket", libc::AF_PACKET, libc::SOCK_RAW),
+            ("open a netlink socket", libc::AF_NETLINK, libc::SOCK_RAW),
+        ] {
+            report(name, libc::socket(family, kind, 0) as i64);
+        }
+
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        let connected = if fd < 0 {
+            -1
+        } else {
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(socket_path.as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        report("connect to a host unix socket", connected as i64);
+
+        report(
+            "signal a host process",
+            libc::kill(pid, libc::SIGTERM) as i64,
+        );
+        report(
+            "ptrace a host process",
+            libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0),
+        );
+    }
+    println!("ATTACK done");
+    std::process::exit(0);
+}

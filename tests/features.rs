@@ -1,0 +1,265 @@
+//! What the guest has and lacks, on the kernel under test, tied to what `sekexe kernel check`
+//! says of it: where the check says a feature is there, it works in the guest; where it says
+//! it is missing, it fails there as the check predicts. So a kernel that lies, or a check that
+//! misreads one, fails here. (The README's "What the guest has and lacks" table is this file.)
+
+use std::path::Path;
+use std::process::Command;
+
+use sekexe_tests::*;
+
+/// `sekexe kernel check` for the kernel under test.
+fn check() -> String {
+    let s = Scratch::new();
+    let out = run(&s, &["kernel", "check"]);
+    assert!(out.code == 0, "kernel check: {out:?}");
+    out.stdout_str()
+}
+
+/// Whether the check's line about `what` starts with `ok`.
+fn says_ok(check: &str, what: &str) -> bool {
+    let line = check
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("kernel check says nothing of {what}:\n{check}"));
+    line.trim_start().starts_with("ok")
+}
+
+/// Runs a python3 snippet in the guest as root; its stdout.
+fn python(s: &Scratch, code: &str) -> Output {
+    run(s, &["run", "--net", "none", "--", "python3", "-c", code])
+}
+
+/// Compiles a C program on the host, where the guest can run it (its / is the host's).
+fn compile(dir: &Path, name: &str, source: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&src, source).unwrap();
+    let status = Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc (build-essential; scripts/setup --tests installs it)");
+    assert!(status.success(), "compiling {name}.c");
+    bin
+}
+
+#[test]
+fn cpu_time_of_guest_processes_counts_as_user_time() {
+    let check = check();
+    let s = Scratch::new();
+    // Pure computation (no system calls: UML has no vDSO, so even time() is one).
+    let out = python(
+        &s,
+        "import os\n\
+         x = 0\n\
+         for i in range(12_000_000): x += i * i\n\
+         cg = open('/proc/self/cgroup').read().strip().split('::')[1]\n\
+         stat = dict(l.split() for l in open('/sys/fs/cgroup' + cg + '/cpu.stat'))\n\
+         t = os.times()\n\
+         print(t.user, t.system, int(stat['user_usec']), int(stat['system_usec']))",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: Vec<f64> = out
+        .stdout_str()
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (utime, stime, user_usec) = (v[0], v[1], v[2]);
+    // Debian's stock 6.1 counts it right without the fix; newer unpatched kernels do not.
+    let fixed = says_ok(&check, "CPU time of guest processes");
+    let counted = utime > stime && utime > 0.1 && user_usec > 100_000.0;
+    let linux_6_1 = check.lines().any(|l| l.starts_with("version: 6.1."));
+    if fixed || linux_6_1 {
+        assert!(counted, "user time not counted: {v:?}");
+    } else {
+        eprintln!("kernel without the user-time fix: utime {utime}, stime {stime}, cpu.stat user_usec {user_usec}");
+    }
+}
+
+#[test]
+fn swap_accounting_files_are_there_and_writable() {
+    let check = check();
+    let s = Scratch::new();
+    let out = sh(
+        &s,
+        "mkdir /sys/fs/cgroup/t && echo 0 > /sys/fs/cgroup/t/memory.swap.max && cat /sys/fs/cgroup/t/memory.swap.max",
+    );
+    if says_ok(&check, "swap accounting") {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.stdout_str(), "0\n");
+    } else {
+        assert_ne!(out.code, 0, "swap files without CONFIG_SWAP? {out:?}");
+    }
+}
+
+#[test]
+fn kcmp_compares_a_process_with_itself() {
+    let check = check();
+    let s = Scratch::new();
+    // kcmp(pid, pid, KCMP_FILE, 0, 0): the same file, 0.
+    let out = python(
+        &s,
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         p = os.getpid()\n\
+         r = libc.syscall(312, p, p, 0, 0, 0)\n\
+         print(r, ctypes.get_errno())",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    if says_ok(&check, "kcmp") {
+        assert_eq!(out.stdout_str(), "0 0\n");
+    } else {
+        assert_eq!(out.stdout_str(), format!("-1 {}\n", libc::ENOSYS));
+    }
+}
+
+#[test]
+fn an_mptcp_socket_opens() {
+    let check = check();
+    let s = Scratch::new();
+    let out = python(
+        &s,
+        "import socket\n\
+         try:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262).close(); print('ok')\n\
+         except OSError as e:\n    print(e.errno)",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    if says_ok(&check, "multipath TCP") {
+        assert_eq!(out.stdout_str(), "ok\n");
+    } else {
+        assert_eq!(
+            out.stdout_str(),
+            format!("{}\n", libc::EPROTONOSUPPORT),
+            "{out:?}"
+        );
+    }
+}
+
+const ALTSTACK: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#ifndef SS_AUTODISARM
+#define SS_AUTODISARM (1U << 31)
+#endif
+static char stack[1 << 16];
+static volatile int on_alt[2], n;
+static void handler(int sig) {
+    char here;
+    (void)sig;
+    on_alt[n++] = &here >= stack && &here < stack + sizeof stack;
+}
+int main(void) {
+    stack_t ss = { .ss_sp = stack, .ss_size = sizeof stack, .ss_flags = SS_AUTODISARM };
+    if (sigaltstack(&ss, 0)) { perror("sigaltstack"); return 2; }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sa.sa_flags = SA_ONSTACK;
+    sigaction(SIGUSR1, &sa, 0);
+    raise(SIGUSR1);
+    raise(SIGUSR1);
+    stack_t now;
+    sigaltstack(0, &now);
+    printf("%d %d %d\n", on_alt[0], on_alt[1], !(now.ss_flags & SS_DISABLE));
+    return 0;
+}
+"#;
+
+#[test]
+fn a_handler_on_an_autodisarm_alternate_stack_runs_there_every_time() {
+    let check = check();
+    let dir = guest_visible_dir("altstack-");
+    let bin = compile(dir.path(), "altstack", ALTSTACK);
+    // On the host: both handlers on the alternate stack, re-armed after.
+    let host = Command::new(&bin).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&host.stdout), "1 1 1\n");
+    let s = Scratch::new();
+    let out = run(&s, &["run", "--net", "none", "--", bin.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    if says_ok(&check, "sigaltstack") {
+        assert_eq!(out.stdout_str(), "1 1 1\n", "{out:?}");
+    } else {
+        // The bug the fix is for: the stack stays disarmed after the first handler.
+        assert_eq!(out.stdout_str(), "1 0 0\n", "{out:?}");
+    }
+}
+
+#[test]
+fn the_userspace_mode_that_ran_is_the_one_chosen() {
+    let check = check();
+    let s = Scratch::new();
+    let seccomp = says_ok(&check, "seccomp userspace");
+    // The kernel says at boot which checks it runs: ptrace's or seccomp's.
+    let probe = |mode: &str| {
+        let out = run(
+            &s,
+            &[
+                "run",
+                "--net",
+                "none",
+                "--debug",
+                "--userspace",
+                mode,
+                "--",
+                "true",
+            ],
+        );
+        (out.code, out.stderr_str())
+    };
+    let (code, log) = probe("ptrace");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("userspace: Ptrace"), "{log}");
+    // "Checking syscall emulation for ptrace" (7.x), "... emulation patch for ptrace" (6.1).
+    assert!(log.contains("Checking syscall emulation"), "{log}");
+    let (code, log) = probe("seccomp");
+    if seccomp {
+        assert_eq!(code, 0, "{log}");
+        assert!(log.contains("userspace: Seccomp"), "{log}");
+        assert!(
+            log.contains("Checking that seccomp filters can be installed...OK"),
+            "{log}"
+        );
+        assert!(!log.contains("Checking syscall emulation"), "{log}");
+        // The default on a confined kernel process is seccomp too.
+        let (code, log) = probe("auto");
+        assert_eq!(code, 0, "{log}");
+        assert!(log.contains("userspace: Seccomp"), "{log}");
+    } else {
+        assert_eq!(code, 125, "{log}");
+        assert!(log.contains("use --userspace ptrace"), "{log}");
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn more_cpus_where_the_kernel_has_smp() {
+    let check = check();
+    let s = Scratch::new();
+    let out = run(
+        &s,
+        &[
+            "run",
+            "--net",
+            "none",
+            "--cpus",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "nproc; cat /sys/fs/cgroup/cgroup.controllers",
+        ],
+    );
+    if says_ok(&check, "SMP") {
+        assert_eq!(out.code, 0, "{out:?}");
+        let text = out.stdout_str();
+        assert!(text.starts_with("2\n"), "{out:?}");
+        assert!(text.contains("cpuset"), "{out:?}");
+    } else {
+        assert_eq!(out.code, 125, "{out:?}");
+        assert!(out.stderr_str().contains("no SMP"), "{out:?}");
+    }
+    s.assert_clean();
+}
