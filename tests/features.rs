@@ -188,6 +188,36 @@ fn a_handler_on_an_autodisarm_alternate_stack_runs_there_every_time() {
 }
 
 #[test]
+fn address_sanitizer_runs_where_the_address_space_is_large_enough() {
+    let check = check();
+    let dir = guest_visible_dir("asan-");
+    let src = dir.path().join("overflow.c");
+    let bin = dir.path().join("overflow");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\nint main(int c, char **v) { char *p = malloc(8); p[c + 7] = 1; return 0; }\n",
+    )
+    .unwrap();
+    let built = Command::new("cc")
+        .args(["-fsanitize=address", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(built.success(), "cc -fsanitize=address (gcc and libasan)");
+    let s = Scratch::new();
+    let out = run(&s, &["run", "--net", "none", "--", bin.to_str().unwrap()]);
+    let err = out.stderr_str();
+    if says_ok(&check, "47-bit user address space") {
+        // ASan itself runs, and catches the overflow.
+        assert!(err.contains("heap-buffer-overflow"), "{out:?}");
+    } else {
+        assert!(err.contains("Shadow memory range interleaves"), "{out:?}");
+    }
+    assert_ne!(out.code, 0, "{out:?}");
+}
+
+#[test]
 fn the_userspace_mode_that_ran_is_the_one_chosen() {
     let check = check();
     let s = Scratch::new();

@@ -80,6 +80,12 @@ pub fn report(config: &Kconfig, have_modules: bool) -> String {
         "  missing  SMP: one guest CPU, no cpuset controller (Linux 6.19+ with CONFIG_SMP)\n"
             .to_string()
     });
+    out.push_str(&if config.get("PGTABLE_LEVELS") == Some("4") {
+        "  ok       a 47-bit user address space (4-level page tables): AddressSanitizer works\n"
+            .to_string()
+    } else {
+        "  missing  a 47-bit user address space: 512 GiB (3-level page tables), too small for AddressSanitizer's shadow (Linux 7.x has 4 levels)\n".to_string()
+    });
     out.push_str("\nfixes beyond upstream (kernel-config/patches):\n");
     for (option, what, without) in FIXES {
         if config.builtin(option) {
@@ -220,15 +226,21 @@ mod tests {
         let old = report(&Kconfig::parse(STOCK_LIKE), true);
         assert!(old.contains("  missing  seccomp userspace"), "{old}");
         assert!(old.contains("  missing  SMP"), "{old}");
+        assert!(
+            old.contains("  missing  a 47-bit user address space"),
+            "{old}"
+        );
         assert!(old.contains("  unknown  CPU time"), "{old}");
         let new = format!(
             "{STOCK_LIKE}CONFIG_SMP=y\nCONFIG_NR_CPUS=16\nCONFIG_SEKEXE_FIX_USER_TIME=y\n\
+             CONFIG_PGTABLE_LEVELS=4\n\
              CONFIG_SEKEXE_FIX_ALTSTACK=y\n{}",
             crate::kconfig::param_lines("seccomp=<on/auto/off>\nncpus=<# of CPUs>\n")
         );
         let r = report(&Kconfig::parse(&new), true);
         assert!(r.contains("  ok       seccomp userspace"), "{r}");
         assert!(r.contains("  ok       SMP: --cpus up to 16"), "{r}");
+        assert!(r.contains("  ok       a 47-bit user address space"), "{r}");
         assert!(r.contains("  ok       CPU time"), "{r}");
         assert!(r.contains("  ok       sigaltstack"), "{r}");
     }
