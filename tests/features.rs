@@ -8,23 +8,6 @@ use std::process::Command;
 
 use sekexe_tests::*;
 
-/// `sekexe kernel check` for the kernel under test.
-fn check() -> String {
-    let s = Scratch::new();
-    let out = run(&s, &["kernel", "check"]);
-    assert!(out.code == 0, "kernel check: {out:?}");
-    out.stdout_str()
-}
-
-/// Whether the check's line about `what` starts with `ok`.
-fn says_ok(check: &str, what: &str) -> bool {
-    let line = check
-        .lines()
-        .find(|l| l.contains(what))
-        .unwrap_or_else(|| panic!("kernel check says nothing of {what}:\n{check}"));
-    line.trim_start().starts_with("ok")
-}
-
 /// Runs a python3 snippet in the guest as root; its stdout.
 fn python(s: &Scratch, code: &str) -> Output {
     run(s, &["run", "--net", "none", "--", "python3", "-c", code])
@@ -47,7 +30,7 @@ fn compile(dir: &Path, name: &str, source: &str) -> std::path::PathBuf {
 
 #[test]
 fn cpu_time_of_guest_processes_counts_as_user_time() {
-    let check = check();
+    let check = kernel_check();
     let s = Scratch::new();
     // Pure computation (no system calls: UML has no vDSO, so even time() is one).
     let out = python(
@@ -68,7 +51,7 @@ fn cpu_time_of_guest_processes_counts_as_user_time() {
         .collect();
     let (utime, stime, user_usec) = (v[0], v[1], v[2]);
     // Debian's stock 6.1 counts it right without the fix; newer unpatched kernels do not.
-    let fixed = says_ok(&check, "CPU time of guest processes");
+    let fixed = check_says_ok(&check, "CPU time of guest processes");
     let counted = utime > stime && utime > 0.1 && user_usec > 100_000.0;
     let linux_6_1 = check.lines().any(|l| l.starts_with("version: 6.1."));
     if fixed || linux_6_1 {
@@ -80,13 +63,13 @@ fn cpu_time_of_guest_processes_counts_as_user_time() {
 
 #[test]
 fn swap_accounting_files_are_there_and_writable() {
-    let check = check();
+    let check = kernel_check();
     let s = Scratch::new();
     let out = sh(
         &s,
         "mkdir /sys/fs/cgroup/t && echo 0 > /sys/fs/cgroup/t/memory.swap.max && cat /sys/fs/cgroup/t/memory.swap.max",
     );
-    if says_ok(&check, "swap accounting") {
+    if check_says_ok(&check, "swap accounting") {
         assert_eq!(out.code, 0, "{out:?}");
         assert_eq!(out.stdout_str(), "0\n");
     } else {
@@ -96,7 +79,7 @@ fn swap_accounting_files_are_there_and_writable() {
 
 #[test]
 fn kcmp_compares_a_process_with_itself() {
-    let check = check();
+    let check = kernel_check();
     let s = Scratch::new();
     // kcmp(pid, pid, KCMP_FILE, 0, 0): the same file, 0.
     let out = python(
@@ -108,7 +91,7 @@ fn kcmp_compares_a_process_with_itself() {
          print(r, ctypes.get_errno())",
     );
     assert_eq!(out.code, 0, "{out:?}");
-    if says_ok(&check, "kcmp") {
+    if check_says_ok(&check, "kcmp") {
         assert_eq!(out.stdout_str(), "0 0\n");
     } else {
         assert_eq!(out.stdout_str(), format!("-1 {}\n", libc::ENOSYS));
@@ -117,7 +100,7 @@ fn kcmp_compares_a_process_with_itself() {
 
 #[test]
 fn an_mptcp_socket_opens() {
-    let check = check();
+    let check = kernel_check();
     let s = Scratch::new();
     let out = python(
         &s,
@@ -126,7 +109,7 @@ fn an_mptcp_socket_opens() {
          except OSError as e:\n    print(e.errno)",
     );
     assert_eq!(out.code, 0, "{out:?}");
-    if says_ok(&check, "multipath TCP") {
+    if check_says_ok(&check, "multipath TCP") {
         assert_eq!(out.stdout_str(), "ok\n");
     } else {
         assert_eq!(
@@ -170,7 +153,7 @@ int main(void) {
 
 #[test]
 fn a_handler_on_an_autodisarm_alternate_stack_runs_there_every_time() {
-    let check = check();
+    let check = kernel_check();
     let dir = guest_visible_dir("altstack-");
     let bin = compile(dir.path(), "altstack", ALTSTACK);
     // On the host: both handlers on the alternate stack, re-armed after.
@@ -179,7 +162,7 @@ fn a_handler_on_an_autodisarm_alternate_stack_runs_there_every_time() {
     let s = Scratch::new();
     let out = run(&s, &["run", "--net", "none", "--", bin.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
-    if says_ok(&check, "sigaltstack") {
+    if check_says_ok(&check, "sigaltstack") {
         assert_eq!(out.stdout_str(), "1 1 1\n", "{out:?}");
     } else {
         // The bug the fix is for: the stack stays disarmed after the first handler.
@@ -189,7 +172,7 @@ fn a_handler_on_an_autodisarm_alternate_stack_runs_there_every_time() {
 
 #[test]
 fn address_sanitizer_runs_where_the_address_space_is_large_enough() {
-    let check = check();
+    let check = kernel_check();
     let dir = guest_visible_dir("asan-");
     let src = dir.path().join("overflow.c");
     let bin = dir.path().join("overflow");
@@ -208,7 +191,7 @@ fn address_sanitizer_runs_where_the_address_space_is_large_enough() {
     let s = Scratch::new();
     let out = run(&s, &["run", "--net", "none", "--", bin.to_str().unwrap()]);
     let err = out.stderr_str();
-    if says_ok(&check, "47-bit user address space") {
+    if check_says_ok(&check, "47-bit user address space") {
         // ASan itself runs, and catches the overflow.
         assert!(err.contains("heap-buffer-overflow"), "{out:?}");
     } else {
@@ -219,9 +202,9 @@ fn address_sanitizer_runs_where_the_address_space_is_large_enough() {
 
 #[test]
 fn the_userspace_mode_that_ran_is_the_one_chosen() {
-    let check = check();
+    let check = kernel_check();
     let s = Scratch::new();
-    let seccomp = says_ok(&check, "seccomp userspace");
+    let seccomp = check_says_ok(&check, "seccomp userspace");
     // The kernel says at boot which checks it runs: ptrace's or seccomp's.
     let probe = |mode: &str| {
         let out = run(
@@ -266,7 +249,7 @@ fn the_userspace_mode_that_ran_is_the_one_chosen() {
 
 #[test]
 fn more_cpus_where_the_kernel_has_smp() {
-    let check = check();
+    let check = kernel_check();
     let s = Scratch::new();
     let out = run(
         &s,
@@ -282,7 +265,7 @@ fn more_cpus_where_the_kernel_has_smp() {
             "nproc; cat /sys/fs/cgroup/cgroup.controllers",
         ],
     );
-    if says_ok(&check, "SMP") {
+    if check_says_ok(&check, "SMP") {
         assert_eq!(out.code, 0, "{out:?}");
         let text = out.stdout_str();
         assert!(text.starts_with("2\n"), "{out:?}");

@@ -346,3 +346,20 @@ pub fn run(scratch: &Scratch, args: &[&str]) -> Output {
 pub fn sh(scratch: &Scratch, script: &str) -> Output {
     run(scratch, &["run", "--", "sh", "-c", script])
 }
+
+/// `sekexe kernel check` of the kernel under test.
+pub fn kernel_check() -> String {
+    let s = crate::Scratch::new();
+    let out = run(&s, &["kernel", "check"]);
+    assert!(out.code == 0, "kernel check: {out:?}");
+    out.stdout_str()
+}
+
+/// Whether `kernel check`'s line about `what` says `ok` (it must have one).
+pub fn check_says_ok(check: &str, what: &str) -> bool {
+    let line = check
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("kernel check says nothing of {what}:\n{check}"));
+    line.trim_start().starts_with("ok")
+}
