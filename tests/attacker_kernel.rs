@@ -69,6 +69,12 @@ fn main() {
             "chmod a host file",
             libc::chmod(file.as_ptr(), 0o777) as i64,
         );
+        let fd = libc::open(file.as_ptr(), libc::O_RDONLY);
+        report("fchmod a host file", libc::fchmod(fd, 0o500) as i64);
+        report(
+            "open the TUN device",
+            libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) as i64,
+        );
 
         for (name, family, kind) in [
             (
@@ -108,6 +114,33 @@ fn main() {
         report(
             "signal a host process",
             libc::kill(pid, libc::SIGTERM) as i64,
+        );
+        let one = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
+        report(
+            "limit a host process's CPU time",
+            libc::syscall(
+                libc::SYS_prlimit64,
+                pid,
+                libc::RLIMIT_CPU,
+                &one,
+                std::ptr::null_mut::<libc::rlimit>(),
+            ),
+        );
+        report(
+            "renice a host process",
+            libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 19) as i64,
+        );
+        report(
+            "read the user's keyring",
+            libc::syscall(libc::SYS_keyctl, 0, -4, 0), // KEYCTL_GET_KEYRING_ID, @u
+        );
+        let mut info: libc::shmid_ds = std::mem::zeroed();
+        report(
+            "list host shared memory",
+            libc::shmctl(0, 3 /* IPC_INFO */, &mut info) as i64,
         );
         report(
             "ptrace a host process",

@@ -1,4 +1,4 @@
-//! A stand-in for a hostile kernel process, for tests: it answers `--showconfig` and
+//! A stand-in for a hostile kernel process, for tests: it answers `--showconfig`, `--help` and
 //! `--version` as Debian's kernel does (so sekexe accepts it), and when booted, leaves behind
 //! a process in a session of its own (out of reach of a kill of its process group), then
 //! exits. The stray carries the kernel's `sekexe_run=` word, so a test finds it by the run's
@@ -9,7 +9,10 @@ use std::process::Command;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--showconfig" || a == "--version") {
+    if args
+        .iter()
+        .any(|a| a == "--showconfig" || a == "--version" || a == "--help")
+    {
         let err = Command::new("/usr/bin/linux.uml").args(&args).exec();
         panic!("exec the real kernel: {err}");
     }

@@ -33,8 +33,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         seccomp: kernel.config.seccomp_userspace(),
         max_cpus: kernel.config.max_cpus(),
     };
-    let confined = cfg.sandbox && crate::sandbox::abi_version().is_some();
+    let confined = cfg.sandbox && crate::sandbox::abi_version().is_some_and(|v| v >= 6);
     let choice = userspace::choose(cfg.userspace, cfg.cpus, offers, confined)?;
+    if let Some(w) = choice.warning {
+        eprintln!("sekexe: warning: {w}");
+    }
     let userspace_words = choice.words(offers);
     let init = paths::guest_init()?;
     let memory_dir = memory::choose_dir()?;
@@ -175,6 +178,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
             fds
         },
         sandbox,
+        // The kernels that re-execute themselves for it are those with seccomp userspace (7.x).
+        no_randomize: offers.seccomp,
     })?;
     scratch.watch_kernel(uml.pid());
     // Now that the kernel boots, tidy up after launchers that were killed.

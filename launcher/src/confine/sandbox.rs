@@ -10,12 +10,14 @@
 //!    kernel's scratch area, rw volumes, rw disk files); no TCP unless the network mode needs
 //!    it; no abstract unix sockets or signals outside the kernel's own processes. The run
 //!    folder, where the launcher leaves the request and stdin, is read-only to it.
-//! 3. seccomp, always: no unix stream sockets (Landlock up to ABI 7 does not govern connecting
+//! 3. seccomp, always: unix sockets only unless the network mode needs more (Landlock governs
+//!    TCP alone); no unix stream sockets (Landlock up to ABI 7 does not govern connecting
 //!    to a named socket, and the user's systemd, D-Bus, Docker or ssh-agent socket would run
 //!    anything unconfined), no io_uring (a way around seccomp), no System V or POSIX IPC
-//!    objects (they outlive the run), no handle-based opens. And when the user gave the run no
-//!    writable folder: chmod, chown, utimes and xattr calls fail, since Landlock does not cover
-//!    them.
+//!    (new objects outlive the run, existing ones are others'), no handle-based opens, no
+//!    keyrings, no limits, priorities or CPU placement of other processes (Landlock has no
+//!    hook for them). And when the user gave the run no writable folder: chmod, chown,
+//!    utimes and xattr calls fail, since Landlock does not cover them.
 //!
 //! Each layer is best effort where the host lacks it, and says so.
 
@@ -248,13 +250,17 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
         created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(BEST_ABI)))?;
     }
     // Device files the kernel process opens for writing (UML probes SIGIO on a pty at boot).
-    for dev in [
-        "/dev/null",
-        "/dev/zero",
-        "/dev/net/tun",
-        "/dev/ptmx",
-        "/dev/pts",
-    ] {
+    // The TUN device only for the tap transport: with it, any persistent TAP device you own
+    // would put the guest's frames on the host's network.
+    let tun = if plan.net_admin {
+        &["/dev/net/tun"][..]
+    } else {
+        &[]
+    };
+    for dev in ["/dev/null", "/dev/zero", "/dev/ptmx", "/dev/pts"]
+        .iter()
+        .chain(tun)
+    {
         if let Ok(fd) = PathFd::new(dev) {
             let access = AccessFs::from_file(BEST_ABI) | AccessFs::ReadDir;
             created = created.add_rule(PathBeneath::new(fd, access))?;
@@ -269,6 +275,29 @@ fn kernel_filter(
     with_metadata: bool,
     no_unix_stream: bool,
     unix_only: bool,
+) -> Result<seccompiler::BpfProgram> {
+    kernel_filter_for(with_metadata, no_unix_stream, unix_only, memfd_exec_works())
+}
+
+/// Whether this host makes executable memfds (Linux 6.3+). Where it does not, Linux 7.x
+/// makes its userspace stub executable with fchmod(fd, 0500) instead.
+fn memfd_exec_works() -> bool {
+    const MFD_EXEC: libc::c_uint = 0x10;
+    // SAFETY: memfd_create with a static name and integer flags; the fd is closed at once.
+    let fd = unsafe { libc::memfd_create(c"sekexe-probe".as_ptr(), MFD_EXEC | libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: closes the fd just made, which nothing else holds.
+    unsafe { libc::close(fd) };
+    true
+}
+
+fn kernel_filter_for(
+    with_metadata: bool,
+    no_unix_stream: bool,
+    unix_only: bool,
+    memfd_exec: bool,
 ) -> Result<seccompiler::BpfProgram> {
     const SOCK_TYPE_MASK: u64 = 0xf; // the type without SOCK_NONBLOCK / SOCK_CLOEXEC
     let metadata: &[i64] = &[
@@ -294,13 +323,41 @@ fn kernel_filter(
     ];
     let escapes: &[i64] = &[
         libc::SYS_io_uring_setup,
+        // System V and POSIX IPC: new objects would outlive the run; existing ones (their ids
+        // are in /proc/sysvipc) are other programs' shared state.
         libc::SYS_shmget,
+        libc::SYS_shmat,
+        libc::SYS_shmdt,
+        libc::SYS_shmctl,
         libc::SYS_msgget,
+        libc::SYS_msgsnd,
+        libc::SYS_msgrcv,
+        libc::SYS_msgctl,
         libc::SYS_semget,
+        libc::SYS_semop,
+        libc::SYS_semtimedop,
+        libc::SYS_semctl,
         libc::SYS_mq_open,
         libc::SYS_open_by_handle_at,
+        // The user's kernel keyrings (Kerberos tickets, other secrets).
+        libc::SYS_add_key,
+        libc::SYS_keyctl,
+        libc::SYS_request_key,
     ];
     let mut deny = crate::seccomp::Deny::with_errno(libc::EPERM).calls(escapes);
+    // Limits, priorities and CPU placement of other processes: Landlock has no hook for them,
+    // and RLIMIT_CPU kills. The kernel process may set its own (pid or who 0).
+    for (nr, target_arg) in [
+        (libc::SYS_prlimit64, 0),
+        (libc::SYS_setpriority, 1),
+        (libc::SYS_ioprio_set, 1),
+        (libc::SYS_sched_setaffinity, 0),
+        (libc::SYS_sched_setscheduler, 0),
+        (libc::SYS_sched_setparam, 0),
+        (libc::SYS_sched_setattr, 0),
+    ] {
+        deny = deny.call_unless_arg(nr, target_arg, 0)?;
+    }
     if no_unix_stream {
         deny = deny.call_when_all(
             libc::SYS_socket,
@@ -316,11 +373,13 @@ fn kernel_filter(
             .call_unless_arg(libc::SYS_socketpair, 0, libc::AF_UNIX as u64)?;
     }
     if with_metadata {
-        // Linux 7.x makes its userspace stub executable with fchmod(fd, 0500) where the host
-        // has no executable memfds (before 6.3): that one mode stays allowed.
-        deny = deny
-            .calls(metadata)
-            .call_unless_arg(libc::SYS_fchmod, 1, 0o500)?;
+        deny = deny.calls(metadata);
+        deny = if memfd_exec {
+            deny.calls(&[libc::SYS_fchmod])
+        } else {
+            // Only where Linux 7.x needs it for its stub (hosts before 6.3): that one mode.
+            deny.call_unless_arg(libc::SYS_fchmod, 1, 0o500)?
+        };
     }
     deny.build()
 }
@@ -583,19 +642,67 @@ mod tests {
     }
 
     #[test]
-    fn the_metadata_rules_allow_only_the_stubs_fchmod() {
-        assert!(under_kernel_filter(true, || {
-            // SAFETY: raw system calls on an fd the child opens; it closes at its exit.
+    fn fchmod_is_allowed_only_for_the_stub_and_only_without_executable_memfds() {
+        // SAFETY: (both probes) raw system calls on fds the child opens; they close at its
+        // exit.
+        let probe = || unsafe {
+            let fd = libc::open(c"/".as_ptr(), libc::O_RDONLY);
+            let mut p = [0; 2];
+            fd >= 0
+                && fails_with(libc::fchmod(fd, 0o755) as _, libc::EPERM)
+                && libc::pipe(p.as_mut_ptr()) == 0
+                && libc::fchmod(p[0], 0o500) == 0
+        };
+        assert!(under_filter(
+            kernel_filter_for(true, true, false, false).unwrap(),
+            probe
+        ));
+        assert!(under_filter(
+            kernel_filter_for(true, true, false, true).unwrap(),
+            // SAFETY: as above.
+            || unsafe {
+                let mut p = [0; 2];
+                libc::pipe(p.as_mut_ptr()) == 0
+                    && fails_with(libc::fchmod(p[0], 0o500) as _, libc::EPERM)
+            }
+        ));
+    }
+
+    #[test]
+    fn other_processes_limits_keyrings_and_ipc_objects_are_out_of_reach() {
+        assert!(under_kernel_filter(false, || {
+            // SAFETY: raw system calls with integer arguments or pointers to locals, in the
+            // forked child.
             unsafe {
-                let fd = libc::open(c"/".as_ptr(), libc::O_RDONLY);
-                fd >= 0
-                    && fails_with(libc::fchmod(fd, 0o755) as _, libc::EPERM)
-                    // Allowed by the filter; the file's owner decides (EPERM as non-root
-                    // only for a file not ours, so use one that cannot be: an fd of a pipe).
-                    && {
-                        let mut p = [0; 2];
-                        libc::pipe(p.as_mut_ptr()) == 0 && libc::fchmod(p[0], 0o500) == 0
-                    }
+                let parent = libc::getppid();
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                let set: libc::cpu_set_t = std::mem::zeroed();
+                // Its own limits and priority: allowed.
+                libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_NOFILE, 0usize, &mut lim) == 0
+                    && libc::setpriority(libc::PRIO_PROCESS, 0, 1) == 0
+                    // Another process's: refused.
+                    && fails_with(
+                        libc::syscall(libc::SYS_prlimit64, parent, libc::RLIMIT_CPU, &lim, 0usize),
+                        libc::EPERM,
+                    )
+                    && fails_with(
+                        libc::setpriority(libc::PRIO_PROCESS, parent as libc::id_t, 5) as _,
+                        libc::EPERM,
+                    )
+                    && fails_with(
+                        libc::sched_setaffinity(parent, std::mem::size_of_val(&set), &set)
+                            as _,
+                        libc::EPERM,
+                    )
+                    && fails_with(
+                        libc::syscall(libc::SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -4, 0),
+                        libc::EPERM,
+                    )
+                    && fails_with(libc::shmat(0, std::ptr::null(), 0) as _, libc::EPERM)
+                    && fails_with(libc::msgctl(0, libc::IPC_RMID, std::ptr::null_mut()) as _, libc::EPERM)
             }
         }));
     }

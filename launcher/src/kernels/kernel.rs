@@ -150,17 +150,17 @@ pub fn load_config(path: &Path) -> Result<Kconfig> {
         return Ok(Kconfig::parse(&text));
     }
     let mut text = probe(path, "--showconfig")?;
-    // Boot parameters are not options: `--help` lists those this kernel takes.
-    if let Ok(help) = probe(path, "--help") {
-        text.push_str(&crate::kconfig::param_lines(&help));
-    }
-    let config = Kconfig::parse(&text);
-    if !config.is_uml() {
+    if !Kconfig::parse(&text).is_uml() {
         bail!(
             "{} is not a User Mode Linux kernel (its --showconfig has no CONFIG_UML=y)",
             units::shown(path)
         );
     }
+    // Boot parameters are not options: `--help` lists those this kernel takes. Not knowing
+    // them would cache the kernel as one without seccomp userspace: fail instead.
+    let help = probe(path, "--help")?;
+    text.push_str(&crate::kconfig::param_lines(&help));
+    let config = Kconfig::parse(&text);
     if let Some(cache) = cache {
         // A cache that cannot be written only costs the next run 20 ms.
         let _ = crate::safefile::write_atomic(&cache, text.as_bytes());

@@ -14,7 +14,7 @@ const FIXES: &[(&str, &str, &str)] = &[
     (
         "SEKEXE_FIX_USER_TIME",
         "CPU time of guest processes counted as user time",
-        "UML 6.x and later count it all as system time (Debian's 6.1 is right)",
+        "unpatched UML kernels since 6.12 or earlier count it all as system time (Debian's 6.1 counts it right)",
     ),
     (
         "SEKEXE_FIX_ALTSTACK",

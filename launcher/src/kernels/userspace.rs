@@ -5,16 +5,18 @@
 //! ptrace. With seccomp userspace (Linux 6.17+) a guest process traps its own system calls and
 //! talks to the kernel through shared memory: faster, but upstream calls it insecure, since a
 //! guest process can take the guest kernel over, and so run code in the kernel process on the
-//! host. sekexe treats the guest kernel as hostile anyway: the host-side confinement of the
-//! kernel process (confine/sandbox.rs) is the boundary in both modes, so seccomp userspace is
-//! the default only where that confinement is complete.
+//! host. sekexe treats the guest kernel as hostile anyway, and the host-side confinement of
+//! the kernel process (confine/sandbox.rs) is the boundary in both modes; but that confinement
+//! still leaves a taken-over kernel process a few channels to the host (README, Security:
+//! unix datagram and seqpacket sockets, /dev/pts), which seccomp userspace puts within reach
+//! of any guest process. So seccomp userspace is opt-in.
 
 use anyhow::{bail, Result};
 
 /// `--userspace`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserspaceArg {
-    /// seccomp where the kernel has it and the kernel process is confined, else ptrace.
+    /// ptrace, until seccomp userspace leaves nothing more to the guest (see the module doc).
     Auto,
     Seccomp,
     Ptrace,
@@ -40,6 +42,8 @@ pub struct Choice {
     pub cpus: u32,
     /// Why auto chose ptrace on a kernel that offers seccomp, for --debug.
     pub note: Option<&'static str>,
+    /// For the user: seccomp userspace without the full confinement.
+    pub warning: Option<&'static str>,
 }
 
 impl Choice {
@@ -64,7 +68,7 @@ impl Choice {
 }
 
 /// Decides. `confined`: the kernel process gets the full host-side confinement (sandbox on,
-/// Landlock available).
+/// Landlock ABI 6 or later, which scopes signals and abstract sockets).
 pub fn choose(
     arg: UserspaceArg,
     cpus: u32,
@@ -82,8 +86,8 @@ pub fn choose(
                 offers.max_cpus
             );
         }
-        if arg == UserspaceArg::Ptrace {
-            bail!("--cpus {cpus} needs seccomp userspace (UML has no SMP under ptrace): drop --userspace ptrace or use --cpus 1");
+        if arg != UserspaceArg::Seccomp {
+            bail!("--cpus {cpus} needs seccomp userspace (UML has no SMP under ptrace), which is opt-in: add --userspace seccomp (README: Kernels), or use --cpus 1");
         }
     }
     let (userspace, note) = match arg {
@@ -92,20 +96,20 @@ pub fn choose(
             bail!("--userspace seccomp: this kernel has no seccomp userspace (Linux 6.17+, as scripts/build-kernel makes): use --userspace ptrace or another --kernel")
         }
         UserspaceArg::Seccomp => (Userspace::Seccomp, None),
-        UserspaceArg::Auto if !offers.seccomp => (Userspace::Ptrace, None),
-        UserspaceArg::Auto if !confined && cpus > 1 => {
-            bail!("--cpus {cpus} needs seccomp userspace, which sekexe uses only when the kernel process is confined (no --no-sandbox, Landlock available): add --userspace seccomp to accept the risk, or use --cpus 1")
-        }
-        UserspaceArg::Auto if !confined => (
+        UserspaceArg::Auto if offers.seccomp => (
             Userspace::Ptrace,
-            Some("ptrace userspace: seccomp userspace is used only when the kernel process is confined (--no-sandbox, or no Landlock)"),
+            Some("ptrace userspace; this kernel also has seccomp userspace, which is faster and opt-in (--userspace seccomp)"),
         ),
-        UserspaceArg::Auto => (Userspace::Seccomp, None),
+        UserspaceArg::Auto => (Userspace::Ptrace, None),
     };
+    let warning = (userspace == Userspace::Seccomp && !confined).then_some(
+        "--userspace seccomp without the full confinement of the kernel process (--no-sandbox, or no Landlock ABI 6 on this host): any guest process can reach the host with your rights",
+    );
     Ok(Choice {
         userspace,
         cpus,
         note,
+        warning,
     })
 }
 
@@ -136,48 +140,46 @@ mod tests {
     }
 
     #[test]
-    fn auto_takes_seccomp_only_where_offered_and_confined() {
-        let table = [
-            (OLD, true, Userspace::Ptrace),
-            (OLD, false, Userspace::Ptrace),
-            (SECCOMP, true, Userspace::Seccomp),
-            (SECCOMP, false, Userspace::Ptrace),
-            (SMP, true, Userspace::Seccomp),
-        ];
-        for (offers, confined, want) in table {
-            assert_eq!(
-                ok(Auto, 1, offers, confined).userspace,
-                want,
-                "{offers:?} {confined}"
-            );
+    fn auto_is_ptrace_and_says_seccomp_is_there() {
+        for offers in [OLD, SECCOMP, SMP] {
+            for confined in [true, false] {
+                let c = ok(Auto, 1, offers, confined);
+                assert_eq!(c.userspace, Userspace::Ptrace);
+                assert_eq!(c.note.is_some(), offers.seccomp);
+                assert!(c.warning.is_none());
+            }
         }
-        assert!(ok(Auto, 1, SECCOMP, false).note.is_some());
     }
 
     #[test]
     fn explicit_modes_are_obeyed_or_refused_with_the_fix() {
         assert_eq!(ok(Ptrace, 1, SMP, true).userspace, Userspace::Ptrace);
-        assert_eq!(ok(Seccomp, 1, SECCOMP, false).userspace, Userspace::Seccomp);
+        let c = ok(Seccomp, 1, SECCOMP, true);
+        assert_eq!((c.userspace, c.warning), (Userspace::Seccomp, None));
+        // Unconfined: obeyed, with a warning.
+        assert!(ok(Seccomp, 1, SECCOMP, false).warning.is_some());
         assert!(err(Seccomp, 1, OLD, true).contains("use --userspace ptrace"));
     }
 
     #[test]
-    fn more_cpus_need_smp_and_seccomp() {
-        assert_eq!(ok(Auto, 2, SMP, true).cpus, 2);
-        assert!(err(Auto, 2, SECCOMP, true).contains("no SMP"));
+    fn more_cpus_need_smp_and_seccomp_asked_for() {
+        assert_eq!(ok(Seccomp, 2, SMP, true).cpus, 2);
+        assert!(err(Seccomp, 2, SECCOMP, true).contains("no SMP"));
         assert!(err(Auto, 2, OLD, true).contains("no SMP"));
-        assert!(err(Auto, 17, SMP, true).contains("at most 16"));
-        assert!(err(Ptrace, 2, SMP, true).contains("needs seccomp userspace"));
-        assert!(err(Auto, 2, SMP, false).contains("--userspace seccomp"));
-        assert_eq!(ok(Seccomp, 2, SMP, false).cpus, 2);
+        assert!(err(Seccomp, 17, SMP, true).contains("at most 16"));
+        assert!(err(Ptrace, 2, SMP, true).contains("add --userspace seccomp"));
+        assert!(err(Auto, 2, SMP, true).contains("add --userspace seccomp"));
     }
 
     #[test]
     fn words_are_explicit_where_the_kernel_takes_them() {
-        let on = ok(Auto, 1, SECCOMP, true);
+        let on = ok(Seccomp, 1, SECCOMP, true);
         assert_eq!(on.words(SECCOMP), ["seccomp=on"]);
-        assert_eq!(ok(Ptrace, 1, SECCOMP, true).words(SECCOMP), ["seccomp=off"]);
+        assert_eq!(ok(Auto, 1, SECCOMP, true).words(SECCOMP), ["seccomp=off"]);
         assert!(ok(Auto, 1, OLD, true).words(OLD).is_empty());
-        assert_eq!(ok(Auto, 4, SMP, true).words(SMP), ["seccomp=on", "ncpus=4"]);
+        assert_eq!(
+            ok(Seccomp, 4, SMP, true).words(SMP),
+            ["seccomp=on", "ncpus=4"]
+        );
     }
 }

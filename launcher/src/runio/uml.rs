@@ -31,6 +31,9 @@ pub struct Spawn<'a> {
     pub extra_fds: Vec<OwnedFd>,
     /// Confinement, applied last before exec.
     pub sandbox: Sandbox,
+    /// Start the kernel without address randomization, as it would re-execute itself to have
+    /// (UML 7.x).
+    pub no_randomize: bool,
 }
 
 /// Where the kernel process works, entered after its sandbox is in place (a mount namespace
@@ -88,6 +91,7 @@ impl Uml {
         let mut sandbox = s.sandbox;
         let extra: Vec<i32> = extra_fds.iter().map(|f| f.as_raw_fd()).collect();
         let first_free = CHANNEL_FD + 1 + extra.len() as i32;
+        let no_randomize = s.no_randomize;
         let mut cmd = Command::new(s.kernel);
         cmd.args(s.words)
             .env_clear()
@@ -127,9 +131,17 @@ impl Uml {
                     rlim_max: 0,
                 };
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                // Recent UML turns address randomization off and, if it was on, executes
-                // itself again: set here, that second exec of a 10-30 MB binary is saved.
-                libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong); // PER_LINUX is 0
+                // UML 7.x turns address randomization off and, if it was on, executes itself
+                // again: set here, that second exec of a 10-30 MB binary is saved. (Older
+                // kernels keep randomization: they would not turn it off themselves.)
+                if no_randomize {
+                    let current = libc::personality(0xffff_ffff);
+                    if current >= 0 {
+                        libc::personality(
+                            current as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong,
+                        );
+                    }
+                }
                 if libc::dup2(channel_fd, CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -85,12 +85,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
-    /// How guest processes run on the host: seccomp (faster; Linux 6.17+ kernels), ptrace, or
-    /// auto: seccomp where the kernel has it and the kernel process is confined
+    /// How guest processes run on the host: ptrace, or seccomp (faster, Linux 6.17+ kernels;
+    /// opt-in, see README: Kernels); auto is ptrace
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub userspace: crate::userspace::UserspaceArg,
 
-    /// CPUs in the guest (SMP: Linux 6.19+ kernels, seccomp userspace)
+    /// CPUs in the guest (SMP: Linux 6.19+ kernels, with --userspace seccomp)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
 
