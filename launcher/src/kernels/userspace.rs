@@ -16,9 +16,12 @@ use anyhow::{bail, Result};
 /// `--userspace`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserspaceArg {
-    /// ptrace, until seccomp userspace leaves nothing more to the guest (see the module doc).
+    // Doc comments here are `--help` text.
+    /// ptrace, for now: seccomp userspace gives guest processes more of the host (README: Kernels)
     Auto,
+    /// faster (Linux 6.17+); opt-in
     Seccomp,
+    /// every guest system call and page fault through ptrace
     Ptrace,
 }
 
