@@ -274,12 +274,12 @@ pub fn write_frame_raw(fd: BorrowedFd<'_>, frame: GuestFrame<'_>) -> io::Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-    /// guest-init's channel, and the launcher's end of it.
-    fn pair() -> (Channel, OwnedFd) {
+    /// guest-init's channel, and the launcher's end of it (relay.rs's tests use it too).
+    pub(crate) fn pair() -> (Channel, OwnedFd) {
         let (guest, host) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::STREAM,

@@ -420,7 +420,6 @@ mod tests {
     use std::time::Duration;
 
     use nix::sys::signal::Signal::*;
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
     use rustix::pipe::PipeFlags;
     use HostFrame::{CloseStderr, CloseStdout, Shutdown, Stdin, StdinEof, StdinFile, Winsize};
 
@@ -618,13 +617,7 @@ mod tests {
         }
 
         fn new(cmd: Command, ends: Ends) -> Rig {
-            let (guest, host) = rustix::net::socketpair(
-                AddressFamily::UNIX,
-                SocketType::STREAM,
-                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-                None,
-            )
-            .unwrap();
+            let (channel, host) = crate::channel::tests::pair();
             let started = Instant::now();
             let fake = Fake {
                 now: Cell::new(started),
@@ -643,7 +636,7 @@ mod tests {
             log.set_debug(true);
             Rig {
                 relay: Relay::new(fake, cmd),
-                channel: Channel::over(guest),
+                channel,
                 host,
                 host_buf: Vec::new(),
                 exchange: None,
