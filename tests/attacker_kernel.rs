@@ -9,8 +9,9 @@
 //! orders next to it, in `<binary>.attack`, as `KEY=VALUE` lines: `real` (the kernel whose
 //! `--showconfig`, `--version` and `--help` it answers with, so sekexe configures the run as
 //! for that kernel), `file` (an existing host file to write), `dir` (a host folder to create
-//! a file in), `socket` (a listening unix stream socket), `pid` (a host process to signal
-//! and trace).
+//! a file in), `socket` (a listening unix stream socket), `dgram` (a bound unix datagram
+//! socket), `seqpacket` (a listening unix seqpacket socket), `tty` (a host terminal), `pid`
+//! (a host process to signal and trace).
 
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
@@ -23,6 +24,37 @@ fn report(name: &str, rc: i64) {
     } else {
         println!("ATTACK {name}: SUCCEEDED");
     }
+}
+
+fn unix_address(path: &str) -> libc::sockaddr_un {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(path.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    addr
+}
+
+const ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+
+/// Sends a datagram from `fd` to the socket at `path`; -1 when `fd` is.
+///
+/// # Safety
+/// `fd` is -1 or a socket this process owns.
+unsafe fn send_to(fd: libc::c_int, path: &str) -> i64 {
+    if fd < 0 {
+        return -1;
+    }
+    let addr = unix_address(path);
+    libc::sendto(
+        fd,
+        b"owned".as_ptr().cast(),
+        5,
+        0,
+        (&addr as *const libc::sockaddr_un).cast(),
+        ADDR_LEN,
+    ) as i64
 }
 
 fn orders() -> std::collections::HashMap<String, String> {
@@ -49,6 +81,9 @@ fn main() {
     let file = CString::new(env("file")).unwrap();
     let new_file = CString::new(format!("{}/planted", env("dir"))).unwrap();
     let socket_path = env("socket");
+    let seqpacket_path = env("seqpacket");
+    let dgram_path = env("dgram");
+    let tty = CString::new(env("tty")).unwrap();
     let pid: libc::pid_t = env("pid").parse().unwrap();
 
     // SAFETY: (every block below) plain system calls with integer arguments or pointers to
@@ -94,22 +129,56 @@ fn main() {
             report(name, libc::socket(family, kind, 0) as i64);
         }
 
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-        let connected = if fd < 0 {
-            -1
-        } else {
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path.iter_mut().zip(socket_path.as_bytes()) {
-                *d = *s as libc::c_char;
-            }
-            libc::connect(
-                fd,
-                (&addr as *const libc::sockaddr_un).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-            )
-        };
-        report("connect to a host unix socket", connected as i64);
+        for (name, kind, path) in [
+            (
+                "connect to a host unix socket",
+                libc::SOCK_STREAM,
+                &socket_path,
+            ),
+            (
+                "connect to a host seqpacket socket",
+                libc::SOCK_SEQPACKET,
+                &seqpacket_path,
+            ),
+        ] {
+            let fd = libc::socket(libc::AF_UNIX, kind, 0);
+            let connected = if fd < 0 {
+                -1
+            } else {
+                let addr = unix_address(path);
+                libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), ADDR_LEN)
+            };
+            report(name, connected as i64);
+        }
+        report(
+            "send a datagram to a host socket",
+            send_to(
+                libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0),
+                &dgram_path,
+            ),
+        );
+        let mut pair = [-1; 2];
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr());
+        report(
+            "send a datagram from a pair to a host socket",
+            send_to(pair[0], &dgram_path),
+        );
+        report(
+            "read a host terminal",
+            libc::open(tty.as_ptr(), libc::O_RDONLY | libc::O_NOCTTY) as i64,
+        );
+        report(
+            "write to a host terminal",
+            libc::open(tty.as_ptr(), libc::O_WRONLY | libc::O_NOCTTY) as i64,
+        );
+        report(
+            "open a new host terminal",
+            libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY) as i64,
+        );
+        report(
+            "read the TUN device",
+            libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDONLY) as i64,
+        );
 
         report(
             "signal a host process",

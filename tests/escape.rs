@@ -3,6 +3,7 @@
 //! user) and, when the suite runs as root, as root too (where the read-only mount namespace
 //! and reduced capabilities add to it).
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -250,25 +251,27 @@ fn another_host_user_cannot_reach_the_run() {
     assert_eq!(runs.len(), 1);
     let run = s.user_base().join(&runs[0]);
     // The kernel's uml_dir is in its private scratch tmpfs, which has no host path: only its
-    // working directory leads there, for whoever may look into the process.
+    // working directory leads there, for whoever may look into the process. It holds no
+    // management console socket: the kernel process may not make one (UML logs that it
+    // failed and goes on).
     let launcher = launcher_pids(&s)[0];
     let kernel = kernel_pid(&s, launcher).expect("kernel pid");
-    let mconsole = std::fs::read_dir(format!("/proc/{kernel}/cwd/uml"))
+    let umid = std::fs::read_dir(format!("/proc/{kernel}/cwd/uml"))
         .unwrap()
         .flatten()
         .next()
         .unwrap()
-        .path()
-        .join("mconsole");
-    assert!(mconsole.exists(), "{}", mconsole.display());
-    // As another unprivileged user: no request, no listing, no mconsole. RAN shows the probe
-    // itself ran.
+        .path();
+    assert!(umid.join("pid").exists(), "{}", umid.display());
+    assert!(!umid.join("mconsole").exists(), "{}", umid.display());
+    // As another unprivileged user: no request, no listing of the run folder or of the
+    // kernel's. RAN shows the probe itself ran.
     let probe = format!(
         "echo RAN; cat {req} 2>/dev/null && echo READ; ls {run} 2>/dev/null && echo LISTED; \
-         python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(sys.argv[1]); print(\"CONNECTED\")' {mc} 2>/dev/null; true",
+         ls {umid} 2>/dev/null && echo LISTED; true",
         req = run.join("request").display(),
         run = run.display(),
-        mc = mconsole.display()
+        umid = umid.display()
     );
     let out = std::process::Command::new("setpriv")
         .args([
@@ -284,10 +287,7 @@ fn another_host_user_cannot_reach_the_run() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("RAN\n"), "the probe did not run: {out:?}");
-    assert!(
-        !text.contains("READ") && !text.contains("LISTED") && !text.contains("CONNECTED"),
-        "{text}"
-    );
+    assert!(!text.contains("READ") && !text.contains("LISTED"), "{text}");
     r.signal(libc::SIGTERM);
     let _ = r.finish();
     s.assert_clean();
@@ -594,8 +594,9 @@ fn sigterm_ends_the_launcher_within_5_s_in_every_state() {
 fn a_kernel_process_taken_over_cannot_reach_the_host() {
     // Promise: whatever code runs in the kernel process (a guest that took its kernel over,
     // which seccomp userspace makes easier), the host-side confinement holds: no host file
-    // written or changed, no inet, packet or netlink socket, no connection to the user's unix
-    // sockets, no signal or ptrace of host processes. The stand-in for the taken-over kernel
+    // written or changed, no inet, packet or netlink socket, no connection or datagram to the
+    // user's unix sockets (stream, seqpacket or datagram), no reading or writing the user's
+    // terminals, no sniffing of TAP devices, no signal or ptrace of host processes. The stand-in for the taken-over kernel
     // is tests/attacker_kernel.rs, booted by sekexe under the real kernel's confinement (the
     // same in both userspace modes).
     let attacker = env!("CARGO_BIN_EXE_attacker-kernel");
@@ -609,11 +610,49 @@ fn a_kernel_process_taken_over_cannot_reach_the_host() {
         let socket_path = victim.path().join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
         listener.set_nonblocking(true).unwrap();
-        // connect() needs write permission on the socket: grant it, so only the confinement
-        // stands in the way.
-        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // connect() and sendto() need write permission on a socket: granted below, so only
+        // the confinement stands in the way.
+        // A datagram socket (a stand-in for /dev/log or a notify socket), a seqpacket one,
+        // and a terminal of the user's (where they type their passwords).
+        let dgram_path = victim.path().join("log.sock");
+        let dgram = std::os::unix::net::UnixDatagram::bind(&dgram_path).unwrap();
+        dgram.set_nonblocking(true).unwrap();
+        let seqpacket_path = victim.path().join("seq.sock");
+        let seqpacket = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(
+            &seqpacket,
+            &rustix::net::SocketAddrUnix::new(&seqpacket_path).unwrap(),
+        )
+        .unwrap();
+        rustix::net::listen(&seqpacket, 4).unwrap();
+        for p in [&socket_path, &dgram_path, &seqpacket_path] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let terminal = rustix::pty::openpt(
+            rustix::pty::OpenptFlags::RDWR
+                | rustix::pty::OpenptFlags::NOCTTY
+                | rustix::pty::OpenptFlags::CLOEXEC,
+        )
+        .unwrap();
+        rustix::pty::unlockpt(&terminal).unwrap();
+        let tty_path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+            rustix::pty::ptsname(&terminal, Vec::new())
+                .unwrap()
+                .as_bytes(),
+        ));
+        // The user's own terminal, readable and writable by them, as a login gives.
+        if is_root() {
+            chown(&tty_path, uid);
+        }
+        std::fs::set_permissions(&tty_path, std::fs::Permissions::from_mode(0o620)).unwrap();
         let before = victim.snapshot();
-        let mut sleeper = if user.is_some() && is_root() {
+        let mut sleeper = Daemon(if user.is_some() && is_root() {
             let id = uid.to_string();
             std::process::Command::new("setpriv")
                 .args([
@@ -632,7 +671,7 @@ fn a_kernel_process_taken_over_cannot_reach_the_host() {
                 .arg("1000")
                 .spawn()
                 .unwrap()
-        };
+        });
         // A copy of the attacker, with its orders next to it.
         let wrapper_dir = guest_visible_dir("attacker-");
         let wrapper = wrapper_dir.path().join("kernel");
@@ -640,12 +679,15 @@ fn a_kernel_process_taken_over_cannot_reach_the_host() {
         std::fs::write(
             wrapper_dir.path().join("kernel.attack"),
             format!(
-                "real={}\nfile={}\ndir={}\nsocket={}\npid={}\n",
+                "real={}\nfile={}\ndir={}\nsocket={}\ndgram={}\nseqpacket={}\ntty={}\npid={}\n",
                 real.display(),
                 victim.path().join("file").display(),
                 victim.path().join("sub").display(),
                 socket_path.display(),
-                sleeper.id()
+                dgram_path.display(),
+                seqpacket_path.display(),
+                tty_path.display(),
+                sleeper.0.id()
             ),
         )
         .unwrap();
@@ -674,8 +716,8 @@ fn a_kernel_process_taken_over_cannot_reach_the_host() {
                 .lines()
                 .filter(|l| l.starts_with("[kernel] ATTACK "))
                 .collect();
-            assert_eq!(attacks.len(), 18, "{attacks:#?}");
-            for line in &attacks[..17] {
+            assert_eq!(attacks.len(), 25, "{attacks:#?}");
+            for line in &attacks[..24] {
                 assert!(line.contains(": blocked ("), "{user:?} --net {net}: {line}");
             }
             assert_eq!(out.code, 125, "{out:?}");
@@ -686,13 +728,28 @@ fn a_kernel_process_taken_over_cannot_reach_the_host() {
             "the kernel process reached the unix socket"
         );
         assert!(
-            sleeper.try_wait().unwrap().is_none(),
+            dgram.recv(&mut [0; 64]).is_err(),
+            "the kernel process sent to the datagram socket"
+        );
+        assert!(
+            rustix::net::accept(&seqpacket).is_err(),
+            "the kernel process reached the seqpacket socket"
+        );
+        let mut typed = [0u8; 64];
+        rustix::fs::fcntl_setfl(&terminal, rustix::fs::OFlags::NONBLOCK).unwrap();
+        assert!(
+            rustix::io::read(&terminal, &mut typed).is_err(),
+            "the kernel process wrote to the terminal"
+        );
+        assert!(
+            sleeper.0.try_wait().unwrap().is_none(),
             "the host process was killed"
         );
-        sleeper.kill().unwrap();
-        sleeper.wait().unwrap();
-        drop(listener);
-        std::fs::remove_file(&socket_path).unwrap();
+        drop(sleeper);
+        drop((listener, dgram, seqpacket));
+        for p in [&socket_path, &dgram_path, &seqpacket_path] {
+            std::fs::remove_file(p).unwrap();
+        }
         s.assert_clean();
     }
 }

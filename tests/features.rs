@@ -207,22 +207,14 @@ fn the_userspace_mode_that_ran_is_the_one_chosen() {
     let s = Scratch::new();
     let seccomp = check_says_ok(&check, "seccomp userspace");
     // The kernel says at boot which checks it runs: ptrace's or seccomp's.
-    let probe = |mode: &str| {
-        let out = run(
-            &s,
-            &[
-                "run",
-                "--net",
-                "none",
-                "--debug",
-                "--userspace",
-                mode,
-                "--",
-                "true",
-            ],
-        );
+    let probe_with = |mode: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--net", "none", "--debug", "--userspace", mode];
+        args.extend(extra);
+        args.extend(["--", "true"]);
+        let out = run(&s, &args);
         (out.code, out.stderr_str())
     };
+    let probe = |mode: &str| probe_with(mode, &[]);
     let (code, log) = probe("ptrace");
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("userspace: Ptrace"), "{log}");
@@ -237,10 +229,30 @@ fn the_userspace_mode_that_ran_is_the_one_chosen() {
             "{log}"
         );
         assert!(!log.contains("Checking syscall emulation"), "{log}");
-        // seccomp userspace is opt-in: the default stays ptrace.
+        // The default: seccomp where the confinement is whole (Landlock ABI 6 or later on
+        // this host, as --debug reports it), else ptrace.
+        let landlock_abi: u32 = log
+            .split("landlock ABI ")
+            .nth(1)
+            .and_then(|t| t.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         let (code, log) = probe("auto");
         assert_eq!(code, 0, "{log}");
+        if landlock_abi >= 6 {
+            assert!(log.contains("userspace: Seccomp"), "{log}");
+            assert!(
+                log.contains("seccomp filters can be installed...OK"),
+                "{log}"
+            );
+        } else {
+            assert!(log.contains("userspace: Ptrace"), "{log}");
+        }
+        // Without the sandbox the default is ptrace, and says why.
+        let (code, log) = probe_with("auto", &["--no-sandbox"]);
+        assert_eq!(code, 0, "{log}");
         assert!(log.contains("userspace: Ptrace"), "{log}");
+        assert!(log.contains("needs the sandbox"), "{log}");
         assert!(log.contains("Checking syscall emulation"), "{log}");
     } else {
         assert_eq!(code, 125, "{log}");

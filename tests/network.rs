@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sekexe_tests::*;
@@ -200,16 +200,6 @@ fn net_none_is_only_lo_and_starts_no_helper() {
         let out = run(&s, bad, &["true".into()]);
         assert_eq!(out.code, 125, "{bad:?}: {out:?}");
         assert_eq!(out.stderr_str().lines().count(), 1, "{bad:?}: {out:?}");
-    }
-}
-
-/// A process that is killed when the test ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

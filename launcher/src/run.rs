@@ -33,9 +33,17 @@ pub fn run(args: RunArgs) -> Result<u8> {
         seccomp: kernel.config.seccomp_userspace(),
         max_cpus: kernel.config.max_cpus(),
     };
-    let confined = cfg.sandbox && crate::sandbox::abi_version().is_some_and(|v| v >= 6);
+    let confined = if !cfg.sandbox {
+        Err("the sandbox (no --no-sandbox)")
+    } else if crate::sandbox::abi_version().is_none_or(|v| v < 6) {
+        Err("Landlock ABI 6 on the host (Linux 6.12+), which scopes signals and abstract sockets")
+    } else if cfg.net.mode.kernel_sockets() != crate::sandbox::Sockets::PairsOnly {
+        Err("a network that gives the kernel process no sockets of its own (--net user, vde or none)")
+    } else {
+        Ok(())
+    };
     let choice = userspace::choose(cfg.userspace, cfg.cpus, offers, confined)?;
-    if let Some(w) = choice.warning {
+    if let Some(w) = &choice.warning {
         eprintln!("sekexe: warning: {w}");
     }
     let userspace_words = choice.words(offers);
@@ -298,9 +306,8 @@ fn sandbox(
             .map(|(p, _)| p.to_path_buf())
             .collect(),
         allow_tcp: network.kernel_tcp,
-        unix_stream: network.kernel_unix_stream,
         net_admin: network.tap,
-        any_socket: network.kernel_any_socket,
+        sockets: network.kernel_sockets,
     };
     let sandbox = Sandbox::prepare(&plan)?;
     if let Some(w) = &sandbox.warning {

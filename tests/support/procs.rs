@@ -92,3 +92,13 @@ pub fn kernel_pid_in(tmpdir: &Path, launcher: i32) -> Option<i32> {
                 == Some(launcher)
         })
 }
+
+/// A process that is killed when the test ends, passed or not.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -10,14 +10,20 @@
 //!    kernel's scratch area, rw volumes, rw disk files); no TCP unless the network mode needs
 //!    it; no abstract unix sockets or signals outside the kernel's own processes. The run
 //!    folder, where the launcher leaves the request and stdin, is read-only to it.
-//! 3. seccomp, always: unix sockets only unless the network mode needs more (Landlock governs
-//!    TCP alone); no unix stream sockets (Landlock up to ABI 7 does not govern connecting
-//!    to a named socket, and the user's systemd, D-Bus, Docker or ssh-agent socket would run
-//!    anything unconfined), no io_uring (a way around seccomp), no System V or POSIX IPC
-//!    (new objects outlive the run, existing ones are others'), no handle-based opens, no
-//!    keyrings, no limits, priorities or CPU placement of other processes (Landlock has no
-//!    hook for them). And when the user gave the run no writable folder: chmod, chown,
-//!    utimes and xattr calls fail, since Landlock does not cover them.
+//! 3. seccomp, always: no socket() at all unless the network mode needs it (the network
+//!    comes as a connected fd, the kernel's own pipes are socketpairs), and never unix stream
+//!    sockets or datagram pairs unless it must: Landlock up to ABI 7 does not govern naming a
+//!    host unix socket (connecting to the user's systemd, D-Bus, Docker or ssh-agent socket,
+//!    or sending a datagram to /dev/log), and a connected pair cannot name one. Also no
+//!    io_uring (a way around seccomp), no System V or POSIX IPC (new objects outlive the run,
+//!    existing ones are others'), no handle-based opens, no keyrings, no limits, priorities
+//!    or CPU placement of other processes (Landlock has no hook for them). And when the user
+//!    gave the run no writable folder: chmod, chown, utimes and xattr calls fail, since
+//!    Landlock does not cover them.
+//! 4. No host terminal: Landlock's read rule covers every host path but the terminal devices
+//!    (the pts folder, ptmx, ttys and consoles) and /dev/net, so the kernel process can
+//!    neither read the keys typed into the user's terminals nor write to them, nor read
+//!    frames off a TAP device the user owns.
 //!
 //! Each layer is best effort where the host lacks it, and says so.
 
@@ -58,16 +64,23 @@ pub struct Plan {
     pub writable_files: Vec<PathBuf>,
     /// The network mode needs TCP from the kernel process itself (legacy slirp).
     pub allow_tcp: bool,
-    /// The process needs unix stream sockets of its own (the legacy slirp, which runs as the
-    /// kernel's child; slirp4netns's port-forward API). Otherwise they are refused: Landlock
-    /// does not govern connecting to a named one.
-    pub unix_stream: bool,
     /// The network mode attaches a tap device (root may need CAP_NET_ADMIN for it).
     pub net_admin: bool,
-    /// The process needs sockets of other families than unix ones (the legacy slirp's inet
-    /// sockets, the tap transport's packet socket). Otherwise inet, packet, netlink and every
-    /// other family are refused: Landlock governs TCP only.
-    pub any_socket: bool,
+    /// The sockets it may make.
+    pub sockets: Sockets,
+}
+
+/// Which sockets a confined process may make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sockets {
+    /// Connected unix stream or seqpacket pairs only (socketpair): no socket(), so nothing
+    /// that can name a host socket. The kernel process's network, when it has one, is an
+    /// fd connected by the launcher.
+    PairsOnly,
+    /// Any family but unix stream (the tap transport's packet socket; slirp4netns, the NAT).
+    AnyButUnixStream,
+    /// Any socket (the legacy slirp, the kernel's own child; slirp4netns's port-forward API).
+    Any,
 }
 
 /// A sandbox ready to be applied in the child.
@@ -129,7 +142,7 @@ impl Sandbox {
             Some(abi) => {
                 let ruleset = landlock_ruleset(plan).context("prepare the Landlock ruleset")?;
                 summary.push(format!(
-                    "landlock ABI {abi}: read and execute anywhere, write only beneath {}{}",
+                    "landlock ABI {abi}: read and execute anywhere but terminals and /dev/net, write only beneath {}{}",
                     writable.join(", "),
                     if plan.allow_tcp { "" } else { "; no TCP" }
                 ));
@@ -141,15 +154,16 @@ impl Sandbox {
             }
         };
 
-        summary.push(format!(
-            "seccomp: no {}io_uring, IPC objects or handle-based opens",
-            if plan.unix_stream {
-                ""
-            } else {
-                "unix stream sockets, "
+        summary.push(
+            match plan.sockets {
+                Sockets::PairsOnly => "seccomp: no sockets but connected unix pairs (no inet, packet or netlink, nothing that names a host socket)",
+                Sockets::AnyButUnixStream => "seccomp: no unix stream sockets",
+                Sockets::Any => "seccomp: any socket",
             }
-        ));
-        if plan.unix_stream {
+            .into(),
+        );
+        summary.push("seccomp: no io_uring, IPC objects, keyrings or handle-based opens".into());
+        if plan.sockets == Sockets::Any {
             let w = "this network mode needs unix stream sockets in the kernel's confinement: a hostile guest kernel could connect to your unix sockets (--net user avoids it)";
             warning = Some(match warning {
                 Some(earlier) => format!("{earlier}; {w}"),
@@ -159,14 +173,7 @@ impl Sandbox {
         if !plan.user_writable {
             summary.push("seccomp: chmod, chown, utimes and xattr calls denied".into());
         }
-        if !plan.any_socket {
-            summary.push("seccomp: unix sockets only (no inet, packet or netlink)".into());
-        }
-        let seccomp = Some(kernel_filter(
-            !plan.user_writable,
-            !plan.unix_stream,
-            !plan.any_socket,
-        )?);
+        let seccomp = Some(kernel_filter(!plan.user_writable, plan.sockets)?);
 
         let root = rustix::process::geteuid().is_root();
         let (mounts, drop_caps) = if root {
@@ -235,9 +242,17 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
         ruleset = ruleset.handle_access(AccessNet::from_all(BEST_ABI))?;
     }
     let ruleset = ruleset.scope(Scope::from_all(BEST_ABI))?;
+    // Read anywhere but the host's terminals: "/" itself is listable, its entries and those
+    // of /dev but the terminal devices are readable.
     let mut created = ruleset
         .create()?
-        .add_rule(PathBeneath::new(PathFd::new("/")?, read))?;
+        .add_rule(PathBeneath::new(PathFd::new("/")?, AccessFs::ReadDir))?;
+    for path in readable_roots() {
+        // Something that vanished or cannot be opened stays unreadable: no harm.
+        if let Ok(fd) = PathFd::new(&path) {
+            created = created.add_rule(PathBeneath::new(fd, read))?;
+        }
+    }
     for dir in &plan.writable {
         let fd = PathFd::new(dir).with_context(|| format!("open {}", dir.display()))?;
         created = created.add_rule(PathBeneath::new(fd, all))?;
@@ -249,18 +264,16 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
         let fd = PathFd::new(file).with_context(|| format!("open {}", file.display()))?;
         created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(BEST_ABI)))?;
     }
-    // Device files the kernel process opens for writing (UML probes SIGIO on a pty at boot).
-    // The TUN device only for the tap transport: with it, any persistent TAP device you own
-    // would put the guest's frames on the host's network.
+    // Device files the kernel process opens for writing. Not the pty UML would open at boot
+    // to probe SIGIO (it logs that the probe failed, and needs no pty after). The TUN device
+    // only for the tap transport: with it, any persistent TAP device you own would put the
+    // guest's frames on the host's network.
     let tun = if plan.net_admin {
         &["/dev/net/tun"][..]
     } else {
         &[]
     };
-    for dev in ["/dev/null", "/dev/zero", "/dev/ptmx", "/dev/pts"]
-        .iter()
-        .chain(tun)
-    {
+    for dev in ["/dev/null", "/dev/zero"].iter().chain(tun) {
         if let Ok(fd) = PathFd::new(dev) {
             let access = AccessFs::from_file(BEST_ABI) | AccessFs::ReadDir;
             created = created.add_rule(PathBeneath::new(fd, access))?;
@@ -269,14 +282,54 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
     Ok(created)
 }
 
+/// The paths the read rule covers: every entry of `/` but /dev, and every entry of /dev but
+/// the terminals and network devices; no links (what they point to is covered or left out on its own).
+fn readable_roots() -> Vec<PathBuf> {
+    let entries = |dir: &Path| -> Vec<(PathBuf, Option<u32>)> {
+        let Ok(list) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        list.filter_map(|e| {
+            let e = e.ok()?;
+            // Not links: /dev/stdin would be the launcher's own terminal.
+            let meta = e.metadata().ok().filter(|m| !m.file_type().is_symlink())?;
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let char_major = meta
+                .file_type()
+                .is_char_device()
+                .then(|| rustix::fs::major(meta.rdev()));
+            Some((e.path(), char_major))
+        })
+        .collect()
+    };
+    let mut roots: Vec<PathBuf> = entries(Path::new("/"))
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p != Path::new("/dev"))
+        .collect();
+    roots.extend(
+        entries(Path::new("/dev"))
+            .into_iter()
+            .filter(|(p, major)| !is_withheld(p, *major))
+            .map(|(p, _)| p),
+    );
+    roots
+}
+
+/// Whether a /dev entry is withheld from reading: the network devices (reading the TUN
+/// device is enough to sniff a persistent TAP device you own; `--net tap` gets its own
+/// rule), the pts folder, and character devices of a terminal
+/// driver (the kernel's devices.txt: 2 and 3 BSD ptys, 4 tty and serial, 5 tty/console/ptmx, 7 vcs, 136-143
+/// pts, 166 ACM, 188 USB serial, 204 low-density serial, 229 hvc).
+fn is_withheld(path: &Path, char_major: Option<u32>) -> bool {
+    path.file_name().is_some_and(|n| n == "pts" || n == "net")
+        || char_major.is_some_and(|m| matches!(m, 2..=5 | 7 | 136..=143 | 166 | 188 | 204 | 229))
+}
+
 /// What the kernel process may not do beyond Landlock's rules (see the module doc); with
 /// `metadata`, the file-metadata calls Landlock lets through too.
-fn kernel_filter(
-    with_metadata: bool,
-    no_unix_stream: bool,
-    unix_only: bool,
-) -> Result<seccompiler::BpfProgram> {
-    kernel_filter_for(with_metadata, no_unix_stream, unix_only, memfd_exec_works())
+fn kernel_filter(with_metadata: bool, sockets: Sockets) -> Result<seccompiler::BpfProgram> {
+    kernel_filter_for(with_metadata, sockets, memfd_exec_works())
 }
 
 /// Whether this host makes executable memfds (Linux 6.3+). Where it does not, Linux 7.x
@@ -295,8 +348,7 @@ fn memfd_exec_works() -> bool {
 
 fn kernel_filter_for(
     with_metadata: bool,
-    no_unix_stream: bool,
-    unix_only: bool,
+    sockets: Sockets,
     memfd_exec: bool,
 ) -> Result<seccompiler::BpfProgram> {
     const SOCK_TYPE_MASK: u64 = 0xf; // the type without SOCK_NONBLOCK / SOCK_CLOEXEC
@@ -358,19 +410,25 @@ fn kernel_filter_for(
     ] {
         deny = deny.call_unless_arg(nr, target_arg, 0)?;
     }
-    if no_unix_stream {
-        deny = deny.call_when_all(
-            libc::SYS_socket,
-            &[
-                (0, u64::from(u32::MAX), libc::AF_UNIX as u64),
-                (1, SOCK_TYPE_MASK, libc::SOCK_STREAM as u64),
-            ],
-        )?;
-    }
-    if unix_only {
-        deny = deny
-            .call_unless_arg(libc::SYS_socket, 0, libc::AF_UNIX as u64)?
-            .call_unless_arg(libc::SYS_socketpair, 0, libc::AF_UNIX as u64)?;
+    let unix_type = |kind: libc::c_int| {
+        [
+            (0, u64::from(u32::MAX), libc::AF_UNIX as u64),
+            (1, SOCK_TYPE_MASK, kind as u64),
+        ]
+    };
+    match sockets {
+        Sockets::PairsOnly => {
+            // A datagram pair could still sendto() a named socket; stream and seqpacket
+            // pairs ignore or refuse an address.
+            deny = deny
+                .calls(&[libc::SYS_socket])
+                .call_unless_arg(libc::SYS_socketpair, 0, libc::AF_UNIX as u64)?
+                .call_when_all(libc::SYS_socketpair, &unix_type(libc::SOCK_DGRAM))?;
+        }
+        Sockets::AnyButUnixStream => {
+            deny = deny.call_when_all(libc::SYS_socket, &unix_type(libc::SOCK_STREAM))?;
+        }
+        Sockets::Any => {}
     }
     if with_metadata {
         deny = deny.calls(metadata);
@@ -517,10 +575,13 @@ mod tests {
         assert_eq!(m[2].1, libc::MS_NOATIME);
     }
 
-    /// Runs `probe` in a forked child under the kernel filter (any socket family); its exit
-    /// status.
+    /// Runs `probe` in a forked child under the kernel filter (any socket but unix stream);
+    /// its exit status.
     fn under_kernel_filter(metadata: bool, probe: fn() -> bool) -> bool {
-        under_filter(kernel_filter(metadata, true, false).unwrap(), probe)
+        under_filter(
+            kernel_filter(metadata, Sockets::AnyButUnixStream).unwrap(),
+            probe,
+        )
     }
 
     fn under_filter(filter: seccompiler::BpfProgram, probe: fn() -> bool) -> bool {
@@ -544,7 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_filter_denies_unix_stream_sockets_but_not_what_uml_uses() {
+    fn any_but_unix_stream_denies_unix_stream_sockets_only() {
         assert!(under_kernel_filter(false, || {
             // SAFETY: raw system calls with integer or static string arguments in the
             // forked child; fds they open close at its exit.
@@ -557,7 +618,7 @@ mod tests {
             // SAFETY: raw system calls with integer or static string arguments in the
             // forked child; fds they open close at its exit.
             unsafe {
-                // mconsole's datagram socket, bess's seqpacket one, socketpairs: all still work.
+                // The tap transport's packet socket and the NAT's inet ones are of this kind.
                 let mut pair = [0; 2];
                 libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) >= 0
                     && libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) >= 0
@@ -604,41 +665,85 @@ mod tests {
     }
 
     #[test]
-    fn unix_only_refuses_every_other_socket_family() {
-        let unix_only = || kernel_filter(false, true, true).unwrap();
-        assert!(under_filter(unix_only(), || {
+    fn pairs_only_leaves_no_way_to_name_a_host_socket() {
+        let pairs_only = || kernel_filter(false, Sockets::PairsOnly).unwrap();
+        assert!(under_filter(pairs_only(), || {
             // SAFETY: raw system calls with integer arguments in the forked child; fds they
             // open close at its exit.
             unsafe {
                 let mut pair = [0; 2];
-                [
+                let families = [
+                    libc::AF_UNIX,
                     libc::AF_INET,
                     libc::AF_INET6,
                     libc::AF_PACKET,
                     libc::AF_NETLINK,
                     libc::AF_VSOCK,
-                ]
-                .iter()
-                .all(|&family| {
-                    fails_with(libc::socket(family, libc::SOCK_DGRAM, 0) as _, libc::EPERM)
-                        && fails_with(
-                            libc::socketpair(family, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) as _,
-                            libc::EPERM,
-                        )
-                })
+                ];
+                families.iter().all(|&family| {
+                    [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET]
+                        .iter()
+                        .all(|&kind| fails_with(libc::socket(family, kind, 0) as _, libc::EPERM))
+                        && (family == libc::AF_UNIX
+                            || fails_with(
+                                libc::socketpair(family, libc::SOCK_STREAM, 0, pair.as_mut_ptr())
+                                    as _,
+                                libc::EPERM,
+                            ))
+                }) && fails_with(
+                    libc::socketpair(
+                        libc::AF_UNIX,
+                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                        0,
+                        pair.as_mut_ptr(),
+                    ) as _,
+                    libc::EPERM,
+                )
             }
         }));
-        assert!(under_filter(unix_only(), || {
+        assert!(under_filter(pairs_only(), || {
             // SAFETY: as above.
             unsafe {
-                // What UML uses: mconsole's datagram socket, bess's seqpacket one, and the
-                // socketpairs of seccomp userspace.
+                // What UML uses: stream pairs (its helpers, seccomp userspace's stub) and
+                // seqpacket ones.
                 let mut pair = [0; 2];
-                libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) >= 0
-                    && libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) >= 0
-                    && libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) == 0
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) == 0
+                    && libc::socketpair(
+                        libc::AF_UNIX,
+                        libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                        0,
+                        pair.as_mut_ptr(),
+                    ) == 0
             }
         }));
+    }
+
+    #[test]
+    fn terminals_and_network_devices_are_withheld_from_reading() {
+        let dev = |name: &str| PathBuf::from("/dev").join(name);
+        assert!(is_withheld(&dev("pts"), None));
+        assert!(is_withheld(&dev("net"), None));
+        for (name, major) in [
+            ("tty", 5),
+            ("ptmx", 5),
+            ("tty1", 4),
+            ("ttyS0", 4),
+            ("vcs", 7),
+        ] {
+            assert!(is_withheld(&dev(name), Some(major)), "{name}");
+        }
+        assert!(is_withheld(&dev("ttyUSB0"), Some(188)));
+        for (name, major) in [("null", Some(1)), ("urandom", Some(1)), ("shm", None)] {
+            assert!(!is_withheld(&dev(name), major), "{name}");
+        }
+        // On this machine: /dev/null is readable, no terminal is, nor any link.
+        let roots = readable_roots();
+        assert!(roots.contains(&dev("null")) && roots.contains(&PathBuf::from("/usr")));
+        assert!(!roots.iter().any(|p| p == &dev("pts")
+            || p == &dev("ptmx")
+            || p == &dev("tty")
+            || p == &dev("stdin")
+            || p == Path::new("/dev")));
     }
 
     #[test]
@@ -654,11 +759,11 @@ mod tests {
                 && libc::fchmod(p[0], 0o500) == 0
         };
         assert!(under_filter(
-            kernel_filter_for(true, true, false, false).unwrap(),
+            kernel_filter_for(true, Sockets::AnyButUnixStream, false).unwrap(),
             probe
         ));
         assert!(under_filter(
-            kernel_filter_for(true, true, false, true).unwrap(),
+            kernel_filter_for(true, Sockets::AnyButUnixStream, true).unwrap(),
             // SAFETY: as above.
             || unsafe {
                 let mut p = [0; 2];

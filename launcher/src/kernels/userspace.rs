@@ -5,11 +5,11 @@
 //! ptrace. With seccomp userspace (Linux 6.17+) a guest process traps its own system calls and
 //! talks to the kernel through shared memory: faster, but upstream calls it insecure, since a
 //! guest process can take the guest kernel over, and so run code in the kernel process on the
-//! host. sekexe treats the guest kernel as hostile anyway, and the host-side confinement of
-//! the kernel process (confine/sandbox.rs) is the boundary in both modes; but that confinement
-//! still leaves a taken-over kernel process a few channels to the host (README, Security:
-//! unix datagram and seqpacket sockets, /dev/pts), which seccomp userspace puts within reach
-//! of any guest process. So seccomp userspace is opt-in.
+//! host. sekexe treats the guest kernel as hostile anyway: the host-side confinement of the
+//! kernel process (confine/sandbox.rs) is the boundary in both modes, and where it is whole
+//! (the sandbox on, Landlock ABI 6 on the host, and a network that leaves the kernel process
+//! no socket of its own to name a host socket with) seccomp userspace is the default. Where it
+//! is not, ptrace is, and seccomp userspace is the user's choice, with a warning.
 
 use anyhow::{bail, Result};
 
@@ -17,9 +17,9 @@ use anyhow::{bail, Result};
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserspaceArg {
     // Doc comments here are `--help` text.
-    /// ptrace, for now: seccomp userspace gives guest processes more of the host (README: Kernels)
+    /// seccomp where the kernel has it and the kernel process is fully confined, else ptrace
     Auto,
-    /// faster (Linux 6.17+); opt-in
+    /// faster (Linux 6.17+); a guest process can reach what the kernel process may
     Seccomp,
     /// every guest system call and page fault through ptrace
     Ptrace,
@@ -44,9 +44,9 @@ pub struct Choice {
     pub userspace: Userspace,
     pub cpus: u32,
     /// Why auto chose ptrace on a kernel that offers seccomp, for --debug.
-    pub note: Option<&'static str>,
+    pub note: Option<String>,
     /// For the user: seccomp userspace without the full confinement.
-    pub warning: Option<&'static str>,
+    pub warning: Option<String>,
 }
 
 impl Choice {
@@ -70,13 +70,16 @@ impl Choice {
     }
 }
 
-/// Decides. `confined`: the kernel process gets the full host-side confinement (sandbox on,
-/// Landlock ABI 6 or later, which scopes signals and abstract sockets).
+/// Whether the kernel process gets the whole host-side confinement: `Err` says what is
+/// missing, in words that fit "seccomp userspace needs ...".
+pub type Confinement = std::result::Result<(), &'static str>;
+
+/// Decides.
 pub fn choose(
     arg: UserspaceArg,
     cpus: u32,
     offers: KernelOffers,
-    confined: bool,
+    confined: Confinement,
 ) -> Result<Choice> {
     if cpus > 1 {
         if offers.max_cpus <= 1 {
@@ -89,25 +92,31 @@ pub fn choose(
                 offers.max_cpus
             );
         }
-        if arg != UserspaceArg::Seccomp {
-            bail!("--cpus {cpus} needs seccomp userspace (UML has no SMP under ptrace), which is opt-in: add --userspace seccomp (README: Kernels), or use --cpus 1");
+        match (arg, confined) {
+            (UserspaceArg::Ptrace, _) => bail!("--cpus {cpus} needs seccomp userspace (UML has no SMP under ptrace): drop --userspace ptrace, or use --cpus 1"),
+            (UserspaceArg::Auto, Err(why)) => bail!("--cpus {cpus} needs seccomp userspace, which this run does not choose on its own: seccomp userspace needs {why}; add --userspace seccomp to accept that (README: Kernels), or use --cpus 1"),
+            _ => {}
         }
     }
-    let (userspace, note) = match arg {
-        UserspaceArg::Ptrace => (Userspace::Ptrace, None),
-        UserspaceArg::Seccomp if !offers.seccomp => {
+    let (userspace, note) = match (arg, confined) {
+        (UserspaceArg::Ptrace, _) => (Userspace::Ptrace, None),
+        (UserspaceArg::Seccomp, _) if !offers.seccomp => {
             bail!("--userspace seccomp: this kernel has no seccomp userspace (Linux 6.17+, as scripts/build-kernel makes): use --userspace ptrace or another --kernel")
         }
-        UserspaceArg::Seccomp => (Userspace::Seccomp, None),
-        UserspaceArg::Auto if offers.seccomp => (
+        (UserspaceArg::Seccomp, _) => (Userspace::Seccomp, None),
+        (UserspaceArg::Auto, _) if !offers.seccomp => (Userspace::Ptrace, None),
+        (UserspaceArg::Auto, Ok(())) => (Userspace::Seccomp, None),
+        (UserspaceArg::Auto, Err(why)) => (
             Userspace::Ptrace,
-            Some("ptrace userspace; this kernel also has seccomp userspace, which is faster and opt-in (--userspace seccomp)"),
+            Some(format!("ptrace userspace: this kernel also has the faster seccomp userspace, which needs {why} (--userspace seccomp takes it anyway)")),
         ),
-        UserspaceArg::Auto => (Userspace::Ptrace, None),
     };
-    let warning = (userspace == Userspace::Seccomp && !confined).then_some(
-        "--userspace seccomp without the full confinement of the kernel process (--no-sandbox, or no Landlock ABI 6 on this host): any guest process can reach the host with your rights",
-    );
+    let warning = match confined {
+        Err(why) if userspace == Userspace::Seccomp => Some(format!(
+            "--userspace seccomp without {why}: any guest process can reach the host with what the kernel process may do"
+        )),
+        _ => None,
+    };
     Ok(Choice {
         userspace,
         cpus,
@@ -134,54 +143,69 @@ mod tests {
         max_cpus: 16,
     };
 
-    fn ok(arg: UserspaceArg, cpus: u32, offers: KernelOffers, confined: bool) -> Choice {
+    const WHOLE: Confinement = Ok(());
+    const PARTIAL: Confinement = Err("the sandbox (no --no-sandbox)");
+
+    fn ok(arg: UserspaceArg, cpus: u32, offers: KernelOffers, confined: Confinement) -> Choice {
         choose(arg, cpus, offers, confined).unwrap()
     }
 
-    fn err(arg: UserspaceArg, cpus: u32, offers: KernelOffers, confined: bool) -> String {
+    fn err(arg: UserspaceArg, cpus: u32, offers: KernelOffers, confined: Confinement) -> String {
         choose(arg, cpus, offers, confined).unwrap_err().to_string()
     }
 
     #[test]
-    fn auto_is_ptrace_and_says_seccomp_is_there() {
+    fn auto_is_seccomp_only_where_the_kernel_has_it_and_the_confinement_is_whole() {
+        assert_eq!(ok(Auto, 1, SECCOMP, WHOLE).userspace, Userspace::Seccomp);
+        assert_eq!(ok(Auto, 1, SMP, WHOLE).userspace, Userspace::Seccomp);
+        let c = ok(Auto, 1, SECCOMP, PARTIAL);
+        assert_eq!(c.userspace, Userspace::Ptrace);
+        assert!(c.note.unwrap().contains("needs the sandbox"));
+        for confined in [WHOLE, PARTIAL] {
+            let c = ok(Auto, 1, OLD, confined);
+            assert_eq!((c.userspace, c.note), (Userspace::Ptrace, None));
+        }
         for offers in [OLD, SECCOMP, SMP] {
-            for confined in [true, false] {
-                let c = ok(Auto, 1, offers, confined);
-                assert_eq!(c.userspace, Userspace::Ptrace);
-                assert_eq!(c.note.is_some(), offers.seccomp);
-                assert!(c.warning.is_none());
+            for confined in [WHOLE, PARTIAL] {
+                assert!(ok(Auto, 1, offers, confined).warning.is_none());
             }
         }
     }
 
     #[test]
     fn explicit_modes_are_obeyed_or_refused_with_the_fix() {
-        assert_eq!(ok(Ptrace, 1, SMP, true).userspace, Userspace::Ptrace);
-        let c = ok(Seccomp, 1, SECCOMP, true);
+        assert_eq!(ok(Ptrace, 1, SMP, WHOLE).userspace, Userspace::Ptrace);
+        let c = ok(Seccomp, 1, SECCOMP, WHOLE);
         assert_eq!((c.userspace, c.warning), (Userspace::Seccomp, None));
-        // Unconfined: obeyed, with a warning.
-        assert!(ok(Seccomp, 1, SECCOMP, false).warning.is_some());
-        assert!(err(Seccomp, 1, OLD, true).contains("use --userspace ptrace"));
+        // Not wholly confined: obeyed, with a warning that says what is missing.
+        let w = ok(Seccomp, 1, SECCOMP, PARTIAL).warning.unwrap();
+        assert!(w.contains("without the sandbox"), "{w}");
+        assert!(err(Seccomp, 1, OLD, WHOLE).contains("use --userspace ptrace"));
     }
 
     #[test]
-    fn more_cpus_need_smp_and_seccomp_asked_for() {
-        assert_eq!(ok(Seccomp, 2, SMP, true).cpus, 2);
-        assert!(err(Seccomp, 2, SECCOMP, true).contains("no SMP"));
-        assert!(err(Auto, 2, OLD, true).contains("no SMP"));
-        assert!(err(Seccomp, 17, SMP, true).contains("at most 16"));
-        assert!(err(Ptrace, 2, SMP, true).contains("add --userspace seccomp"));
-        assert!(err(Auto, 2, SMP, true).contains("add --userspace seccomp"));
+    fn more_cpus_need_smp_and_seccomp_userspace() {
+        assert_eq!(ok(Seccomp, 2, SMP, WHOLE).cpus, 2);
+        assert_eq!(ok(Auto, 2, SMP, WHOLE).userspace, Userspace::Seccomp);
+        assert!(ok(Seccomp, 2, SMP, PARTIAL).warning.is_some());
+        assert!(err(Seccomp, 2, SECCOMP, WHOLE).contains("no SMP"));
+        assert!(err(Auto, 2, OLD, WHOLE).contains("no SMP"));
+        assert!(err(Seccomp, 17, SMP, WHOLE).contains("at most 16"));
+        assert!(err(Ptrace, 2, SMP, WHOLE).contains("drop --userspace ptrace"));
+        assert!(err(Auto, 2, SMP, PARTIAL).contains("add --userspace seccomp"));
     }
 
     #[test]
     fn words_are_explicit_where_the_kernel_takes_them() {
-        let on = ok(Seccomp, 1, SECCOMP, true);
+        let on = ok(Auto, 1, SECCOMP, WHOLE);
         assert_eq!(on.words(SECCOMP), ["seccomp=on"]);
-        assert_eq!(ok(Auto, 1, SECCOMP, true).words(SECCOMP), ["seccomp=off"]);
-        assert!(ok(Auto, 1, OLD, true).words(OLD).is_empty());
         assert_eq!(
-            ok(Seccomp, 4, SMP, true).words(SMP),
+            ok(Ptrace, 1, SECCOMP, WHOLE).words(SECCOMP),
+            ["seccomp=off"]
+        );
+        assert!(ok(Auto, 1, OLD, WHOLE).words(OLD).is_empty());
+        assert_eq!(
+            ok(Seccomp, 4, SMP, WHOLE).words(SMP),
             ["seccomp=on", "ncpus=4"]
         );
     }

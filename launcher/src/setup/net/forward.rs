@@ -31,13 +31,14 @@ impl Forwarder {
 
     /// `Ok(true)` once every forward is in place; `Ok(false)` while the API is not up yet.
     pub fn try_add(&mut self) -> Result<bool> {
-        if !self.api.exists() {
-            if Instant::now() > self.deadline {
-                bail!("slirp4netns's API did not come up: no port forwarding");
-            }
-            return Ok(false);
-        }
-        for f in std::mem::take(&mut self.forwards) {
+        // It binds before it listens: until then a connection is refused.
+        let not_up = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        };
+        while let Some(f) = self.forwards.first() {
             let request = format!(
                 "{{\"execute\": \"add_hostfwd\", \"arguments\": {{\"proto\": \"{}\", \"host_addr\": \"{}\", \"host_port\": {}, \"guest_addr\": \"{}\", \"guest_port\": {}}}}}",
                 if f.udp { "udp" } else { "tcp" },
@@ -46,7 +47,14 @@ impl Forwarder {
                 self.guest,
                 f.guest_port
             );
-            let mut s = UnixStream::connect(&self.api).context("connect to slirp4netns's API")?;
+            let mut s = match UnixStream::connect(&self.api) {
+                Ok(s) => s,
+                Err(e) if not_up(&e) && Instant::now() <= self.deadline => return Ok(false),
+                Err(e) if not_up(&e) => {
+                    bail!("slirp4netns's API did not come up: no port forwarding")
+                }
+                Err(e) => return Err(e).context("connect to slirp4netns's API"),
+            };
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             s.write_all(request.as_bytes())?;
             s.shutdown(std::net::Shutdown::Write)?;
@@ -61,6 +69,7 @@ impl Forwarder {
                     reply.trim()
                 );
             }
+            self.forwards.remove(0);
         }
         Ok(true)
     }

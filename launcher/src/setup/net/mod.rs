@@ -33,8 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::rundir::RunDir;
-use crate::sandbox::{Plan, Sandbox};
-use crate::scratch;
+use crate::sandbox::{Plan, Sandbox, Sockets};
 use crate::units;
 
 /// The address slirp's DHCP server gives the first (and only) guest.
@@ -76,13 +75,10 @@ pub struct Network {
     pub api: Option<PathBuf>,
     /// The kernel process itself needs TCP (the legacy slirp runs as its child).
     pub kernel_tcp: bool,
-    /// The kernel process itself needs unix stream sockets (the legacy slirp, its child).
-    pub kernel_unix_stream: bool,
     /// The kernel opens a TAP device.
     pub tap: bool,
-    /// The kernel process needs sockets of other families than unix (the legacy slirp's
-    /// inet sockets; the tap transport's packet socket).
-    pub kernel_any_socket: bool,
+    /// The sockets the kernel process makes itself (Mode::kernel_sockets).
+    pub kernel_sockets: Sockets,
     /// The helper's log, as the launcher created it.
     log: Option<File>,
 }
@@ -96,9 +92,8 @@ impl Network {
             helpers: Vec::new(),
             api: None,
             kernel_tcp: false,
-            kernel_unix_stream: false,
             tap: false,
-            kernel_any_socket: false,
+            kernel_sockets: Sockets::PairsOnly,
             log: None,
         }
     }
@@ -111,9 +106,10 @@ impl Network {
         sandboxed: bool,
     ) -> Result<Network> {
         let mut net = Network::none();
+        net.kernel_sockets = cfg.mode.kernel_sockets();
         match &cfg.mode {
             Mode::None => {}
-            Mode::User => net.start_slirp4netns(cfg, run_dir, sandboxed)?,
+            Mode::User => net.start_slirp4netns(cfg, run_dir, first_fd, sandboxed)?,
             Mode::Slirp(program) => {
                 let install = "apt install slirp, or use --net user";
                 let slirp = match program {
@@ -126,15 +122,12 @@ impl Network {
                 };
                 net.words.push(format!("eth0=slirp,,{}", word(&slirp)?));
                 net.kernel_tcp = true;
-                net.kernel_unix_stream = true;
-                net.kernel_any_socket = true;
             }
             Mode::Vde(switch) => net.start_vde_plug(switch, first_fd)?,
             Mode::Tap(name) => {
                 check_tap(name)?;
                 net.words.push(format!("vec0:transport=tap,ifname={name}"));
                 net.tap = true;
-                net.kernel_any_socket = true;
             }
         }
         Ok(net)
@@ -144,6 +137,7 @@ impl Network {
         &mut self,
         cfg: &NetConfig,
         run_dir: &RunDir,
+        first_fd: i32,
         sandboxed: bool,
     ) -> Result<()> {
         let program = find_user_backend()?;
@@ -198,11 +192,14 @@ impl Network {
                 user_writable: false,
                 writable_files: Vec::new(),
                 allow_tcp: true,
-                // Its port-forward API is a unix stream socket.
-                unix_stream: !cfg.forwards.is_empty(),
                 net_admin: false,
-                // It is the NAT: inet sockets are its job.
-                any_socket: true,
+                // It is the NAT: inet sockets are its job; its port-forward API is a unix
+                // stream socket.
+                sockets: if cfg.forwards.is_empty() {
+                    Sockets::AnyButUnixStream
+                } else {
+                    Sockets::Any
+                },
             })?)
         } else {
             None
@@ -236,13 +233,15 @@ impl Network {
         self.helpers.push(child);
         self.log = Some(log_file);
         self.kernel_keeps.push(exit_w);
-        self.wait_for_socket(&bess, "slirp4netns")?;
+        // Connected here and handed over, so the kernel process never names a socket (its
+        // confinement forbids it): the fd transport carries the same one-frame-per-packet
+        // seqpacket stream as UML's bess transport.
+        let link = self.connect_when_listening(&bess, "slirp4netns")?;
         self.words.push(format!(
-            "vec0:transport=bess,dst={},src={}",
-            word(&bess)?,
-            // The kernel's end, in its scratch area.
-            word(&Path::new(scratch::KERNEL_PATH).join("net.sock"))?
+            "vec0:transport=fd,fd={}",
+            first_fd + self.fds.len() as i32
         ));
+        self.fds.push(link);
         if !cfg.forwards.is_empty() {
             self.api = Some(api);
         }
@@ -314,9 +313,24 @@ impl Network {
         Ok(())
     }
 
-    fn wait_for_socket(&mut self, path: &Path, name: &str) -> Result<()> {
+    /// A seqpacket connection to the helper's socket at `path`, once it listens (it binds
+    /// before it listens: until then a connection is refused).
+    fn connect_when_listening(&mut self, path: &Path, name: &str) -> Result<OwnedFd> {
+        let addr = rustix::net::SocketAddrUnix::new(path).context("the helper's socket path")?;
         let deadline = Instant::now() + HELPER_READY;
-        while !path.exists() {
+        loop {
+            let link = rustix::net::socket_with(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .context("make the network link")?;
+            match rustix::net::connect(&link, &addr) {
+                Ok(()) => return Ok(link),
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {}
+                Err(e) => return Err(e).with_context(|| format!("connect to {name}")),
+            }
             if let Some(status) = self
                 .helpers
                 .last_mut()
@@ -333,7 +347,6 @@ impl Network {
             }
             std::thread::sleep(Duration::from_micros(250));
         }
-        Ok(())
     }
 
     /// The last lines a helper wrote, for error messages.

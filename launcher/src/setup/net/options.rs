@@ -16,6 +16,20 @@ pub enum Mode {
     Tap(String),
 }
 
+impl Mode {
+    /// The sockets the kernel process makes itself in this mode: none but pairs (the
+    /// network, if any, is an fd the launcher connects), unless its transport makes its own
+    /// (the legacy slirp, the kernel's child: any; the tap transport: a packet socket).
+    pub fn kernel_sockets(&self) -> crate::sandbox::Sockets {
+        use crate::sandbox::Sockets;
+        match self {
+            Mode::None | Mode::User | Mode::Vde(_) => Sockets::PairsOnly,
+            Mode::Slirp(_) => Sockets::Any,
+            Mode::Tap(_) => Sockets::AnyButUnixStream,
+        }
+    }
+}
+
 /// One `-p [HOSTIP:]HOSTPORT:GUESTPORT[/udp]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Forward {
