@@ -157,20 +157,30 @@ fn main() {
                 &dgram_path,
             ),
         );
-        let mut pair = [-1; 2];
-        libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr());
-        report(
-            "send a datagram from a pair to a host socket",
-            send_to(pair[0], &dgram_path),
-        );
+        // Unix sockets make a SOCK_RAW pair a datagram one.
+        for (name, kind) in [
+            (
+                "send a datagram from a pair to a host socket",
+                libc::SOCK_DGRAM,
+            ),
+            (
+                "send a datagram from a raw pair to a host socket",
+                libc::SOCK_RAW,
+            ),
+        ] {
+            let mut pair = [-1; 2];
+            libc::socketpair(libc::AF_UNIX, kind, 0, pair.as_mut_ptr());
+            report(name, send_to(pair[0], &dgram_path));
+        }
         report(
             "read a host terminal",
             libc::open(tty.as_ptr(), libc::O_RDONLY | libc::O_NOCTTY) as i64,
         );
-        report(
-            "write to a host terminal",
-            libc::open(tty.as_ptr(), libc::O_WRONLY | libc::O_NOCTTY) as i64,
-        );
+        let fd = libc::open(tty.as_ptr(), libc::O_WRONLY | libc::O_NOCTTY);
+        report("write to a host terminal", fd as i64);
+        if fd >= 0 {
+            libc::write(fd, b"owned\n".as_ptr().cast(), 6);
+        }
         report(
             "open a new host terminal",
             libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY) as i64,

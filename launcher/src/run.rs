@@ -33,15 +33,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         seccomp: kernel.config.seccomp_userspace(),
         max_cpus: kernel.config.max_cpus(),
     };
-    let confined = if !cfg.sandbox {
-        Err("the sandbox (no --no-sandbox)")
-    } else if crate::sandbox::abi_version().is_none_or(|v| v < 6) {
-        Err("Landlock ABI 6 on the host (Linux 6.12+), which scopes signals and abstract sockets")
-    } else if cfg.net.mode.kernel_sockets() != crate::sandbox::Sockets::PairsOnly {
-        Err("a network that gives the kernel process no sockets of its own (--net user, vde or none)")
-    } else {
-        Ok(())
-    };
+    let confined = whole_confinement(&cfg);
     let choice = userspace::choose(cfg.userspace, cfg.cpus, offers, confined)?;
     if let Some(w) = &choice.warning {
         eprintln!("sekexe: warning: {w}");
@@ -233,6 +225,34 @@ pub fn run(args: RunArgs) -> Result<u8> {
         eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
     }
     Ok(code)
+}
+
+/// Whether the kernel process gets the whole host-side confinement, which seccomp userspace
+/// puts within reach of every guest process; if not, what is missing.
+fn whole_confinement(cfg: &RunConfig) -> userspace::Confinement {
+    let root = rustix::process::geteuid().is_root();
+    if !cfg.sandbox {
+        return Err("the sandbox (no --no-sandbox)".into());
+    }
+    if crate::sandbox::abi_version().is_none_or(|v| v < 6) {
+        return Err(
+            "Landlock ABI 6 on the host (Linux 6.12+), which scopes signals and abstract sockets"
+                .into(),
+        );
+    }
+    if cfg.net.mode.kernel_sockets() != crate::sandbox::Sockets::PairsOnly {
+        return Err("a network that gives the kernel process no sockets of its own (--net user, vde or none)".into());
+    }
+    if !root && cfg.volumes.iter().any(|v| v.writable) {
+        return Err("no rw volume in a run as another user than root (hostfs needs chmod there, and with it any guest user could change the modes of your other files)".into());
+    }
+    if !root {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if let Some(point) = crate::sandbox::terminal_mounts_outside_dev(&mountinfo).first() {
+            return Err(format!("no terminal file system mounted outside /dev (there is one at {point}, which Landlock cannot leave out)"));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses rw volumes and disks that would let the guest write the run folders, which the

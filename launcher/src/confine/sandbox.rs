@@ -11,19 +11,24 @@
 //!    it; no abstract unix sockets or signals outside the kernel's own processes. The run
 //!    folder, where the launcher leaves the request and stdin, is read-only to it.
 //! 3. seccomp, always: no socket() at all unless the network mode needs it (the network
-//!    comes as a connected fd, the kernel's own pipes are socketpairs), and never unix stream
-//!    sockets or datagram pairs unless it must: Landlock up to ABI 7 does not govern naming a
-//!    host unix socket (connecting to the user's systemd, D-Bus, Docker or ssh-agent socket,
-//!    or sending a datagram to /dev/log), and a connected pair cannot name one. Also no
+//!    comes as a connected fd, the kernel's own pipes are socketpairs), and then only stream
+//!    and seqpacket pairs (a datagram pair, or a raw one, which unix sockets make a datagram
+//!    pair, could send to any named socket); never unix stream sockets unless it must.
+//!    Landlock up to ABI 7 does not govern naming a host unix socket (connecting to the
+//!    user's systemd, D-Bus, Docker or ssh-agent socket, or sending a datagram to /dev/log),
+//!    and a connected stream or seqpacket pair cannot name one. Also no
 //!    io_uring (a way around seccomp), no System V or POSIX IPC (new objects outlive the run,
 //!    existing ones are others'), no handle-based opens, no keyrings, no limits, priorities
 //!    or CPU placement of other processes (Landlock has no hook for them). And when the user
 //!    gave the run no writable folder: chmod, chown, utimes and xattr calls fail, since
 //!    Landlock does not cover them.
-//! 4. No host terminal: Landlock's read rule covers every host path but the terminal devices
-//!    (the pts folder, ptmx, ttys and consoles) and /dev/net, so the kernel process can
-//!    neither read the keys typed into the user's terminals nor write to them, nor read
-//!    frames off a TAP device the user owns.
+//! 4. No host terminal: Landlock's read rule covers every host path but those in /dev of
+//!    terminals (the pts folder, ptmx, every tty driver's devices, consoles), input devices
+//!    and network devices, so the kernel process can neither read the keys typed into the
+//!    user's terminals nor write to them, nor read frames off a TAP device the user owns. As
+//!    root, every mount but /dev's is also nodev in its namespace (a chroot's /dev elsewhere
+//!    opens nothing); as another user, terminal file systems outside /dev make the
+//!    confinement partial (run.rs).
 //!
 //! Each layer is best effort where the host lacks it, and says so.
 
@@ -283,47 +288,94 @@ fn landlock_ruleset(plan: &Plan) -> Result<RulesetCreated> {
 }
 
 /// The paths the read rule covers: every entry of `/` but /dev, and every entry of /dev but
-/// the terminals and network devices; no links (what they point to is covered or left out on its own).
+/// the terminals, input devices and network devices; no links (what they point to is covered
+/// or left out on its own).
 fn readable_roots() -> Vec<PathBuf> {
-    let entries = |dir: &Path| -> Vec<(PathBuf, Option<u32>)> {
-        let Ok(list) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        list.filter_map(|e| {
-            let e = e.ok()?;
-            // Not links: /dev/stdin would be the launcher's own terminal.
-            let meta = e.metadata().ok().filter(|m| !m.file_type().is_symlink())?;
-            use std::os::unix::fs::{FileTypeExt, MetadataExt};
-            let char_major = meta
-                .file_type()
-                .is_char_device()
-                .then(|| rustix::fs::major(meta.rdev()));
-            Some((e.path(), char_major))
-        })
-        .collect()
-    };
-    let mut roots: Vec<PathBuf> = entries(Path::new("/"))
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let majors = withheld_majors(&read("/proc/tty/drivers"), &read("/proc/devices"));
+    let mut roots: Vec<PathBuf> = std::fs::read_dir("/")
         .into_iter()
-        .map(|(p, _)| p)
+        .flatten()
+        .flatten()
+        // The type from the folder itself: no stat of each entry (a dead network mount
+        // would hang here).
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_symlink()))
+        .map(|e| e.path())
         .filter(|p| p != Path::new("/dev"))
         .collect();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     roots.extend(
-        entries(Path::new("/dev"))
+        std::fs::read_dir("/dev")
             .into_iter()
-            .filter(|(p, major)| !is_withheld(p, *major))
-            .map(|(p, _)| p),
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                // Not links: /dev/stdin would be the launcher's own terminal.
+                let meta = e.metadata().ok().filter(|m| !m.file_type().is_symlink())?;
+                let major = meta
+                    .file_type()
+                    .is_char_device()
+                    .then(|| rustix::fs::major(meta.rdev()));
+                (!is_withheld(&e.path(), major, &majors)).then(|| e.path())
+            }),
     );
     roots
 }
 
+/// Character-device majors withheld from reading: every terminal driver the host has
+/// (`/proc/tty/drivers`), input devices, hidraw, usbmon and virtual-console memory
+/// (`/proc/devices`), and the kernel's fixed terminal majors (devices.txt: 2 and 3 BSD ptys,
+/// 4 tty and serial, 5 tty/console/ptmx, 7 vcs, 13 input, 136-143 pts, 166 ACM, 188 USB
+/// serial, 204 low-density serial, 229 hvc) in case /proc says less.
+fn withheld_majors(tty_drivers: &str, devices: &str) -> std::collections::BTreeSet<u32> {
+    let mut majors: std::collections::BTreeSet<u32> = [2, 3, 4, 5, 7, 13, 166, 188, 204, 229]
+        .into_iter()
+        .chain(136..=143)
+        .collect();
+    // "name  /dev/node  major  minors  type"
+    majors.extend(
+        tty_drivers
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok()),
+    );
+    // "Character devices:" then "major name" lines, up to "Block devices:".
+    let chars = devices.split("Block devices:").next().unwrap_or("");
+    majors.extend(chars.lines().filter_map(|l| {
+        let (major, name) = l.trim().split_once(' ')?;
+        let name = name.trim();
+        let input = matches!(name, "input" | "hidraw" | "usbmon" | "vcs" | "vcsu");
+        let terminal = name.contains("tty") || matches!(name, "pts" | "ptm" | "/dev/console");
+        (input || terminal).then(|| major.parse::<u32>().ok())?
+    }));
+    majors
+}
+
 /// Whether a /dev entry is withheld from reading: the network devices (reading the TUN
 /// device is enough to sniff a persistent TAP device you own; `--net tap` gets its own
-/// rule), the pts folder, and character devices of a terminal
-/// driver (the kernel's devices.txt: 2 and 3 BSD ptys, 4 tty and serial, 5 tty/console/ptmx, 7 vcs, 136-143
-/// pts, 166 ACM, 188 USB serial, 204 low-density serial, 229 hvc).
-fn is_withheld(path: &Path, char_major: Option<u32>) -> bool {
-    path.file_name().is_some_and(|n| n == "pts" || n == "net")
-        || char_major.is_some_and(|m| matches!(m, 2..=5 | 7 | 136..=143 | 166 | 188 | 204 | 229))
+/// rule), the pts and input folders, and character devices of the withheld majors.
+fn is_withheld(
+    path: &Path,
+    char_major: Option<u32>,
+    majors: &std::collections::BTreeSet<u32>,
+) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == "pts" || n == "net" || n == "input")
+        || char_major.is_some_and(|m| majors.contains(&m))
+}
+
+/// Mount points of terminal file systems (devpts, devtmpfs) outside /dev, from mountinfo
+/// text: the read rule cannot leave them out (a chroot's bind of /dev, a container's).
+pub fn terminal_mounts_outside_dev(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split(' ').next()?;
+            let point = String::from_utf8_lossy(&unescape(before.split(' ').nth(4)?)).into_owned();
+            let in_dev = point == "/dev" || point.starts_with("/dev/");
+            (matches!(fstype, "devpts" | "devtmpfs") && !in_dev).then_some(point)
+        })
+        .collect()
 }
 
 /// What the kernel process may not do beyond Landlock's rules (see the module doc); with
@@ -418,12 +470,19 @@ fn kernel_filter_for(
     };
     match sockets {
         Sockets::PairsOnly => {
-            // A datagram pair could still sendto() a named socket; stream and seqpacket
-            // pairs ignore or refuse an address.
-            deny = deny
-                .calls(&[libc::SYS_socket])
-                .call_unless_arg(libc::SYS_socketpair, 0, libc::AF_UNIX as u64)?
-                .call_when_all(libc::SYS_socketpair, &unix_type(libc::SOCK_DGRAM))?;
+            // Pairs of stream or seqpacket sockets only: they ignore or refuse an address. A
+            // datagram pair (SOCK_DGRAM, or SOCK_RAW, which unix sockets turn into one) could
+            // sendto() a named socket; other types are refused by the kernel anyway.
+            deny = deny.calls(&[libc::SYS_socket]).call_unless_arg(
+                libc::SYS_socketpair,
+                0,
+                libc::AF_UNIX as u64,
+            )?;
+            for kind in 0..=SOCK_TYPE_MASK as libc::c_int {
+                if kind != libc::SOCK_STREAM && kind != libc::SOCK_SEQPACKET {
+                    deny = deny.call_when_all(libc::SYS_socketpair, &unix_type(kind))?;
+                }
+            }
         }
         Sockets::AnyButUnixStream => {
             deny = deny.call_when_all(libc::SYS_socket, &unix_type(libc::SOCK_STREAM))?;
@@ -454,7 +513,7 @@ impl ReadOnlyMounts {
         let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
         let cstr = |p: &Path| CString::new(p.as_os_str().as_bytes()).context("NUL in a path");
         Ok(ReadOnlyMounts {
-            read_only: parse_mountinfo(&text)
+            read_only: with_nodev(parse_mountinfo(&text))
                 .into_iter()
                 .filter_map(|(p, f)| Some((CString::new(p).ok()?, f)))
                 .collect(),
@@ -531,6 +590,25 @@ fn parse_mountinfo(text: &str) -> Vec<(Vec<u8>, libc::c_ulong)> {
             };
         }
         mounts.push((unescape(fields[4]), flags));
+    }
+    mounts
+}
+
+/// Adds `nodev` to every mount but the one holding /dev: device nodes elsewhere (a chroot's
+/// or a container's /dev, a second devpts) open nothing, and root keeps DAC override.
+fn with_nodev(mut mounts: Vec<(Vec<u8>, libc::c_ulong)>) -> Vec<(Vec<u8>, libc::c_ulong)> {
+    let holds_dev =
+        |p: &[u8]| p == b"/" || p == b"/dev" || b"/dev".starts_with(p) && b"/dev"[p.len()] == b'/';
+    let dev_mount = mounts
+        .iter()
+        .map(|(p, _)| p.as_slice())
+        .filter(|p| holds_dev(p))
+        .max_by_key(|p| p.len())
+        .map(<[u8]>::to_vec);
+    for (p, flags) in &mut mounts {
+        if Some(&*p) != dev_mount.as_ref() {
+            *flags |= libc::MS_NODEV;
+        }
     }
     mounts
 }
@@ -690,15 +768,19 @@ mod tests {
                                     as _,
                                 libc::EPERM,
                             ))
-                }) && fails_with(
-                    libc::socketpair(
-                        libc::AF_UNIX,
-                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                        0,
-                        pair.as_mut_ptr(),
-                    ) as _,
-                    libc::EPERM,
-                )
+                }) && [libc::SOCK_DGRAM, libc::SOCK_RAW, libc::SOCK_RDM]
+                    .iter()
+                    .all(|&kind| {
+                        fails_with(
+                            libc::socketpair(
+                                libc::AF_UNIX,
+                                kind | libc::SOCK_CLOEXEC,
+                                0,
+                                pair.as_mut_ptr(),
+                            ) as _,
+                            libc::EPERM,
+                        )
+                    })
             }
         }));
         assert!(under_filter(pairs_only(), || {
@@ -719,22 +801,28 @@ mod tests {
     }
 
     #[test]
-    fn terminals_and_network_devices_are_withheld_from_reading() {
+    fn terminals_input_and_network_devices_are_withheld_from_reading() {
         let dev = |name: &str| PathBuf::from("/dev").join(name);
-        assert!(is_withheld(&dev("pts"), None));
-        assert!(is_withheld(&dev("net"), None));
-        for (name, major) in [
-            ("tty", 5),
-            ("ptmx", 5),
-            ("tty1", 4),
-            ("ttyS0", 4),
-            ("vcs", 7),
-        ] {
-            assert!(is_withheld(&dev(name), Some(major)), "{name}");
+        let drivers = "/dev/tty /dev/tty 5 0 system:/dev/tty\n\
+                       ttyGS /dev/ttyGS 239 0-3 serial\n\
+                       pty_slave /dev/pts 136 0-1048575 pty:slave\n";
+        let devices = "Character devices:\n  1 mem\n  4 tty\n 13 input\n245 hidraw\n\
+                       250 ttyTHS\n251 pps\n\nBlock devices:\n  8 sd\n";
+        let majors = withheld_majors(drivers, devices);
+        for m in [5, 136, 239, 13, 245, 250, 4, 7, 188] {
+            assert!(majors.contains(&m), "{m}");
         }
-        assert!(is_withheld(&dev("ttyUSB0"), Some(188)));
+        for m in [1, 8, 251] {
+            assert!(!majors.contains(&m), "{m}");
+        }
+        for name in ["pts", "net", "input"] {
+            assert!(is_withheld(&dev(name), None, &majors), "{name}");
+        }
+        for (name, major) in [("tty", 5), ("ptmx", 5), ("ttyGS0", 239), ("hidraw0", 245)] {
+            assert!(is_withheld(&dev(name), Some(major), &majors), "{name}");
+        }
         for (name, major) in [("null", Some(1)), ("urandom", Some(1)), ("shm", None)] {
-            assert!(!is_withheld(&dev(name), major), "{name}");
+            assert!(!is_withheld(&dev(name), major, &majors), "{name}");
         }
         // On this machine: /dev/null is readable, no terminal is, nor any link.
         let roots = readable_roots();
@@ -744,6 +832,31 @@ mod tests {
             || p == &dev("tty")
             || p == &dev("stdin")
             || p == Path::new("/dev")));
+    }
+
+    #[test]
+    fn terminal_file_systems_outside_dev_are_found() {
+        let text = "24 27 0:6 / /dev rw - devtmpfs devtmpfs rw\n\
+                    26 24 0:24 / /dev/pts rw - devpts devpts rw\n\
+                    40 27 0:24 / /srv/chroot/dev/pts rw - devpts devpts rw\n\
+                    41 27 0:6 / /srv/chroot\\040x/dev rw - devtmpfs devtmpfs rw\n\
+                    42 27 0:30 / /srv/data rw - ext4 /dev/vdb rw\n";
+        assert_eq!(
+            terminal_mounts_outside_dev(text),
+            ["/srv/chroot/dev/pts", "/srv/chroot x/dev"]
+        );
+    }
+
+    #[test]
+    fn every_mount_but_the_one_holding_dev_is_nodev() {
+        let m = |p: &str| (p.as_bytes().to_vec(), 0);
+        let with = with_nodev(vec![m("/"), m("/dev"), m("/dev/pts"), m("/srv")]);
+        let flags: Vec<bool> = with.iter().map(|(_, f)| f & libc::MS_NODEV != 0).collect();
+        assert_eq!(flags, [true, false, true, true]);
+        // A root without a /dev mount keeps its devices.
+        let with = with_nodev(vec![m("/"), m("/devices"), m("/srv")]);
+        let flags: Vec<bool> = with.iter().map(|(_, f)| f & libc::MS_NODEV != 0).collect();
+        assert_eq!(flags, [false, true, true]);
     }
 
     #[test]

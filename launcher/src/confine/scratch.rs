@@ -1,6 +1,6 @@
 //! The kernel process's scratch area: the one place on the host it may write to besides the
-//! user's rw volumes and disks. UML keeps its guest memory file there (its TMPDIR), its uml_dir
-//! (pid file, mconsole socket) and a network socket.
+//! user's rw volumes and disks. UML keeps its guest memory file there (its TMPDIR) and its
+//! uml_dir (pid file).
 //!
 //! The guest kernel is hostile, and whatever the kernel process may write, the guest may fill.
 //! So the area is a tmpfs of its own, limited to `--mem` plus [`MARGIN`] and [`MAX_FILES`]

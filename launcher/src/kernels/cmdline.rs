@@ -103,8 +103,9 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
     w.push("rootfstype=hostfs".into());
     w.push("rootflags=/".into());
     w.push("ro".into());
-    // Our own umid and private uml_dir: no clash with other runs, nothing in ~/.uml, and the
-    // mconsole socket lives in the kernel's scratch tmpfs, which has no host path.
+    // Our own umid and private uml_dir: no clash with other runs, nothing in ~/.uml, and its
+    // pid file lives in the kernel's scratch tmpfs, which has no host path (the mconsole
+    // socket UML would put there it may not make).
     w.push(format!("umid={}", p.umid));
     w.push(format!("uml_dir={}", word_path(p.uml_dir, "uml_dir")?));
     w.push(if p.verbose { "loglevel=7" } else { "quiet" }.into());

@@ -72,7 +72,7 @@ impl Choice {
 
 /// Whether the kernel process gets the whole host-side confinement: `Err` says what is
 /// missing, in words that fit "seccomp userspace needs ...".
-pub type Confinement = std::result::Result<(), &'static str>;
+pub type Confinement = std::result::Result<(), String>;
 
 /// Decides.
 pub fn choose(
@@ -92,13 +92,13 @@ pub fn choose(
                 offers.max_cpus
             );
         }
-        match (arg, confined) {
+        match (arg, &confined) {
             (UserspaceArg::Ptrace, _) => bail!("--cpus {cpus} needs seccomp userspace (UML has no SMP under ptrace): drop --userspace ptrace, or use --cpus 1"),
             (UserspaceArg::Auto, Err(why)) => bail!("--cpus {cpus} needs seccomp userspace, which this run does not choose on its own: seccomp userspace needs {why}; add --userspace seccomp to accept that (README: Kernels), or use --cpus 1"),
             _ => {}
         }
     }
-    let (userspace, note) = match (arg, confined) {
+    let (userspace, note) = match (arg, &confined) {
         (UserspaceArg::Ptrace, _) => (Userspace::Ptrace, None),
         (UserspaceArg::Seccomp, _) if !offers.seccomp => {
             bail!("--userspace seccomp: this kernel has no seccomp userspace (Linux 6.17+, as scripts/build-kernel makes): use --userspace ptrace or another --kernel")
@@ -144,7 +144,10 @@ mod tests {
     };
 
     const WHOLE: Confinement = Ok(());
-    const PARTIAL: Confinement = Err("the sandbox (no --no-sandbox)");
+
+    fn partial() -> Confinement {
+        Err("the sandbox (no --no-sandbox)".into())
+    }
 
     fn ok(arg: UserspaceArg, cpus: u32, offers: KernelOffers, confined: Confinement) -> Choice {
         choose(arg, cpus, offers, confined).unwrap()
@@ -158,15 +161,15 @@ mod tests {
     fn auto_is_seccomp_only_where_the_kernel_has_it_and_the_confinement_is_whole() {
         assert_eq!(ok(Auto, 1, SECCOMP, WHOLE).userspace, Userspace::Seccomp);
         assert_eq!(ok(Auto, 1, SMP, WHOLE).userspace, Userspace::Seccomp);
-        let c = ok(Auto, 1, SECCOMP, PARTIAL);
+        let c = ok(Auto, 1, SECCOMP, partial());
         assert_eq!(c.userspace, Userspace::Ptrace);
         assert!(c.note.unwrap().contains("needs the sandbox"));
-        for confined in [WHOLE, PARTIAL] {
+        for confined in [WHOLE, partial()] {
             let c = ok(Auto, 1, OLD, confined);
             assert_eq!((c.userspace, c.note), (Userspace::Ptrace, None));
         }
         for offers in [OLD, SECCOMP, SMP] {
-            for confined in [WHOLE, PARTIAL] {
+            for confined in [WHOLE, partial()] {
                 assert!(ok(Auto, 1, offers, confined).warning.is_none());
             }
         }
@@ -178,7 +181,7 @@ mod tests {
         let c = ok(Seccomp, 1, SECCOMP, WHOLE);
         assert_eq!((c.userspace, c.warning), (Userspace::Seccomp, None));
         // Not wholly confined: obeyed, with a warning that says what is missing.
-        let w = ok(Seccomp, 1, SECCOMP, PARTIAL).warning.unwrap();
+        let w = ok(Seccomp, 1, SECCOMP, partial()).warning.unwrap();
         assert!(w.contains("without the sandbox"), "{w}");
         assert!(err(Seccomp, 1, OLD, WHOLE).contains("use --userspace ptrace"));
     }
@@ -187,12 +190,12 @@ mod tests {
     fn more_cpus_need_smp_and_seccomp_userspace() {
         assert_eq!(ok(Seccomp, 2, SMP, WHOLE).cpus, 2);
         assert_eq!(ok(Auto, 2, SMP, WHOLE).userspace, Userspace::Seccomp);
-        assert!(ok(Seccomp, 2, SMP, PARTIAL).warning.is_some());
+        assert!(ok(Seccomp, 2, SMP, partial()).warning.is_some());
         assert!(err(Seccomp, 2, SECCOMP, WHOLE).contains("no SMP"));
         assert!(err(Auto, 2, OLD, WHOLE).contains("no SMP"));
         assert!(err(Seccomp, 17, SMP, WHOLE).contains("at most 16"));
         assert!(err(Ptrace, 2, SMP, WHOLE).contains("drop --userspace ptrace"));
-        assert!(err(Auto, 2, SMP, PARTIAL).contains("add --userspace seccomp"));
+        assert!(err(Auto, 2, SMP, partial()).contains("add --userspace seccomp"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Port forwards (`-p`): the client of slirp4netns's API socket, which opens once the kernel
-//! has connected to the helper.
+//! Port forwards (`-p`): the client of slirp4netns's API socket, which opens once the launcher
+//! has connected the kernel's link to the helper.
 
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use super::Forward;
 
-/// Port forwards through slirp4netns's API, which opens once the kernel has connected.
+/// Port forwards through slirp4netns's API, which opens once the link is connected.
 pub struct Forwarder {
     api: PathBuf,
     forwards: Vec<Forward>,
