@@ -21,6 +21,16 @@ const FIXES: &[(&str, &str, &str)] = &[
         "sigaltstack with SS_AUTODISARM re-armed after a handler",
         "UML leaves the alternate stack disarmed after the first handler",
     ),
+    (
+        "SEKEXE_FIX_HOSTFS_WALK",
+        "path walks through hostfs without a host call per folder",
+        "unpatched hostfs asks the host for every folder a path walk passes (slower)",
+    ),
+    (
+        "SEKEXE_FIX_VECTOR_TAP_SMP",
+        "--net tap on an SMP kernel",
+        "unpatched UML kernels with SMP (6.19+) panic when a tap transport comes up",
+    ),
 ];
 
 /// Exit status of `kernel check` when a required feature is missing.
@@ -234,7 +244,7 @@ mod tests {
         let new = format!(
             "{STOCK_LIKE}CONFIG_SMP=y\nCONFIG_NR_CPUS=16\nCONFIG_SEKEXE_FIX_USER_TIME=y\n\
              CONFIG_PGTABLE_LEVELS=4\n\
-             CONFIG_SEKEXE_FIX_ALTSTACK=y\n{}",
+             CONFIG_SEKEXE_FIX_ALTSTACK=y\nCONFIG_SEKEXE_FIX_VECTOR_TAP_SMP=y\nCONFIG_SEKEXE_FIX_HOSTFS_WALK=y\n{}",
             crate::kconfig::param_lines("seccomp=<on/auto/off>\nncpus=<# of CPUs>\n")
         );
         let r = report(&Kconfig::parse(&new), true);
@@ -243,6 +253,8 @@ mod tests {
         assert!(r.contains("  ok       a 47-bit user address space"), "{r}");
         assert!(r.contains("  ok       CPU time"), "{r}");
         assert!(r.contains("  ok       sigaltstack"), "{r}");
+        assert!(r.contains("  ok       --net tap on an SMP kernel"), "{r}");
+        assert!(r.contains("  ok       path walks through hostfs"), "{r}");
     }
 
     #[test]
