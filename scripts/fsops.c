@@ -27,7 +27,7 @@ static double now_us(void)
 
 static void report(const char *name, int count, double start)
 {
-	printf("%-34s %6d %10.2f\n", name, count, (now_us() - start) / count);
+	printf("%-34s %6d %10.2f\n", name, count, (now_us() - start) / (count > 0 ? count : 1));
 }
 
 static char *names[MAX_NAMES];
@@ -103,6 +103,10 @@ int main(int argc, char **argv)
 	for (n = 0; n < 200; n++) {
 		DIR *d = opendir(dir);
 		int count = 0;
+		if (!d) {
+			perror(dir);
+			exit(1);
+		}
 		while (readdir(d))
 			count++;
 		closedir(d);

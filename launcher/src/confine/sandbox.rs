@@ -505,7 +505,8 @@ fn kernel_filter_for(
 struct ReadOnlyMounts {
     /// Mount points with the flags to keep (nosuid, nodev, noexec, atime).
     read_only: Vec<(CString, libc::c_ulong)>,
-    writable: Vec<CString>,
+    /// Writable paths with the flags their bind mount gets.
+    writable: Vec<(CString, libc::c_ulong)>,
 }
 
 impl ReadOnlyMounts {
@@ -517,7 +518,19 @@ impl ReadOnlyMounts {
                 .into_iter()
                 .filter_map(|(p, f)| Some((CString::new(p).ok()?, f)))
                 .collect(),
-            writable: writable.iter().map(|p| cstr(p)).collect::<Result<_>>()?,
+            // Writable folders lose devices and setuid too (a bind remount sets every flag
+            // anew); writable files keep them (an rw --disk may be a block device).
+            writable: writable
+                .iter()
+                .map(|p| {
+                    let keep = if p.is_dir() {
+                        libc::MS_NODEV | libc::MS_NOSUID
+                    } else {
+                        0
+                    };
+                    Ok((cstr(p)?, keep))
+                })
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -548,7 +561,7 @@ impl ReadOnlyMounts {
                 let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | keep;
                 libc::mount(null, target.as_ptr(), null, flags, null.cast());
             }
-            for dir in &self.writable {
+            for (dir, keep) in &self.writable {
                 check(libc::mount(
                     dir.as_ptr(),
                     dir.as_ptr(),
@@ -560,7 +573,7 @@ impl ReadOnlyMounts {
                     null,
                     dir.as_ptr(),
                     null,
-                    libc::MS_REMOUNT | libc::MS_BIND,
+                    libc::MS_REMOUNT | libc::MS_BIND | keep,
                     null.cast(),
                 ))?;
             }
@@ -594,19 +607,15 @@ fn parse_mountinfo(text: &str) -> Vec<(Vec<u8>, libc::c_ulong)> {
     mounts
 }
 
-/// Adds `nodev` to every mount but the one holding /dev: device nodes elsewhere (a chroot's
-/// or a container's /dev, a second devpts) open nothing, and root keeps DAC override.
+/// Adds `nodev` to every mount but /dev's own (and those beneath it, which a container may
+/// bind one by one; Landlock's rules cover /dev): device nodes elsewhere (a chroot's or a
+/// container's /dev, a second devpts) open nothing, though root keeps DAC override. Where
+/// /dev is no mount of its own, the mount that holds it keeps its devices.
 fn with_nodev(mut mounts: Vec<(Vec<u8>, libc::c_ulong)>) -> Vec<(Vec<u8>, libc::c_ulong)> {
-    let holds_dev =
-        |p: &[u8]| p == b"/" || p == b"/dev" || b"/dev".starts_with(p) && b"/dev"[p.len()] == b'/';
-    let dev_mount = mounts
-        .iter()
-        .map(|(p, _)| p.as_slice())
-        .filter(|p| holds_dev(p))
-        .max_by_key(|p| p.len())
-        .map(<[u8]>::to_vec);
+    let in_dev = |p: &[u8]| p == b"/dev" || p.starts_with(b"/dev/");
+    let dev_is_mount = mounts.iter().any(|(p, _)| p == b"/dev");
     for (p, flags) in &mut mounts {
-        if Some(&*p) != dev_mount.as_ref() {
+        if !(in_dev(p) || !dev_is_mount && p.as_slice() == b"/") {
             *flags |= libc::MS_NODEV;
         }
     }
@@ -850,9 +859,15 @@ mod tests {
     #[test]
     fn every_mount_but_the_one_holding_dev_is_nodev() {
         let m = |p: &str| (p.as_bytes().to_vec(), 0);
-        let with = with_nodev(vec![m("/"), m("/dev"), m("/dev/pts"), m("/srv")]);
+        let with = with_nodev(vec![
+            m("/"),
+            m("/dev"),
+            m("/dev/null"),
+            m("/srv"),
+            m("/devx"),
+        ]);
         let flags: Vec<bool> = with.iter().map(|(_, f)| f & libc::MS_NODEV != 0).collect();
-        assert_eq!(flags, [true, false, true, true]);
+        assert_eq!(flags, [true, false, false, true, true]);
         // A root without a /dev mount keeps its devices.
         let with = with_nodev(vec![m("/"), m("/devices"), m("/srv")]);
         let flags: Vec<bool> = with.iter().map(|(_, f)| f & libc::MS_NODEV != 0).collect();

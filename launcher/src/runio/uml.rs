@@ -117,6 +117,9 @@ impl Uml {
                 libc::sigemptyset(&mut empty);
                 libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                // A session of its own from the start: no controlling terminal for a hostile
+                // kernel to reach through a tty node (UML calls setsid() too, later).
+                libc::setsid();
                 // If the launcher dies, even by SIGKILL, the kernel gets SIGTERM: UML's
                 // handler shuts it down cleanly, helpers and uml_dir entry included.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
