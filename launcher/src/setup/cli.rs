@@ -85,12 +85,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
-    /// How guest processes run on the host: ptrace, or seccomp (faster, Linux 6.17+ kernels;
-    /// opt-in, see README: Kernels); auto is ptrace
+    /// How guest processes run on the host: seccomp (faster, Linux 6.17+ kernels; any guest
+    /// process can reach what the kernel process may, see README: Kernels) or ptrace
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub userspace: crate::userspace::UserspaceArg,
 
-    /// CPUs in the guest (SMP: Linux 6.19+ kernels, with --userspace seccomp)
+    /// CPUs in the guest (SMP: Linux 6.19+ kernels, under seccomp userspace)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
 
