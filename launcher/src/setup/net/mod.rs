@@ -237,11 +237,7 @@ impl Network {
         // confinement forbids it): the fd transport carries the same one-frame-per-packet
         // seqpacket stream as UML's bess transport.
         let link = self.connect_when_listening(&bess, "slirp4netns")?;
-        self.words.push(format!(
-            "vec0:transport=fd,fd={}",
-            first_fd + self.fds.len() as i32
-        ));
-        self.fds.push(link);
+        self.hand_over(link, first_fd);
         if !cfg.forwards.is_empty() {
             self.api = Some(api);
         }
@@ -305,12 +301,18 @@ impl Network {
             );
         }
         self.helpers.push(child);
+        self.hand_over(ours, first_fd);
+        Ok(())
+    }
+
+    /// Gives the kernel `link`, a connected packet stream, as its network (UML's fd
+    /// transport): it becomes the kernel's fd `first_fd` + its place among `fds`.
+    fn hand_over(&mut self, link: OwnedFd, first_fd: i32) {
         self.words.push(format!(
             "vec0:transport=fd,fd={}",
             first_fd + self.fds.len() as i32
         ));
-        self.fds.push(ours);
-        Ok(())
+        self.fds.push(link);
     }
 
     /// A seqpacket connection to the helper's socket at `path`, once it listens (it binds
