@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use sekexe_tests::*;
 
@@ -295,4 +296,52 @@ fn more_cpus_where_the_kernel_has_smp() {
         );
     }
     s.assert_clean();
+}
+
+/// The host CPUs a process may run on, as /proc says.
+fn cpus_allowed(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_one_cpu_guests_kernel_stays_on_one_host_cpu_unless_told_not_to() {
+    // A guest system call hands off between two host processes; across CPUs that costs
+    // several times more (README). Where there is a choice of CPUs, the kernel stays on one.
+    let ours = cpus_allowed(std::process::id() as i32);
+    let choice = ours.contains(',') || ours.contains('-');
+    for (extra, pinned) in [(None, choice), (Some("--no-pin"), false)] {
+        let s = Scratch::new();
+        let mut args = vec!["run", "--net", "none"];
+        args.extend(extra);
+        args.extend(["--", "sh", "-c", "echo ready; read go"]);
+        let mut r = sekexe(&s, args).timeout(Duration::from_secs(60)).spawn();
+        assert_eq!(r.read_until(b"ready\n"), b"ready\n");
+        let kernel = kernel_pid(&s, r.pid()).expect("the kernel process");
+        let theirs = cpus_allowed(kernel);
+        r.write_stdin(b"go\n");
+        r.close_stdin();
+        let out = r.finish();
+        assert_eq!(out.code, 0, "{out:?}");
+        if pinned {
+            let cpu: usize = theirs
+                .parse()
+                .unwrap_or_else(|_| panic!("{extra:?}: {theirs}"));
+            assert!(
+                ours.split(',').any(|part| match part.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).contains(&cpu),
+                    None => part.parse::<usize>().unwrap() == cpu,
+                }),
+                "CPU {cpu} is not one of ours ({ours})"
+            );
+        } else {
+            assert_eq!(theirs, ours, "{extra:?}");
+        }
+        s.assert_clean();
+    }
 }

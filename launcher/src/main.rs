@@ -24,7 +24,7 @@ mod setup;
 // Short paths for the modules the others use (crate::kernel, crate::sandbox, ...).
 use confine::{sandbox, scratch, seccomp};
 use kernels::{calibration, cmdline, diagnose, kconfig, kernel, kernelcmd, userspace};
-use runio::{console, sentinel, session, signals, terminal, uml, verdict};
+use runio::{console, placement, sentinel, session, signals, terminal, uml, verdict};
 use setup::{cachekey, cli, config, memory, net, overlaydir, paths, rundir, safefile, units};
 
 use std::sync::OnceLock;

@@ -18,8 +18,8 @@ use crate::scratch::Scratch;
 use crate::session::{Io, Options, Session};
 use crate::uml::{self, KernelCwd, Spawn, Uml};
 use crate::{
-    calibration, diagnose, kernel, memory, paths, rundir, signals, terminal, units, userspace,
-    verdict,
+    calibration, diagnose, kernel, memory, paths, placement, rundir, signals, terminal, units,
+    userspace, verdict,
 };
 
 /// How many kernel console lines a failure report shows.
@@ -161,6 +161,18 @@ pub fn run(args: RunArgs) -> Result<u8> {
             eprintln!("[sekexe] sandbox: {line}");
         }
     }
+    // With one guest CPU the kernel and its processes never run at once: keep them together.
+    let cpu = if cfg.pin && choice.cpus == 1 {
+        placement::one_cpu(&base)?
+    } else {
+        None
+    };
+    if cfg.debug {
+        match cpu {
+            Some(c) => eprintln!("[sekexe] host CPU: the kernel stays on CPU {c}"),
+            None => eprintln!("[sekexe] host CPU: any"),
+        }
+    }
     let spawned = Instant::now();
     let uml = Uml::spawn(Spawn {
         kernel: &kernel.path,
@@ -180,6 +192,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         sandbox,
         // The kernels that re-execute themselves for it are those with seccomp userspace (7.x).
         no_randomize: offers.seccomp,
+        cpu,
     })?;
     scratch.watch_kernel(uml.pid());
     // Now that the kernel boots, tidy up after launchers that were killed.

@@ -2,6 +2,7 @@
 //! relays streams, signals and the terminal, the console log, and the verdict.
 
 pub mod console;
+pub mod placement;
 pub mod sentinel;
 pub mod session;
 pub mod signals;

@@ -34,6 +34,8 @@ pub struct Spawn<'a> {
     /// Start the kernel without address randomization, as it would re-execute itself to have
     /// (UML 7.x).
     pub no_randomize: bool,
+    /// The one host CPU the kernel and its processes stay on (`placement`), if any.
+    pub cpu: Option<usize>,
 }
 
 /// Where the kernel process works, entered after its sandbox is in place (a mount namespace
@@ -92,6 +94,7 @@ impl Uml {
         let extra: Vec<i32> = extra_fds.iter().map(|f| f.as_raw_fd()).collect();
         let first_free = CHANNEL_FD + 1 + extra.len() as i32;
         let no_randomize = s.no_randomize;
+        let cpu = s.cpu;
         let mut cmd = Command::new(s.kernel);
         cmd.args(s.words)
             .env_clear()
@@ -120,6 +123,10 @@ impl Uml {
                 // A session of its own from the start: no controlling terminal for a hostile
                 // kernel to reach through a tty node (UML calls setsid() too, later).
                 libc::setsid();
+                if let Some(cpu) = cpu {
+                    // Only speed depends on it (a cpuset may have changed since): go on.
+                    let _ = crate::placement::stay_on(cpu);
+                }
                 // If the launcher dies, even by SIGKILL, the kernel gets SIGTERM: UML's
                 // handler shuts it down cleanly, helpers and uml_dir entry included.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {

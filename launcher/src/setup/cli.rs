@@ -109,6 +109,12 @@ pub struct RunArgs {
     )]
     pub kill_after: Duration,
 
+    /// Let the host move a one-CPU guest's kernel between CPUs (by default it stays on the
+    /// CPU it starts on: a guest system call hands off between two host processes, several
+    /// times dearer across CPUs)
+    #[arg(long)]
+    pub no_pin: bool,
+
     /// Show a host folder in the guest (repeatable); GUEST defaults to HOST, ro to read-only
     #[arg(short = 'v', long = "volume", value_name = "HOST[:GUEST][:ro|rw]")]
     pub volumes: Vec<String>,

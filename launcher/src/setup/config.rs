@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub kernel: Option<PathBuf>,
     pub userspace: crate::userspace::UserspaceArg,
     pub cpus: u32,
+    /// Keep a one-CPU guest's kernel on one host CPU (not `--no-pin`).
+    pub pin: bool,
     pub keep: bool,
     pub debug: bool,
     pub hostname: String,
@@ -192,6 +194,7 @@ impl RunConfig {
             kernel: args.kernel,
             userspace: args.userspace,
             cpus: args.cpus,
+            pin: !args.no_pin,
             keep: args.keep,
             debug: args.debug,
             hostname: args.hostname.clone(),
