@@ -1,6 +1,7 @@
 //! The host's files as the guest sees them through hostfs: what a program reads and writes
 //! must be what the host has, whatever the project kernel does to make it fast (its hostfs
-//! patch lets path walks skip the host's permission check on directories it passes).
+//! patches let path walks skip the host's permission check on directories it passes, and
+//! keep names, attributes and data for `--fs-cache`, checked again at every open).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
@@ -153,5 +154,151 @@ fn folders_the_host_user_may_not_search_stay_closed_in_the_guest() {
     let out = run(&s, &["run", "--", "sh", "-c", &script]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout_str(), "DONE\n", "{out:?}");
+    s.assert_clean();
+}
+
+/// The project kernel's hostfs keeps what it learned for `--fs-cache`: these checks fail on it
+/// if an open trusts the cache, or a stat trusts it for longer.
+#[test]
+fn host_changes_reach_a_caching_guest_at_the_next_open_and_after_the_timeout() {
+    for cache in ["300ms", "0"] {
+        let dir = guest_visible_dir("files-cache-");
+        let d = dir.path();
+        std::fs::write(d.join("f"), "one\n").unwrap();
+        std::fs::write(d.join("g"), "gee\n").unwrap();
+        std::fs::write(d.join("gone"), "here\n").unwrap();
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        // The guest reads everything once (names, attributes and pages now cached), waits for
+        // the host, and looks again.
+        let script = format!(
+            "cd {d} && cat f l gone && stat -c %s f && echo ready && read go && \
+             cat f l && (cat gone 2>/dev/null || echo gone) && cat new && echo ready && read go && \
+             {wait} stat -c %s f && cat f",
+            d = d.display(),
+            wait = if cache == "0" { "" } else { "sleep 1 &&" },
+        );
+        let s = Scratch::new();
+        let mut r = sekexe(&s, ["run", "--fs-cache", cache, "--", "sh", "-c", &script])
+            .timeout(Duration::from_secs(60))
+            .spawn();
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        assert_eq!(
+            text(r.read_until(b"ready\n")),
+            "one\none\nhere\n4\nready\n",
+            "{cache}"
+        );
+        // The same size, in place (same inode, new mtime): only the data changed.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("f"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"two\n").unwrap();
+        drop(f);
+        std::fs::remove_file(d.join("l")).unwrap();
+        std::os::unix::fs::symlink("g", d.join("l")).unwrap();
+        std::fs::remove_file(d.join("gone")).unwrap();
+        std::fs::write(d.join("new"), "new\n").unwrap();
+        r.write_stdin(b"go\n");
+        assert_eq!(
+            text(r.read_until(b"ready\n")),
+            "two\ngee\ngone\nnew\nready\n",
+            "{cache}"
+        );
+        // A stat trusts the cache for at most the timeout.
+        std::fs::write(d.join("f"), "two\nand more\n").unwrap();
+        r.write_stdin(b"go\n");
+        r.close_stdin();
+        let out = r.finish();
+        assert_eq!(out.code, 0, "{cache}: {out:?}");
+        assert_eq!(out.stdout_str(), "13\ntwo\nand more\n", "{cache}");
+        s.assert_clean();
+    }
+}
+
+/// Links the guest makes on an rw volume are there at once, whatever the cache.
+#[test]
+fn links_made_in_the_guest_are_seen_at_once() {
+    let dir = guest_visible_dir("files-links-");
+    let host = dir.path().to_str().unwrap();
+    let s = Scratch::new();
+    let script = "cd /tmp/data && echo hi > a && ls -l a >/dev/null && ls b 2>/dev/null; \
+                  ln -s a b && readlink b && cat b && ln a c && stat -c %h a && \
+                  mv c d && stat -c %h d && cat d && rm a && stat -c %h d && ls";
+    let out = run(
+        &s,
+        &[
+            "run",
+            "-v",
+            &format!("{host}:/tmp/data:rw"),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout_str(), "a\nhi\n2\n2\nhi\n1\nb\nd\n");
+    assert_eq!(
+        std::fs::read_link(dir.path().join("b")).unwrap(),
+        std::path::Path::new("a")
+    );
+    s.assert_clean();
+}
+
+/// hostfs keeps inodes for `--fs-cache`, but not the host files behind them: the kernel
+/// process holds no more host files than the guest has open, whatever it read before.
+#[test]
+fn the_kernel_holds_no_host_file_the_guest_closed() {
+    let dir = guest_visible_dir("files-fds-");
+    for i in 0..400 {
+        std::fs::write(dir.path().join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    let s = Scratch::new();
+    let script = format!(
+        "cd {} && for f in f*; do read x < $f; done && echo ready && read go",
+        dir.path().display()
+    );
+    let mut r = sekexe(&s, ["run", "--", "sh", "-c", &script])
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    assert_eq!(r.read_until(b"ready\n"), b"ready\n");
+    let kernel = kernel_pid(&s, r.pid()).expect("the kernel process");
+    let held = std::fs::read_dir(format!("/proc/{kernel}/fd"))
+        .unwrap()
+        .count();
+    r.write_stdin(b"go\n");
+    r.close_stdin();
+    let out = r.finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    // A few dozen of its own (memory, consoles, channels); 400 if it kept what it read.
+    assert!(held < 100, "the kernel process holds {held} files");
+    s.assert_clean();
+}
+
+/// Under `--overlay` the host's files are the overlay's lower layer, which overlayfs expects
+/// never to change: a file the host replaces during the run must still read (the old or the
+/// new contents), never fail with "Stale file handle" (what the project kernel's hostfs cache
+/// would cause there, so the lower layer is a mount without it).
+#[test]
+fn a_file_the_host_replaces_under_an_overlay_still_reads() {
+    let dir = guest_visible_dir("files-overlay-");
+    let file = dir.path().join("f");
+    std::fs::write(&file, "old\n").unwrap();
+    let path = file.to_str().unwrap();
+    let s = Scratch::new();
+    let script = format!("cat {path} && echo ready && read go && cat {path}");
+    let mut r = sekexe(&s, ["run", "--overlay", "--", "sh", "-c", &script])
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    assert_eq!(r.read_until(b"ready\n"), b"old\nready\n");
+    let tmp = dir.path().join("f.tmp");
+    std::fs::write(&tmp, "new, and longer\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    r.write_stdin(b"go\n");
+    r.close_stdin();
+    let out = r.finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = out.stdout_str();
+    assert!(text == "old\n" || text == "new, and longer\n", "{out:?}");
     s.assert_clean();
 }

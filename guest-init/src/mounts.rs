@@ -195,6 +195,47 @@ pub fn mount_hostfs(host: &Path, target: &Path, read_only: bool) -> Result<()> {
         .with_context(|| format!("mount -t hostfs {} on {}", host.display(), target.display()))
 }
 
+/// Mounts the host folder `host` at `target`, read-only, for an overlay's lower layer: without
+/// the project kernel's hostfs cache (its `nocache` option), because overlayfs turns a name
+/// the cache stops vouching for (a file the host replaced) into ESTALE, where an uncached
+/// hostfs keeps serving it. Kernels without that option cache nothing: a plain mount.
+pub fn mount_hostfs_lower(host: &Path, target: &Path) -> Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    ensure_dir(target)?;
+    let fs = fsopen("hostfs", FsOpenFlags::FSOPEN_CLOEXEC).context("fsopen hostfs")?;
+    if fsconfig_set_flag(&fs, "nocache").is_err() {
+        return mount_hostfs(host, target, true);
+    }
+    let what = || {
+        format!(
+            "mount -t hostfs -o nocache {} on {}",
+            host.display(),
+            target.display()
+        )
+    };
+    fsconfig_set_string(&fs, "hostfs", host).with_context(what)?;
+    fsconfig_create(&fs).with_context(what)?;
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .with_context(what)?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .with_context(what)
+}
+
 /// When the working directory lies under a folder the guest covers with a fresh tmpfs (a run
 /// started in /tmp/project, say), shows the host's folder there again, read-only, so the
 /// command starts where the caller stood.

@@ -27,13 +27,29 @@ pub fn wanted(req: &Request) -> bool {
 /// /dev and /run (with the exchange folder) move along; the old root is detached.
 pub fn switch(req: &Request, log: &mut Log) -> Result<()> {
     let work = Path::new(WORK);
-    let lower = if req.root.is_empty() {
+    let overlaid = req.overlay != Overlay::None;
+    let lower = if req.root.is_empty() && !overlaid {
         PathBuf::from("/")
     } else {
-        let host = Path::new(OsStr::from_bytes(&req.root));
+        // The host's / again, for an overlay: a mount of its own, without the cache.
+        let host = if req.root.is_empty() {
+            Path::new("/")
+        } else {
+            Path::new(OsStr::from_bytes(&req.root))
+        };
         let lower = work.join("lower");
-        mounts::mount_hostfs(host, &lower, true)
-            .with_context(|| format!("--root {}", host.display()))?;
+        let mounted = if overlaid {
+            mounts::mount_hostfs_lower(host, &lower)
+        } else {
+            mounts::mount_hostfs(host, &lower, true)
+        };
+        mounted.with_context(|| {
+            if req.root.is_empty() {
+                "the overlay's lower layer (the host's /)".to_string()
+            } else {
+                format!("--root {}", host.display())
+            }
+        })?;
         lower
     };
     let new_root = match &req.overlay {

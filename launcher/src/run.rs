@@ -138,6 +138,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         debug_shell: cfg.debug_shell,
         net: &network.words,
         userspace: &userspace_words,
+        hostfs_cache_ms: fs_cache_ms(&cfg, &kernel.config),
         disks: &disks,
         extra: &cfg.kernel_args,
     })?;
@@ -238,6 +239,27 @@ pub fn run(args: RunArgs) -> Result<u8> {
         eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
     }
     Ok(code)
+}
+
+/// `hostfs.cache_ms=`, when the kernel can cache and the user did not turn it off. A kernel
+/// without the patch asks the host every time: say so when the user asked for a cache.
+fn fs_cache_ms(cfg: &RunConfig, config: &crate::kconfig::Kconfig) -> Option<u64> {
+    let ms = u64::try_from(cfg.fs_cache.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(u32::MAX.into());
+    if ms == 0 {
+        return None;
+    }
+    if !config.hostfs_cache() {
+        if cfg.fs_cache_given {
+            eprintln!(
+                "sekexe: note: this kernel's hostfs caches nothing, so --fs-cache has no effect \
+                 (the project's kernel has the cache: scripts/build-kernel)"
+            );
+        }
+        return None;
+    }
+    Some(ms)
 }
 
 /// Whether the kernel process gets the whole host-side confinement, which seccomp userspace

@@ -35,6 +35,8 @@ pub struct BootParams<'a> {
     pub net: &'a [String],
     /// `seccomp=` and `ncpus=`, from the userspace choice.
     pub userspace: &'a [String],
+    /// `hostfs.cache_ms=`: how long hostfs trusts what it cached (see `--fs-cache`).
+    pub hostfs_cache_ms: Option<u64>,
     /// Block devices, in order: ubd0 (/dev/ubda), ubd1, ...; each a path and whether it is
     /// writable.
     pub disks: &'a [(&'a Path, bool)],
@@ -56,6 +58,7 @@ pub const OWN_PARAMS: &[(&str, &str)] = &[
     ("ncpus", "--cpus"),
     ("rootfstype", "--root"),
     ("rootflags", "--root"),
+    ("hostfs.cache_ms", "--fs-cache"),
     (
         sekexe_wire::names::EXCHANGE_PARAM,
         "nothing: it is sekexe's own",
@@ -103,6 +106,9 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
     w.push("rootfstype=hostfs".into());
     w.push("rootflags=/".into());
     w.push("ro".into());
+    if let Some(ms) = p.hostfs_cache_ms {
+        w.push(format!("hostfs.cache_ms={ms}"));
+    }
     // Our own umid and private uml_dir: no clash with other runs, nothing in ~/.uml, and its
     // pid file lives in the kernel's scratch tmpfs, which has no host path (the mconsole
     // socket UML would put there it may not make).
@@ -195,6 +201,7 @@ mod tests {
             debug_shell: false,
             net: &[],
             userspace: &[],
+            hostfs_cache_ms: None,
             disks: &[],
             extra,
         }
@@ -275,6 +282,16 @@ mod tests {
         assert!(w.contains(&"ubd1r=/img/b.img".to_string()), "{w:?}");
         assert_eq!(disk_device(0), "ubda");
         assert_eq!(disk_device(2), "ubdc");
+    }
+
+    #[test]
+    fn the_hostfs_cache_is_a_protected_word_only_when_asked_for() {
+        let mut p = params(&[], &[]);
+        assert!(!render(&p).unwrap().iter().any(|w| w.starts_with("hostfs.")));
+        p.hostfs_cache_ms = Some(1000);
+        let w = render(&p).unwrap();
+        assert!(w.contains(&"hostfs.cache_ms=1000".to_string()), "{w:?}");
+        assert!(OWN_PARAMS.iter().any(|(k, _)| *k == "hostfs.cache_ms"));
     }
 
     #[test]

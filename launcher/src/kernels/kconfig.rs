@@ -59,6 +59,12 @@ impl Kconfig {
         self.takes("seccomp")
     }
 
+    /// hostfs can keep names, attributes and data for a while (`hostfs.cache_ms=`, the
+    /// project's patch).
+    pub fn hostfs_cache(&self) -> bool {
+        self.builtin("SEKEXE_FIX_HOSTFS_CACHE")
+    }
+
     /// The guest can have more than one CPU (`ncpus=`, with seccomp userspace only).
     pub fn smp(&self) -> bool {
         self.builtin("SMP") && self.takes("ncpus")

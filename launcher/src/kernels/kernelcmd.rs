@@ -27,6 +27,16 @@ const FIXES: &[(&str, &str, &str)] = &[
         "unpatched hostfs asks the host for every folder a path walk passes (slower)",
     ),
     (
+        "SEKEXE_FIX_HOSTFS_CACHE",
+        "hostfs keeps names, attributes and data for --fs-cache, and reads large blocks",
+        "unpatched hostfs asks the host for every path component of every walk, and reads a page per host call",
+    ),
+    (
+        "SEKEXE_FIX_SMP_ONE_CPU",
+        "a one-CPU guest on an SMP kernel without two host calls per interrupt toggle",
+        "unpatched UML kernels with SMP (6.19+) mask the IPI signal at every interrupt toggle, even with one CPU (slower boots and system calls)",
+    ),
+    (
         "SEKEXE_FIX_VECTOR_TAP_SMP",
         "--net tap on an SMP kernel",
         "unpatched UML kernels with SMP (6.19+) panic when a tap transport comes up",
@@ -244,7 +254,8 @@ mod tests {
         let new = format!(
             "{STOCK_LIKE}CONFIG_SMP=y\nCONFIG_NR_CPUS=16\nCONFIG_SEKEXE_FIX_USER_TIME=y\n\
              CONFIG_PGTABLE_LEVELS=4\n\
-             CONFIG_SEKEXE_FIX_ALTSTACK=y\nCONFIG_SEKEXE_FIX_VECTOR_TAP_SMP=y\nCONFIG_SEKEXE_FIX_HOSTFS_WALK=y\n{}",
+             CONFIG_SEKEXE_FIX_ALTSTACK=y\nCONFIG_SEKEXE_FIX_VECTOR_TAP_SMP=y\nCONFIG_SEKEXE_FIX_HOSTFS_WALK=y\n\
+             CONFIG_SEKEXE_FIX_HOSTFS_CACHE=y\nCONFIG_SEKEXE_FIX_SMP_ONE_CPU=y\n{}",
             crate::kconfig::param_lines("seccomp=<on/auto/off>\nncpus=<# of CPUs>\n")
         );
         let r = report(&Kconfig::parse(&new), true);
@@ -255,6 +266,12 @@ mod tests {
         assert!(r.contains("  ok       sigaltstack"), "{r}");
         assert!(r.contains("  ok       --net tap on an SMP kernel"), "{r}");
         assert!(r.contains("  ok       path walks through hostfs"), "{r}");
+        assert!(r.contains("  ok       hostfs keeps names"), "{r}");
+        assert!(!old.contains("  ok       hostfs keeps names"), "{old}");
+        assert!(
+            r.contains("  ok       a one-CPU guest on an SMP kernel"),
+            "{r}"
+        );
     }
 
     #[test]

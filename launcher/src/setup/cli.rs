@@ -109,6 +109,12 @@ pub struct RunArgs {
     )]
     pub kill_after: Duration,
 
+    /// How long the guest trusts what it learned of the host's files (names, attributes, data)
+    /// before asking the host again; an open always asks [default: 1s; 0: always ask; needs
+    /// the project's kernel]
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub fs_cache: Option<Duration>,
+
     /// Let the host move a one-CPU guest's kernel between CPUs (by default it stays on the
     /// CPU it starts on: a guest system call hands off between two host processes, several
     /// times dearer across CPUs)

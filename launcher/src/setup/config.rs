@@ -17,6 +17,10 @@ use sekexe_wire::Cgroups;
 
 /// `--mem` when not given (the CLI's default text says the same).
 pub const DEFAULT_MEM: u64 = 256 << 20;
+/// `--fs-cache` when not given: as long as NFS and virtiofs (cache=auto) trust attributes;
+/// opens check the host whatever it is.
+pub const DEFAULT_FS_CACHE: Duration = Duration::from_secs(1);
+
 /// The guest needs at least this much memory to boot (Debian's 6.1 kernel sometimes fails
 /// to allocate its memory map at 32-36M; nothing below 40M is reliable).
 pub const MIN_MEM: u64 = 64 << 20;
@@ -46,6 +50,9 @@ pub struct RunConfig {
     pub kernel: Option<PathBuf>,
     pub userspace: crate::userspace::UserspaceArg,
     pub cpus: u32,
+    /// `--fs-cache`, and whether the user gave it.
+    pub fs_cache: Duration,
+    pub fs_cache_given: bool,
     /// Keep a one-CPU guest's kernel on one host CPU (not `--no-pin`).
     pub pin: bool,
     pub keep: bool,
@@ -194,6 +201,8 @@ impl RunConfig {
             kernel: args.kernel,
             userspace: args.userspace,
             cpus: args.cpus,
+            fs_cache: args.fs_cache.unwrap_or(DEFAULT_FS_CACHE),
+            fs_cache_given: args.fs_cache.is_some(),
             pin: !args.no_pin,
             keep: args.keep,
             debug: args.debug,
