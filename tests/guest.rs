@@ -108,6 +108,16 @@ fn cgroup_v1_mounts_every_controller_hierarchy() {
         grep -c ' - cgroup ' /proc/self/mountinfo",
         ],
     );
+    // What the kernel lacks for v1, sekexe says (neither kernel tested has cpuset v1).
+    let check = kernel_check();
+    for h in ["memory", "cpuset"] {
+        let has = check_says_ok(&check, &format!("cgroup v1: {h}"));
+        let said = out
+            .stderr_str()
+            .lines()
+            .any(|l| l.contains("--cgroup v1 without the") && l.contains(&format!(" {h} ")));
+        assert_eq!(has, !said, "{h}: {out:?}\n{check}");
+    }
     let text = out.ok();
     assert!(!text.contains("MISSING"), "{text}");
     for c in [

@@ -39,6 +39,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
         eprintln!("sekexe: warning: {w}");
     }
     let userspace_words = choice.words(offers);
+    if cfg.cgroups == sekexe_wire::Cgroups::V1 {
+        let missing = kernel.config.missing_v1_hierarchies();
+        if !missing.is_empty() {
+            eprintln!(
+                "sekexe: note: --cgroup v1 without the {} hierarchy: this kernel lacks it \
+                 (`sekexe kernel check` lists it; the project's kernel has it)",
+                missing.join(" and ")
+            );
+        }
+    }
     let init = paths::guest_init()?;
     let memory_dir = memory::choose_dir()?;
 

@@ -100,6 +100,17 @@ impl Kconfig {
         self.builtin("UML")
     }
 
+    /// The cgroup v1 hierarchies `--cgroup v1` would lack (the features' names without the
+    /// "cgroup v1: " prefix).
+    pub fn missing_v1_hierarchies(&self) -> Vec<&'static str> {
+        FEATURES
+            .iter()
+            .filter_map(|f| Some((f.name.strip_prefix("cgroup v1: ")?, f)))
+            .filter(|(_, f)| !f.present(self))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// The required features this kernel lacks.
     pub fn missing_required(&self) -> Vec<&'static Feature> {
         FEATURES
@@ -122,7 +133,9 @@ impl Kconfig {
 /// A feature sekexe uses, the options that provide it, and what breaks without it.
 pub struct Feature {
     pub name: &'static str,
-    /// All of these must be available (built in, or a module the guest can load).
+    /// All of these must be available (built in, or a module the guest can load); one ending
+    /// in `?` only where the kernel has that option at all (e.g. `MEMCG_V1?`: Linux 6.10 made
+    /// cgroup v1 memory an option of its own, which older kernels have with `MEMCG`).
     pub options: &'static [&'static str],
     /// Must be built in, not a module (needed before any module could be loaded).
     pub builtin: bool,
@@ -133,6 +146,9 @@ pub struct Feature {
 impl Feature {
     pub fn present(&self, k: &Kconfig) -> bool {
         self.options.iter().all(|o| {
+            if let Some(o) = o.strip_suffix('?') {
+                return k.get(o).is_none() || k.available(o);
+            }
             if self.builtin {
                 k.builtin(o)
             } else {
@@ -250,6 +266,13 @@ pub const FEATURES: &[Feature] = &[
         breaks: "no memory limits",
     },
     Feature {
+        name: "cgroup v1: memory",
+        options: &["MEMCG", "MEMCG_V1?"],
+        builtin: true,
+        required: false,
+        breaks: "--cgroup v1 has no memory hierarchy (Linux 6.10+ needs CONFIG_MEMCG_V1)",
+    },
+    Feature {
         name: "cgroup: pids",
         options: &["CGROUP_PIDS"],
         builtin: true,
@@ -283,6 +306,13 @@ pub const FEATURES: &[Feature] = &[
         builtin: true,
         required: false,
         breaks: "no cpuset controller (needs SMP, Linux 6.19+)",
+    },
+    Feature {
+        name: "cgroup v1: cpuset",
+        options: &["CPUSETS", "CPUSETS_V1?"],
+        builtin: true,
+        required: false,
+        breaks: "--cgroup v1 has no cpuset hierarchy (Linux 6.11+ needs CONFIG_CPUSETS_V1)",
     },
     Feature {
         name: "swap accounting",
@@ -389,6 +419,20 @@ CONFIG_OVERLAY_FS=m
 CONFIG_LSM=\"landlock,yama\"
 # CONFIG_BTRFS_FS is not set
 ";
+
+    #[test]
+    fn cgroup_v1_hierarchies_count_only_where_the_kernel_has_their_options() {
+        // Linux 6.1: v1 memory comes with MEMCG, no option of its own.
+        let old = Kconfig::parse("CONFIG_MEMCG=y\nCONFIG_CPUSETS=y\n");
+        assert!(old.missing_v1_hierarchies().is_empty());
+        // Debian 13's 6.12: the option exists and is off.
+        let trixie = Kconfig::parse(
+            "CONFIG_MEMCG=y\n# CONFIG_MEMCG_V1 is not set\nCONFIG_CPUSETS=y\nCONFIG_CPUSETS_V1=y\n",
+        );
+        assert_eq!(trixie.missing_v1_hierarchies(), ["memory"]);
+        let none = Kconfig::parse("# CONFIG_MEMCG is not set\n");
+        assert_eq!(none.missing_v1_hierarchies(), ["memory", "cpuset"]);
+    }
 
     #[test]
     fn parses_values_modules_strings_and_unset_options() {

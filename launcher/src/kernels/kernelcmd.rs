@@ -130,8 +130,17 @@ pub fn report(config: &Kconfig, have_modules: bool) -> String {
 }
 
 fn feature_line(f: &Feature, config: &Kconfig, have_modules: bool) -> String {
-    let options = f.options.join(", ");
-    let modular = f.options.iter().any(|o| config.get(o) == Some("m"));
+    // `X?` (an option only some kernels have) reads as X, where this kernel has it at all.
+    let names: Vec<&str> = f
+        .options
+        .iter()
+        .filter_map(|o| match o.strip_suffix('?') {
+            Some(o) => config.get(o).is_some().then_some(o),
+            None => Some(*o),
+        })
+        .collect();
+    let options = names.join(", ");
+    let modular = names.iter().any(|o| config.get(o) == Some("m"));
     let usable = f.present(config) && (have_modules || !modular);
     let (state, note) = if usable {
         if modular {
@@ -143,8 +152,7 @@ fn feature_line(f: &Feature, config: &Kconfig, have_modules: bool) -> String {
             ("ok", format!("{} ({options})", f.name))
         }
     } else {
-        let missing: Vec<&str> = f
-            .options
+        let missing: Vec<&str> = names
             .iter()
             .filter(|o| !config.builtin(o))
             .copied()
