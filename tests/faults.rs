@@ -241,3 +241,60 @@ fn processes_the_kernel_leaves_outside_its_group_are_killed() {
         s.assert_clean();
     }
 }
+
+/// Builds a chroot of the host's / in a plain folder of `base` (its own mount namespace):
+/// every top-level folder bound in, links copied; then executes "$@" in it.
+const ENTER_CHROOT: &str = r#"set -e
+R="$BASE/root"
+mount -t tmpfs none "$BASE"
+mkdir "$R"
+for e in /*; do
+  n=${e#/}
+  if [ -L "$e" ]; then cp -P "$e" "$R/$n"
+  elif [ -d "$e" ]; then
+    mkdir "$R/$n"
+    case "$n" in dev|proc|sys) mount --rbind "$e" "$R/$n" ;; *) mount --bind "$e" "$R/$n" ;; esac
+  fi
+done
+exec chroot "$R" "$@"
+"#;
+
+#[test]
+fn a_root_that_is_not_a_mount_point_is_named_with_the_way_out() {
+    // A chroot of a plain folder (some build sandboxes): the sandbox's mount layer cannot
+    // work there; sekexe says so and how to get past it, and --no-sandbox runs.
+    assert!(
+        is_root(),
+        "this test makes a chroot in a mount namespace: run the suite as root (CI does)"
+    );
+    let base = tempfile::tempdir_in("/run").unwrap();
+    for (extra, code) in [(None, 125), (Some("--no-sandbox"), 0)] {
+        let s = Scratch::new();
+        let mut args = vec!["run", "--net", "none"];
+        args.extend(extra);
+        args.extend(["--", "echo", "in the guest"]);
+        let out = sekexe(&s, args)
+            .wrapped([
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                ENTER_CHROOT,
+                "sh",
+            ])
+            .env("BASE", base.path())
+            .timeout(QUICK)
+            .run();
+        if code == 125 {
+            assert_fails_with(&out, "needs / to be a mount point");
+            assert!(out.stderr_str().contains("--no-sandbox"), "{out:?}");
+            assert_eq!(out.stderr_str().lines().count(), 1, "{out:?}");
+        } else {
+            assert_eq!(out.code, 0, "{out:?}");
+            assert_eq!(out.stdout_str(), "in the guest\n");
+        }
+        s.assert_clean();
+    }
+}

@@ -69,6 +69,8 @@ pub struct Sekexe {
     tmpdir: Option<PathBuf>,
     cwd: Option<PathBuf>,
     netns: Option<String>,
+    /// A command sekexe runs under (its arguments then sekexe's command line follow).
+    wrapper: Vec<OsString>,
 }
 
 pub fn sekexe<I, S>(scratch: &Scratch, args: I) -> Sekexe
@@ -93,6 +95,7 @@ where
         tmpdir: Some(scratch.path().to_path_buf()),
         cwd: None,
         netns: None,
+        wrapper: Vec::new(),
     }
 }
 
@@ -132,6 +135,16 @@ impl Sekexe {
     }
 
     /// Run inside a network namespace (made with `ip netns add`).
+    /// Runs sekexe as the last arguments of `wrapper` (e.g. a script that enters a chroot and
+    /// executes "$@"). For the test's own user only.
+    pub fn wrapped<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, wrapper: I) -> Self {
+        self.wrapper = wrapper
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        self
+    }
+
     pub fn in_netns(mut self, name: &str) -> Self {
         self.netns = Some(name.to_string());
         self
@@ -166,6 +179,11 @@ impl Sekexe {
                 Some(ns) => {
                     let mut c = Command::new("ip");
                     c.args(["netns", "exec", ns]).arg(sekexe_bin());
+                    c
+                }
+                None if !self.wrapper.is_empty() => {
+                    let mut c = Command::new(&self.wrapper[0]);
+                    c.args(&self.wrapper[1..]).arg(sekexe_bin());
                     c
                 }
                 None => Command::new(sekexe_bin()),

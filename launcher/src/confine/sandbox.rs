@@ -37,7 +37,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, RestrictionStatus,
     Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
@@ -513,6 +513,13 @@ impl ReadOnlyMounts {
     fn plan(writable: &[PathBuf]) -> Result<ReadOnlyMounts> {
         let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
         let cstr = |p: &Path| CString::new(p.as_os_str().as_bytes()).context("NUL in a path");
+        if !root_is_a_mount(&text) {
+            bail!(
+                "the sandbox's mount layer needs / to be a mount point, and here it is not (a chroot?): \
+                 bind-mount the new root onto itself before entering it (mount --bind DIR DIR), \
+                 or run with --no-sandbox"
+            );
+        }
         Ok(ReadOnlyMounts {
             read_only: with_nodev(parse_mountinfo(&text))
                 .into_iter()
@@ -582,6 +589,12 @@ impl ReadOnlyMounts {
     }
 }
 
+/// Whether this process's root is a mount point (not in a chroot of a plain folder), from
+/// /proc/self/mountinfo text, which shows mount points relative to the root.
+fn root_is_a_mount(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| l.split(' ').nth(4) == Some("/"))
+}
+
 /// Mount points and their per-mount flags worth keeping, from /proc/self/mountinfo text.
 fn parse_mountinfo(text: &str) -> Vec<(Vec<u8>, libc::c_ulong)> {
     let mut mounts = Vec::new();
@@ -645,6 +658,16 @@ fn unescape(field: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chroot_of_a_plain_folder_has_no_root_mount() {
+        let host = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    23 22 0:5 / /proc rw shared:2 - proc proc rw\n";
+        assert!(root_is_a_mount(host));
+        // In a chroot of /srv/r, only the mounts inside it show, relative to it.
+        let chroot = "40 22 0:5 / /proc rw shared:2 - proc proc rw\n";
+        assert!(!root_is_a_mount(chroot));
+    }
 
     #[test]
     fn mountinfo_gives_mount_points_with_their_flags() {
