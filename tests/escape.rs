@@ -71,6 +71,9 @@ impl Victim {
 
 /// Runs `script` in the guest (with $V set to the victim folder) as each host user, and checks
 /// that the victim is unchanged; returns the outputs.
+/// Makes util-linux's mount(8) use mount(2), as before 2.39 (see `attack_with`).
+const MOUNT2: &str = "LIBMOUNT_FORCE_MOUNT2=always";
+
 fn attack(script: &str) -> Vec<Output> {
     attack_with(script, &[], None)
 }
@@ -84,7 +87,10 @@ fn attack_with(script: &str, options: &[&str], stdin: Option<&[u8]>) -> Vec<Outp
         let v = Victim::new(user.unwrap_or_else(|| rustix::process::geteuid().as_raw()));
         let before = v.snapshot();
         let victim_env = format!("V={}", v.path().display());
-        let mut args = vec!["run", "-e", &victim_env];
+        // Attacks mount hostfs with the host's mount(8): the same system call whichever
+        // util-linux the host has (2.39+ would use the new mount API, which hostfs's path
+        // option does not fit).
+        let mut args = vec!["run", "-e", &victim_env, "-e", MOUNT2];
         args.extend_from_slice(options);
         args.extend_from_slice(&["--", "sh", "-c", script]);
         let mut run = sekexe(&s, args).timeout(Duration::from_secs(120));
@@ -441,8 +447,8 @@ fn the_guest_cannot_make_the_host_hold_more_than_its_memory() {
     // Promise: the run's files on the host take at most --mem + 64 MiB and 256 files, whatever
     // the guest writes; past --mem + 32 MiB or 64 files the run ends with 125 naming the limit.
     const MEM_MIB: u64 = 128;
-    let reach_scratch =
-        "mkdir -p /tmp/s && mount -t hostfs none /tmp/s -o /proc/self/cwd || exit 90";
+    let reach_scratch = "mkdir -p /tmp/s && LIBMOUNT_FORCE_MOUNT2=always \
+                         mount -t hostfs none /tmp/s -o /proc/self/cwd || exit 90";
     let cases = [
         (
             "10 GiB into the kernel's scratch area",
@@ -496,7 +502,8 @@ fn without_a_private_tmpfs_the_bound_is_watched() {
     // within a second of the bound, with 125 naming the limit: also when the guest removes
     // the file it writes through (an open file without a name still holds its blocks).
     const MEM_MIB: u64 = 128;
-    let reach = "mkdir -p /tmp/s && mount -t hostfs none /tmp/s -o /proc/self/cwd || exit 90";
+    let reach = "mkdir -p /tmp/s && LIBMOUNT_FORCE_MOUNT2=always \
+                 mount -t hostfs none /tmp/s -o /proc/self/cwd || exit 90";
     let cases = [
         format!("{reach}; dd if=/dev/zero of=/tmp/s/big bs=1M count=10240; sleep 60"),
         format!(
