@@ -35,3 +35,12 @@ apt_install_missing() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
     || die "could not install ${missing[*]}"
 }
+
+# The address of the Debian archive this host's apt uses for its own release (suites are the
+# callers' choice): derived, never written into the repository.
+debian_archive() {
+  local codename
+  codename=$(. /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-}")
+  apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
+    | awk -v c="$codename" '$2 == c { print $1; exit }' | grep .
+}

@@ -69,11 +69,11 @@ impl Victim {
     }
 }
 
-/// Runs `script` in the guest (with $V set to the victim folder) as each host user, and checks
-/// that the victim is unchanged; returns the outputs.
 /// Makes util-linux's mount(8) use mount(2), as before 2.39 (see `attack_with`).
 const MOUNT2: &str = "LIBMOUNT_FORCE_MOUNT2=always";
 
+/// Runs `script` in the guest (with $V set to the victim folder) as each host user, and checks
+/// that the victim is unchanged; returns the outputs.
 fn attack(script: &str) -> Vec<Output> {
     attack_with(script, &[], None)
 }

@@ -243,7 +243,8 @@ fn processes_the_kernel_leaves_outside_its_group_are_killed() {
 }
 
 /// Builds a chroot of the host's / in a plain folder of `base` (its own mount namespace):
-/// every top-level folder bound in, links copied; then executes "$@" in it.
+/// every top-level folder bound in with what is mounted beneath it, links copied; then
+/// executes "$@" in it.
 const ENTER_CHROOT: &str = r#"set -e
 R="$BASE/root"
 mount -t tmpfs none "$BASE"
@@ -253,7 +254,7 @@ for e in /*; do
   if [ -L "$e" ]; then cp -P "$e" "$R/$n"
   elif [ -d "$e" ]; then
     mkdir "$R/$n"
-    case "$n" in dev|proc|sys) mount --rbind "$e" "$R/$n" ;; *) mount --bind "$e" "$R/$n" ;; esac
+    mount --rbind "$e" "$R/$n"
   fi
 done
 exec chroot "$R" "$@"

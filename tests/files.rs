@@ -171,7 +171,8 @@ fn host_changes_reach_a_caching_guest_at_the_next_open_and_after_the_timeout() {
         // The guest reads everything once (names, attributes and pages now cached), waits for
         // the host, and looks again.
         let script = format!(
-            "cd {d} && cat f l gone && stat -c %s f && echo ready && read go && \
+            "cd {d} && cat f l gone && stat -c %s f && (cat new 2>/dev/null; true) && \
+             echo ready && read go && \
              cat f l && (cat gone 2>/dev/null || echo gone) && cat new && echo ready && read go && \
              {wait} stat -c %s f && cat f",
             d = d.display(),

@@ -195,20 +195,32 @@ pub fn mount_hostfs(host: &Path, target: &Path, read_only: bool) -> Result<()> {
         .with_context(|| format!("mount -t hostfs {} on {}", host.display(), target.display()))
 }
 
+/// Whether hostfs caches in this boot: the launcher passes `hostfs.cache_ms=` only to a
+/// kernel with the project's patch, and only when `--fs-cache` is not 0.
+fn hostfs_caches() -> bool {
+    std::fs::read("/proc/cmdline").is_ok_and(|c| {
+        c.split(|b| b.is_ascii_whitespace())
+            .any(|w| w.starts_with(b"hostfs.cache_ms=") && w != b"hostfs.cache_ms=0")
+    })
+}
+
 /// Mounts the host folder `host` at `target`, read-only, for an overlay's lower layer: without
 /// the project kernel's hostfs cache (its `nocache` option), because overlayfs turns a name
 /// the cache stops vouching for (a file the host replaced) into ESTALE, where an uncached
-/// hostfs keeps serving it. Kernels without that option cache nothing: a plain mount.
+/// hostfs keeps serving it. Without the cache in this boot, a plain mount: only the patched
+/// hostfs knows `nocache`, and a kernel whose hostfs has the old mount API would take any
+/// option for part of the host path.
 pub fn mount_hostfs_lower(host: &Path, target: &Path) -> Result<()> {
     use rustix::mount::{
         fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
         FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
     };
-    ensure_dir(target)?;
-    let fs = fsopen("hostfs", FsOpenFlags::FSOPEN_CLOEXEC).context("fsopen hostfs")?;
-    if fsconfig_set_flag(&fs, "nocache").is_err() {
+    if !hostfs_caches() {
         return mount_hostfs(host, target, true);
     }
+    ensure_dir(target)?;
+    let fs = fsopen("hostfs", FsOpenFlags::FSOPEN_CLOEXEC).context("fsopen hostfs")?;
+    fsconfig_set_flag(&fs, "nocache").context("hostfs option nocache")?;
     let what = || {
         format!(
             "mount -t hostfs -o nocache {} on {}",

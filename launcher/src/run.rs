@@ -44,7 +44,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         if !missing.is_empty() {
             eprintln!(
                 "sekexe: note: --cgroup v1 without the {} hierarchy: this kernel lacks it \
-                 (`sekexe kernel check` lists it; the project's kernel has it)",
+                 (`sekexe kernel check` lists what a kernel has)",
                 missing.join(" and ")
             );
         }
@@ -174,7 +174,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     // With one guest CPU the kernel and its processes never run at once: keep them together.
     let cpu = if cfg.pin && choice.cpus == 1 {
-        placement::one_cpu(&base)?
+        placement::one_cpu(&base)
     } else {
         None
     };

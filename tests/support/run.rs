@@ -134,9 +134,8 @@ impl Sekexe {
         self
     }
 
-    /// Run inside a network namespace (made with `ip netns add`).
     /// Runs sekexe as the last arguments of `wrapper` (e.g. a script that enters a chroot and
-    /// executes "$@"). For the test's own user only.
+    /// executes "$@"). For the test's own user, outside network namespaces.
     pub fn wrapped<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, wrapper: I) -> Self {
         self.wrapper = wrapper
             .into_iter()
@@ -145,6 +144,7 @@ impl Sekexe {
         self
     }
 
+    /// Run inside a network namespace (made with `ip netns add`).
     pub fn in_netns(mut self, name: &str) -> Self {
         self.netns = Some(name.to_string());
         self
@@ -157,6 +157,10 @@ impl Sekexe {
     }
 
     fn command(&self) -> Command {
+        assert!(
+            self.wrapper.is_empty() || (self.user.is_none() && self.netns.is_none()),
+            "a wrapped sekexe runs as the test's user, outside network namespaces"
+        );
         let mut cmd = match self.user.filter(|_| is_root()) {
             Some(uid) => {
                 let mut c = match &self.netns {

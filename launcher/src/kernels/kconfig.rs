@@ -134,7 +134,7 @@ impl Kconfig {
 pub struct Feature {
     pub name: &'static str,
     /// All of these must be available (built in, or a module the guest can load); one ending
-    /// in `?` only where the kernel has that option at all (e.g. `MEMCG_V1?`: Linux 6.10 made
+    /// in `?` only where the kernel has that option at all (e.g. `MEMCG_V1?`: Linux 6.11 made
     /// cgroup v1 memory an option of its own, which older kernels have with `MEMCG`).
     pub options: &'static [&'static str],
     /// Must be built in, not a module (needed before any module could be loaded).
@@ -270,7 +270,7 @@ pub const FEATURES: &[Feature] = &[
         options: &["MEMCG", "MEMCG_V1?"],
         builtin: true,
         required: false,
-        breaks: "--cgroup v1 has no memory hierarchy (Linux 6.10+ needs CONFIG_MEMCG_V1)",
+        breaks: "--cgroup v1 has no memory hierarchy (Linux 6.11+ needs CONFIG_MEMCG_V1)",
     },
     Feature {
         name: "cgroup: pids",
@@ -312,7 +312,7 @@ pub const FEATURES: &[Feature] = &[
         options: &["CPUSETS", "CPUSETS_V1?"],
         builtin: true,
         required: false,
-        breaks: "--cgroup v1 has no cpuset hierarchy (Linux 6.11+ needs CONFIG_CPUSETS_V1)",
+        breaks: "--cgroup v1 has no cpuset hierarchy (Linux 6.12+ needs CONFIG_CPUSETS_V1)",
     },
     Feature {
         name: "swap accounting",

@@ -14,7 +14,6 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use nix::sched::{sched_getaffinity, sched_getcpu, CpuSet};
 use nix::unistd::Pid;
 
@@ -32,8 +31,9 @@ pub fn pick(allowed: &[usize], turn: u64) -> Option<usize> {
 
 /// [`pick`] for this run: its turn from the counter in `run_base`, or (without one) the CPU
 /// the launcher runs on.
-pub fn one_cpu(run_base: &Path) -> Result<Option<usize>> {
-    let set = sched_getaffinity(Pid::from_raw(0)).context("read the launcher's CPU affinity")?;
+pub fn one_cpu(run_base: &Path) -> Option<usize> {
+    // Only speed depends on it: without the affinity (over 1024 CPUs), no pinning.
+    let set = sched_getaffinity(Pid::from_raw(0)).ok()?;
     let allowed: Vec<usize> = (0..CpuSet::count())
         .filter(|&c| set.is_set(c).unwrap_or(false))
         .collect();
@@ -43,12 +43,13 @@ pub fn one_cpu(run_base: &Path) -> Result<Option<usize>> {
             allowed.iter().position(|&c| c == cpu)
         })
         .unwrap_or(0) as u64;
-    Ok(pick(&allowed, turn))
+    pick(&allowed, turn)
 }
 
 /// Takes a turn: reads the counter and counts one more, under an exclusive lock. Only this
-/// user's launchers write the file (the run base is theirs alone); a damaged one counts from
-/// zero again.
+/// user's launchers write the file, but a guest that took over its kernel may read (and so
+/// lock) it, and without the sandbox replace it: never wait for the lock, never open what is
+/// not a regular file, and count a damaged one from zero again. None: no turn to take.
 fn next_turn(path: &Path) -> Option<usize> {
     use std::io::{Read, Seek, Write};
     let mut f = OpenOptions::new()
@@ -56,13 +57,16 @@ fn next_turn(path: &Path) -> Option<usize> {
         .write(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).ok()?;
-    let mut text = String::new();
-    (&f).take(32).read_to_string(&mut text).ok()?;
-    let turn: usize = text.trim().parse().unwrap_or(0);
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+    let mut bytes = Vec::new();
+    (&f).take(32).read_to_end(&mut bytes).ok()?;
+    let turn: usize = String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0);
     f.set_len(0).ok()?;
     f.rewind().ok()?;
     writeln!(f, "{}", turn.wrapping_add(1) % 1_000_000).ok()?;
@@ -109,6 +113,17 @@ mod tests {
         std::fs::write(&path, "not a number, and longer than it should be at all").unwrap();
         assert_eq!(next_turn(&path), Some(0));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        std::fs::write(&path, b"\xff\xfe7").unwrap();
+        assert_eq!(next_turn(&path), Some(0));
+        // Locked by someone else (a guest that took over its kernel): no wait, no turn.
+        let holder = std::fs::File::open(&path).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        assert_eq!(next_turn(&path), None);
+        drop(holder);
+        // A FIFO in its place: not opened for reading, no hang.
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(next_turn(&path), None);
         // Never through a link.
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
@@ -121,7 +136,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
         for _ in 0..3 {
-            if let Some(c) = one_cpu(dir.path()).unwrap() {
+            if let Some(c) = one_cpu(dir.path()) {
                 assert!(set.is_set(c).unwrap());
             }
         }

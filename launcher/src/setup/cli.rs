@@ -115,9 +115,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub fs_cache: Option<Duration>,
 
-    /// Let the host move a one-CPU guest's kernel between CPUs (by default it stays on the
-    /// CPU it starts on: a guest system call hands off between two host processes, several
-    /// times dearer across CPUs)
+    /// Let the host move a one-CPU guest's kernel between CPUs (by default it stays on one,
+    /// runs taking the CPUs in turn: a guest system call hands off between two host
+    /// processes, several times dearer across CPUs)
     #[arg(long)]
     pub no_pin: bool,
 

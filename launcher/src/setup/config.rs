@@ -17,7 +17,7 @@ use sekexe_wire::Cgroups;
 
 /// `--mem` when not given (the CLI's default text says the same).
 pub const DEFAULT_MEM: u64 = 256 << 20;
-/// `--fs-cache` when not given: as long as NFS and virtiofs (cache=auto) trust attributes;
+/// `--fs-cache` when not given: as long as virtiofs (cache=auto) trusts attributes;
 /// opens check the host whatever it is.
 pub const DEFAULT_FS_CACHE: Duration = Duration::from_secs(1);
 
