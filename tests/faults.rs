@@ -67,7 +67,8 @@ fn a_kernel_whose_shutdown_hangs_still_dies_with_its_launcher() {
     r.signal(libc::SIGKILL);
     let _ = r.child.wait();
     assert_processes_gone_within_2s(&s, "a stopped kernel outlived its launcher");
-    assert_eq!(sekexe(&s, ["run", "--", "true"]).run().code, 0);
+    let next = sekexe(&s, ["run", "--", "true"]).run();
+    assert_eq!(next.code, 0, "the next run: {next:?}");
     s.assert_clean();
 }
 
