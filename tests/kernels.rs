@@ -242,3 +242,36 @@ fn a_relative_kernel_path_is_taken_from_the_current_directory() {
     assert_eq!(out.stdout_str(), "ok\n");
     s.assert_clean();
 }
+
+#[test]
+fn the_kernel_built_for_every_user_is_everyones_default() {
+    // scripts/build-kernel as root (scripts/test does it) builds into /var/cache/sekexe: a
+    // user without a cache of their own, root or not, boots it before the stock kernel.
+    let system = std::path::Path::new("/var/cache/sekexe/kernels/linux");
+    if !is_root() && !system.is_file() {
+        skipped("the kernel built for every user (scripts/test builds it as root)");
+        return;
+    }
+    assert!(
+        system.is_file(),
+        "no {} to find: run scripts/test as root (it builds the project's kernel there)",
+        system.display()
+    );
+    for user in users() {
+        let s = Scratch::for_user(user);
+        let out = sekexe(&s, ["kernel", "list"])
+            .env_remove("SEKEXE_KERNEL")
+            .env_remove("SEKEXE_CACHE")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", "/nonexistent")
+            .run();
+        let text = out.ok();
+        let first = text.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("/var/cache/sekexe/kernels/linux ")
+                && first.contains("built for every user")
+                && first.ends_with("(default)"),
+            "{user:?}: {text}"
+        );
+    }
+}

@@ -18,6 +18,7 @@ pub enum Source {
     Option,
     Env,
     Project,
+    System,
     Path,
 }
 
@@ -27,6 +28,7 @@ impl Source {
             Source::Option => "given on the command line",
             Source::Env => "$SEKEXE_KERNEL",
             Source::Project => "the project's kernel (scripts/build-kernel)",
+            Source::System => "the project's kernel built for every user (in /var/cache/sekexe)",
             Source::Path => "found on PATH",
         }
     }
@@ -56,6 +58,13 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
     if let Some(p) = paths::project_kernel().filter(|p| p.is_file()) {
         found.push((p, Source::Project));
     }
+    let system = PathBuf::from(paths::SYSTEM_KERNEL);
+    if system.is_file()
+        && only_root_or_we_can_change(&system)
+        && !found.iter().any(|(f, _)| same_file(f, &system))
+    {
+        found.push((system, Source::System));
+    }
     for name in ["linux.uml", "linux"] {
         if let Some(p) = which(name) {
             if !found.iter().any(|(f, _)| same_file(f, &p)) {
@@ -64,6 +73,23 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
         }
     }
     found
+}
+
+/// Whether only root or this user can have put the kernel at `path` there: the file (after
+/// links) and every folder above it belong to one of them and are writable by no one else.
+/// A kernel another user could replace is not booted by default.
+fn only_root_or_we_can_change(path: &Path) -> bool {
+    let me = rustix::process::geteuid().as_raw();
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    real.ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| safe_owner_and_mode(m.uid(), m.mode(), me)))
+}
+
+/// Owned by root or `me`, and not writable by group or others.
+fn safe_owner_and_mode(uid: u32, mode: u32, me: u32) -> bool {
+    (uid == 0 || uid == me) && mode & 0o022 == 0
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -250,4 +276,21 @@ fn probe(path: &Path, arg: &str) -> Result<String> {
     let _ = child.wait();
     result?;
     Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_only_root_or_we_can_change_is_trusted() {
+        assert!(safe_owner_and_mode(0, 0o40755, 1000));
+        assert!(safe_owner_and_mode(1000, 0o100700, 1000));
+        assert!(!safe_owner_and_mode(1001, 0o40755, 1000), "another user's");
+        assert!(
+            !safe_owner_and_mode(0, 0o41777, 1000),
+            "a folder anyone writes to"
+        );
+        assert!(!safe_owner_and_mode(0, 0o100775, 1000), "group-writable");
+    }
 }

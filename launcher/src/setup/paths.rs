@@ -57,6 +57,10 @@ pub fn project_kernel() -> Option<PathBuf> {
     Some(cache_dir()?.join("kernels").join("linux"))
 }
 
+/// The project's kernel built for every user: scripts/build-kernel as root (scripts/test and
+/// scripts/bench build there) keeps it in the system cache.
+pub const SYSTEM_KERNEL: &str = "/var/cache/sekexe/kernels/linux";
+
 /// guest-init: `$SEKEXE_INIT`, next to the sekexe binary, in an installed `lib/sekexe`, or
 /// where cargo builds it for the musl target.
 pub fn guest_init() -> Result<PathBuf> {
