@@ -10,8 +10,6 @@
 //! the launcher may use in turn (a counter in the private run base): runs started together
 //! spread over the CPUs instead of crowding the one their launchers started on.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sched::{sched_getaffinity, sched_getcpu, CpuSet};
@@ -46,31 +44,20 @@ pub fn one_cpu(run_base: &Path) -> Option<usize> {
     pick(&allowed, turn)
 }
 
-/// Takes a turn: reads the counter and counts one more, under an exclusive lock. Only this
-/// user's launchers write the file, but a guest that took over its kernel may read (and so
-/// lock) it, and without the sandbox replace it: never wait for the lock, never open what is
-/// not a regular file, and count a damaged one from zero again. None: no turn to take.
+/// Takes a turn: reads the counter and counts one more (`safefile::update_locked`: no link,
+/// no FIFO, no waiting for a lock); a damaged counter starts from zero again. None: no turn
+/// to take.
 fn next_turn(path: &Path) -> Option<usize> {
-    use std::io::{Read, Seek, Write};
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
-    let mut bytes = Vec::new();
-    (&f).take(32).read_to_end(&mut bytes).ok()?;
-    let turn: usize = String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0);
-    f.set_len(0).ok()?;
-    f.rewind().ok()?;
-    writeln!(f, "{}", turn.wrapping_add(1) % 1_000_000).ok()?;
-    Some(turn)
+    let parse = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let old = crate::safefile::update_locked(path, 32, |old| {
+        format!("{}\n", parse(old).wrapping_add(1) % 1_000_000).into_bytes()
+    })?;
+    Some(parse(&old))
 }
 
 /// Keeps the calling process on `cpu`. Async-signal-safe: for the kernel's `pre_exec`.
@@ -115,20 +102,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
         std::fs::write(&path, b"\xff\xfe7").unwrap();
         assert_eq!(next_turn(&path), Some(0));
-        // Locked by someone else (a guest that took over its kernel): no wait, no turn.
-        let holder = std::fs::File::open(&path).unwrap();
-        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
-        assert_eq!(next_turn(&path), None);
-        drop(holder);
-        // A FIFO in its place: not opened for reading, no hang.
-        std::fs::remove_file(&path).unwrap();
-        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        assert_eq!(next_turn(&path), None);
-        // Never through a link.
-        std::fs::remove_file(&path).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
-        assert_eq!(next_turn(&path), None);
-        assert!(!dir.path().join("elsewhere").exists());
     }
 
     #[test]
