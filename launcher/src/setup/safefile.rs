@@ -1,8 +1,9 @@
-//! The small files sekexe keeps for itself (the kernel-config and calibration caches). Their
-//! folders are the user's, but a guest run with `--no-sandbox` (or one whose rw volume covers
-//! them) could have planted a link or a FIFO there: reads never follow a link, never block,
-//! and take at most a cap; writes go to a new temporary file (O_EXCL, so never through a
-//! link) renamed into place.
+//! The small files sekexe keeps for itself (the kernel-config and calibration caches, the CPU
+//! counter). Their folders are the user's, but a guest run with `--no-sandbox` (or one whose
+//! rw volume covers them) could have planted a link or a FIFO there: reads never follow a
+//! link, never block, and take at most a cap; writes go to a new temporary file (O_EXCL, so
+//! never through a link) renamed into place; an update in place takes a lock it never waits
+//! for.
 
 use std::io::{Read, Write};
 use std::path::Path;
