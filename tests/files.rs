@@ -23,6 +23,18 @@ fn host_stat(path: &std::path::Path) -> String {
     )
 }
 
+/// Starts `sekexe run OPTIONS -- sh -c SCRIPT`, where SCRIPT prints `ready` and then waits for
+/// a line on stdin (`read go`) while the test changes the host; returns what the guest printed
+/// up to and with `ready`, and the run, to be sent its `go` line.
+fn until_ready(s: &Scratch, options: &[&str], script: &str, limit: u64) -> (String, Running) {
+    let mut args = vec!["run"];
+    args.extend_from_slice(options);
+    args.extend(["--", "sh", "-c", script]);
+    let mut r = sekexe(s, args).timeout(Duration::from_secs(limit)).spawn();
+    let printed = String::from_utf8_lossy(&r.read_until(b"ready\n")).into_owned();
+    (printed, r)
+}
+
 #[test]
 fn sizes_times_links_and_modes_are_the_hosts() {
     let dir = guest_visible_dir("files-stat-");
@@ -116,10 +128,8 @@ fn a_host_change_during_a_run_is_seen_by_the_next_open() {
         "cat {path}; echo ready; read go; cat {path}; stat -c %s {path}; ls {dir}",
         dir = dir.path().display()
     );
-    let mut r = sekexe(&s, ["run", "--", "sh", "-c", &script])
-        .timeout(Duration::from_secs(60))
-        .spawn();
-    assert_eq!(r.read_until(b"ready\n"), b"before\nready\n");
+    let (printed, mut r) = until_ready(&s, &[], &script, 60);
+    assert_eq!(printed, "before\nready\n");
     std::fs::write(&file, "after, and longer\n").unwrap();
     std::fs::write(dir.path().join("new-file"), "").unwrap();
     r.write_stdin(b"go\n");
@@ -179,15 +189,8 @@ fn host_changes_reach_a_caching_guest_at_the_next_open_and_after_the_timeout() {
             wait = if cache == "0" { "" } else { "sleep 1 &&" },
         );
         let s = Scratch::new();
-        let mut r = sekexe(&s, ["run", "--fs-cache", cache, "--", "sh", "-c", &script])
-            .timeout(Duration::from_secs(60))
-            .spawn();
-        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-        assert_eq!(
-            text(r.read_until(b"ready\n")),
-            "one\none\nhere\n4\nready\n",
-            "{cache}"
-        );
+        let (printed, mut r) = until_ready(&s, &["--fs-cache", cache], &script, 60);
+        assert_eq!(printed, "one\none\nhere\n4\nready\n", "{cache}");
         // The same size, in place (same inode, new mtime): only the data changed.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -200,11 +203,8 @@ fn host_changes_reach_a_caching_guest_at_the_next_open_and_after_the_timeout() {
         std::fs::remove_file(d.join("gone")).unwrap();
         std::fs::write(d.join("new"), "new\n").unwrap();
         r.write_stdin(b"go\n");
-        assert_eq!(
-            text(r.read_until(b"ready\n")),
-            "two\ngee\ngone\nnew\nready\n",
-            "{cache}"
-        );
+        let text = String::from_utf8_lossy(&r.read_until(b"ready\n")).into_owned();
+        assert_eq!(text, "two\ngee\ngone\nnew\nready\n", "{cache}");
         // A stat trusts the cache for at most the timeout.
         std::fs::write(d.join("f"), "two\nand more\n").unwrap();
         r.write_stdin(b"go\n");
@@ -259,10 +259,8 @@ fn the_kernel_holds_no_host_file_the_guest_closed() {
         "cd {} && for f in f*; do read x < $f; done && echo ready && read go",
         dir.path().display()
     );
-    let mut r = sekexe(&s, ["run", "--", "sh", "-c", &script])
-        .timeout(Duration::from_secs(120))
-        .spawn();
-    assert_eq!(r.read_until(b"ready\n"), b"ready\n");
+    let (printed, mut r) = until_ready(&s, &[], &script, 120);
+    assert_eq!(printed, "ready\n");
     let kernel = kernel_pid(&s, r.pid()).expect("the kernel process");
     let held = std::fs::read_dir(format!("/proc/{kernel}/fd"))
         .unwrap()
@@ -288,10 +286,8 @@ fn a_file_the_host_replaces_under_an_overlay_still_reads() {
     let path = file.to_str().unwrap();
     let s = Scratch::new();
     let script = format!("cat {path} && echo ready && read go && cat {path}");
-    let mut r = sekexe(&s, ["run", "--overlay", "--", "sh", "-c", &script])
-        .timeout(Duration::from_secs(60))
-        .spawn();
-    assert_eq!(r.read_until(b"ready\n"), b"old\nready\n");
+    let (printed, mut r) = until_ready(&s, &["--overlay"], &script, 60);
+    assert_eq!(printed, "old\nready\n");
     let tmp = dir.path().join("f.tmp");
     std::fs::write(&tmp, "new, and longer\n").unwrap();
     std::fs::rename(&tmp, &file).unwrap();
