@@ -517,7 +517,11 @@ fn without_a_private_tmpfs_the_bound_is_watched() {
                 fill_attack(&s, MEM_MIB, script, Some(("SEKEXE_SCRATCH", "folder")));
             let err = out.stderr_str();
             assert_eq!(out.code, 125, "{script}: {out:?}");
-            assert!(err.contains("no private tmpfs"), "{out:?}");
+            assert!(
+                err.contains("without a private tmpfs for the kernel's files"),
+                "{out:?}"
+            );
+            assert_eq!(err.matches("warning").count(), 1, "one warning: {out:?}");
             assert!(err.contains("over the limit of --mem + 32 MiB"), "{out:?}");
             assert!(took < Duration::from_secs(30), "{script}: took {took:?}");
             // Checked 4 times a second: what a guest writes in a quarter second past the

@@ -110,7 +110,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
                         dir.display()
                     ),
                 ),
-                Ok(dir) => r.line(Level::Warn, "memory", &format!("guest memory goes in {} instead, which is not a tmpfs: guests run slower; set TMPDIR to a tmpfs such as /dev/shm", dir.display())),
+                Ok(dir) => r.line(Level::Warn, "memory", &format!("guest memory goes in {} instead, which is not a tmpfs: guests run slower; set TMPDIR to a tmpfs such as /dev/shm (in a container, give it room: docker run --shm-size=1g)", dir.display())),
                 Err(e) => r.line(Level::Fail, "memory", &format!("{e:#}")),
             }
         }
@@ -130,8 +130,27 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
     }
 
     match sandbox::abi_version() {
-        Some(v) if v >= 1 => r.line(Level::Ok, "landlock", &format!("ABI {v}: the kernel process may write only its scratch area and your rw volumes")),
-        _ => r.line(Level::Warn, "landlock", "not available on this host kernel: the guest can write wherever you can (needs Linux 5.13+ with landlock in the LSM list)"),
+        Some(v) if v >= 1 => r.line(
+            Level::Ok,
+            "landlock",
+            &format!(
+                "ABI {v}: the kernel process may write only its scratch area and your rw volumes"
+            ),
+        ),
+        _ => r.line(
+            Level::Warn,
+            "landlock",
+            &format!(
+                "missing ({}): the guest can write wherever you can",
+                sandbox::landlock_absence()
+            ),
+        ),
+    }
+    if rustix::process::geteuid().is_root() {
+        match sandbox::mount_namespace_absence_here() {
+            None => r.line(Level::Ok, "mounts", "the kernel process sees every host mount read-only but its writable places"),
+            Some(why) => r.line(Level::Warn, "mounts", &format!("no mount namespace ({why}): host mounts are not made read-only for the kernel process; Landlock is what keeps its writes out")),
+        }
     }
 
     match crate::net::find_user_backend() {

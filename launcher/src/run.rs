@@ -79,9 +79,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if scratch.host_folder().is_some() {
         memory::check_room(&memory_dir, cfg.mem)?;
     }
-    if let Some(w) = &scratch.warning {
-        eprintln!("sekexe: warning: {w}");
-    }
     // Disks go on the kernel command line, which cannot carry spaces, ',' or ':': link them
     // from the run folder under plain names.
     let disk_links = run_dir.link_disks(&disks)?;
@@ -345,6 +342,9 @@ fn sandbox(
         eprintln!(
             "sekexe: warning: --no-sandbox: the guest can write to the host with your rights"
         );
+        if let Some(w) = &scratch.withheld {
+            eprintln!("sekexe: warning: without {w}");
+        }
         return Ok(Sandbox::none());
     }
     let volumes: Vec<PathBuf> = cfg
@@ -373,6 +373,7 @@ fn sandbox(
         allow_tcp: network.kernel_tcp,
         net_admin: network.tap,
         sockets: network.kernel_sockets,
+        withheld: scratch.withheld.iter().cloned().collect(),
     };
     let sandbox = Sandbox::prepare(&plan)?;
     if let Some(w) = &sandbox.warning {

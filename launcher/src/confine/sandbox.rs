@@ -42,6 +42,7 @@ use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, RestrictionStatus,
     Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
+use rustix::thread::CapabilitySet;
 
 /// The newest Landlock ABI sekexe knows how to use.
 const BEST_ABI: ABI = ABI::V6;
@@ -73,6 +74,9 @@ pub struct Plan {
     pub net_admin: bool,
     /// The sockets it may make.
     pub sockets: Sockets,
+    /// Layers set up elsewhere that this host withheld (the scratch tmpfs), said in the
+    /// same warning as the sandbox's own.
+    pub withheld: Vec<String>,
 }
 
 /// Which sockets a confined process may make.
@@ -131,7 +135,8 @@ impl Sandbox {
     /// Prepares everything that allocates or opens files, in the parent.
     pub fn prepare(plan: &Plan) -> Result<Sandbox> {
         let mut summary = Vec::new();
-        let mut warning = None;
+        // Layers this host withholds, said together in one warning.
+        let mut missing: Vec<String> = plan.withheld.clone();
         let mut writable: Vec<String> = Vec::new();
         if !plan.writable_fds.is_empty() {
             writable.push("its private scratch tmpfs".into());
@@ -154,7 +159,10 @@ impl Sandbox {
                 Some(ruleset)
             }
             None => {
-                warning = Some("Landlock is not available on this host kernel: the guest can write wherever you can, and the bound on what it makes the host hold does not apply (see 'sekexe doctor')".to_string());
+                missing.push(format!(
+                    "Landlock ({}): the guest can write wherever you can, and the bound on what it makes the host hold does not apply",
+                    landlock_absence()
+                ));
                 None
             }
         };
@@ -168,13 +176,6 @@ impl Sandbox {
             .into(),
         );
         summary.push("seccomp: no io_uring, IPC objects, keyrings or handle-based opens".into());
-        if plan.sockets == Sockets::Any {
-            let w = "this network mode needs unix stream sockets in the kernel's confinement: a hostile guest kernel could connect to your unix sockets (--net user avoids it)";
-            warning = Some(match warning {
-                Some(earlier) => format!("{earlier}; {w}"),
-                None => w.to_string(),
-            });
-        }
         if !plan.user_writable {
             summary.push("seccomp: chmod, chown, utimes and xattr calls denied".into());
         }
@@ -182,32 +183,77 @@ impl Sandbox {
 
         let root = rustix::process::geteuid().is_root();
         let (mounts, drop_caps) = if root {
-            let mut writable = plan.writable.clone();
-            writable.extend(plan.writable_files.iter().cloned());
-            let mounts = ReadOnlyMounts::plan(&writable)?;
-            summary.push(format!(
-                "mount namespace: {} host mounts read-only",
-                mounts.read_only.len()
-            ));
+            let effective = rustix::thread::capabilities(None)
+                .map(|c| c.effective)
+                .unwrap_or(CapabilitySet::empty());
+            let mounts = match mount_namespace_absence(effective) {
+                None => {
+                    let mut writable = plan.writable.clone();
+                    writable.extend(plan.writable_files.iter().cloned());
+                    let mounts = ReadOnlyMounts::plan(&writable)?;
+                    summary.push(format!(
+                        "mount namespace: {} host mounts read-only",
+                        mounts.read_only.len()
+                    ));
+                    Some(mounts)
+                }
+                Some(why) => {
+                    missing.push(format!(
+                        "a mount namespace ({why}): host mounts are not made read-only{}",
+                        if landlock.is_some() {
+                            " (Landlock still keeps its writes out of them)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    None
+                }
+            };
             let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())
                 .unwrap_or(40);
-            let drop: Vec<u32> = (0..=last)
-                .filter(|c| !(KEPT_CAPS.contains(c) || plan.net_admin && *c == CAP_NET_ADMIN))
-                .collect();
-            summary.push("capabilities: only file access kept".into());
-            (Some(mounts), drop)
+            let bounding =
+                bounding_set(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+            let drop = caps_to_drop(last, bounding, plan.net_admin);
+            if drop.is_empty() || effective.contains(CapabilitySet::SETPCAP) {
+                summary.push("capabilities: only file access kept".into());
+                (mounts, drop)
+            } else {
+                missing.push(format!(
+                    "a smaller capability set (no CAP_SETPCAP here to drop {} capabilities): the kernel process keeps this root's capabilities",
+                    drop.len()
+                ));
+                (mounts, Vec::new())
+            }
         } else {
             (None, Vec::new())
         };
+        let mut warnings = Vec::new();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "this host withholds {} of the kernel's confinement: without {}",
+                if missing.len() == 1 {
+                    "a layer"
+                } else {
+                    "layers"
+                },
+                missing.join("; without ")
+            ));
+        }
+        if plan.sockets == Sockets::Any {
+            warnings.push("this network mode needs unix stream sockets in the kernel's confinement: a hostile guest kernel could connect to your unix sockets (--net user avoids it)".into());
+        }
+        if !missing.is_empty() {
+            warnings.push("see 'sekexe doctor'".into());
+        }
         Ok(Sandbox {
             landlock,
             seccomp,
             mounts,
             drop_caps,
             summary,
-            warning,
+            warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
         })
     }
 
@@ -234,6 +280,109 @@ impl Sandbox {
             seccompiler::apply_filter(filter).map_err(|e| std::io::Error::other(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// Whether this process runs under a seccomp filter (a container's, a sandbox's): then a
+/// layer the kernel offers may still be refused, and is probed before it is counted on.
+fn under_seccomp_filter() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| status_field(&s, "Seccomp:").is_some_and(|v| v != "0"))
+        .unwrap_or(false)
+}
+
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+}
+
+/// The capability bounding set, from /proc/self/status text; all capabilities when unknown.
+fn bounding_set(status: &str) -> u64 {
+    status_field(status, "CapBnd:")
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(!0)
+}
+
+/// The capabilities up to `last` to drop from a bounding set: every one it holds but file
+/// access (and network admin for a tap device). Dropping needs CAP_SETPCAP, so those it
+/// lacks already are left alone.
+fn caps_to_drop(last: u32, bounding: u64, net_admin: bool) -> Vec<u32> {
+    (0..=last.min(63))
+        .filter(|c| bounding & (1 << c) != 0)
+        .filter(|c| !(KEPT_CAPS.contains(c) || net_admin && *c == CAP_NET_ADMIN))
+        .collect()
+}
+
+/// Why root cannot give the kernel process a mount namespace of its own, `None` when it can.
+fn mount_namespace_absence(effective: CapabilitySet) -> Option<&'static str> {
+    if !effective.contains(CapabilitySet::SYS_ADMIN) {
+        return Some("no CAP_SYS_ADMIN here, as in a container");
+    }
+    if under_seccomp_filter() && !can_unshare_mounts() {
+        return Some("a seccomp filter on sekexe forbids it, as in a container");
+    }
+    None
+}
+
+/// Why root here cannot give the kernel process a mount namespace (for `sekexe doctor`).
+pub fn mount_namespace_absence_here() -> Option<&'static str> {
+    let effective = rustix::thread::capabilities(None)
+        .map(|c| c.effective)
+        .unwrap_or(CapabilitySet::empty());
+    mount_namespace_absence(effective)
+}
+
+/// Tries unshare(CLONE_NEWNS) in a short-lived child.
+fn can_unshare_mounts() -> bool {
+    // SAFETY: the child only makes raw system calls (unshare, _exit) before it ends, which is
+    // safe after fork even in a threaded process; the parent reaps it.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::_exit(if libc::unshare(libc::CLONE_NEWNS) == 0 {
+                0
+            } else {
+                1
+            });
+        }
+        if pid < 0 {
+            return false;
+        }
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return false;
+            }
+        }
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+}
+
+/// Why Landlock is missing, from what its ABI query answers.
+pub fn landlock_absence() -> &'static str {
+    // SAFETY: as in abi_version: a query that touches no memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    landlock_reason(rc, errno, under_seccomp_filter())
+}
+
+fn landlock_reason(rc: libc::c_long, errno: Option<i32>, filtered: bool) -> &'static str {
+    match (rc, errno) {
+        (r, _) if r > 0 => "available",
+        (_, Some(libc::EOPNOTSUPP)) => "turned off in this host kernel: add landlock to its lsm= boot option",
+        (_, Some(libc::EPERM)) | (_, Some(libc::ENOSYS)) if filtered => {
+            "a seccomp filter on sekexe forbids it, as in a container whose profile predates Landlock"
+        }
+        _ => "not in this host kernel, which predates 5.13 or was built without it",
     }
 }
 
@@ -658,6 +807,47 @@ fn unescape(field: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_capabilities_the_bounding_set_holds_are_dropped() {
+        // Docker's default set: chown, dac_override, fowner, fsetid, kill, setgid, setuid,
+        // setpcap, net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap.
+        let status = "Name:\tsekexe\nCapBnd:\t00000000a80425fb\nSeccomp:\t2\n";
+        let bounding = bounding_set(status);
+        assert_eq!(bounding, 0xa80425fb);
+        assert_eq!(
+            caps_to_drop(40, bounding, false),
+            vec![5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
+        );
+        // A host root holds them all: everything but file access goes, and net admin only
+        // without a tap device.
+        let all = caps_to_drop(40, bounding_set("CapBnd:\t000001ffffffffff\n"), false);
+        assert_eq!(all.len(), 41 - KEPT_CAPS.len());
+        assert!(all.contains(&CAP_NET_ADMIN));
+        assert!(!caps_to_drop(40, !0, true).contains(&CAP_NET_ADMIN));
+        // Unknown: assume all held, so the drop is attempted rather than skipped.
+        assert_eq!(bounding_set("Name:\tx\n"), !0);
+        assert_eq!(status_field(status, "Seccomp:"), Some("2"));
+    }
+
+    #[test]
+    fn a_missing_landlock_is_explained_by_its_errno() {
+        let has = |rc, errno, filtered, word: &str| {
+            let why = landlock_reason(rc, errno, filtered);
+            assert!(why.contains(word), "{rc} {errno:?} {filtered}: {why}");
+        };
+        has(6, None, true, "available");
+        has(-1, Some(libc::EOPNOTSUPP), false, "lsm=");
+        has(-1, Some(libc::EPERM), true, "seccomp filter");
+        has(-1, Some(libc::ENOSYS), true, "seccomp filter");
+        has(-1, Some(libc::ENOSYS), false, "5.13");
+    }
+
+    #[test]
+    fn root_without_cap_sys_admin_gets_no_mount_namespace() {
+        let why = mount_namespace_absence(CapabilitySet::CHOWN | CapabilitySet::SETPCAP);
+        assert!(why.unwrap().contains("CAP_SYS_ADMIN"));
+    }
 
     #[test]
     fn a_chroot_of_a_plain_folder_has_no_root_mount() {

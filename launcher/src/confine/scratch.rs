@@ -51,8 +51,8 @@ pub struct Scratch {
     mem: u64,
     /// The host folder, when the area is not a private tmpfs.
     host_folder: Option<PathBuf>,
-    /// What the user should know when it is not (printed once the run is sure to start).
-    pub warning: Option<String>,
+    /// The layer the host withheld when it is not, for the sandbox's warning: "without ...".
+    pub withheld: Option<String>,
     /// The kernel process, once started.
     kernel: std::cell::Cell<Option<i32>>,
 }
@@ -79,7 +79,7 @@ impl Scratch {
                 dir: reopen(&root)?,
                 mem,
                 host_folder: None,
-                warning: None,
+                withheld: None,
                 kernel: Default::default(),
             }),
             Err(e) => {
@@ -92,15 +92,15 @@ impl Scratch {
                     Mode::empty(),
                 )
                 .with_context(|| format!("open {}", units::shown(&folder)))?;
-                let warning = format!(
-                    "no private tmpfs for the kernel's files ({e:#}); they go to {}, where the guest could fill the host's memory or disk until sekexe notices (it checks 4 times a second)",
+                let withheld = format!(
+                    "a private tmpfs for the kernel's files ({e:#}): they go to {}, where the guest could fill the host's memory or disk until sekexe notices (it checks 4 times a second)",
                     units::shown(&folder)
                 );
                 Ok(Scratch {
                     dir,
                     mem,
                     host_folder: Some(folder),
-                    warning: Some(warning),
+                    withheld: Some(withheld),
                     kernel: Default::default(),
                 })
             }
@@ -344,7 +344,7 @@ fn child_make_tmpfs(
     // SAFETY: unshare takes integer flags only.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
         return Err(std::io::Error::last_os_error())
-            .context("unshare (are user namespaces disabled?)");
+            .context("unshare (user namespaces are disabled, or a seccomp filter forbids them)");
     }
     for (file, text) in [
         (c"/proc/self/setgroups", "deny"),

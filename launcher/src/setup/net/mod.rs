@@ -200,6 +200,8 @@ impl Network {
                 } else {
                     Sockets::Any
                 },
+                // The kernel's sandbox already said what this host withholds.
+                withheld: Vec::new(),
             })?)
         } else {
             None
