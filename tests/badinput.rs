@@ -142,6 +142,10 @@ fn every_malformed_value_is_one_line_and_125() {
     let mut c = case(&["run", "--", "true"], "SEKEXE_INIT");
     c.env.push(("SEKEXE_INIT", "/no/such/init".into()));
     cases.push(c);
+    // a guest-init linked dynamically (a plain `cargo build` makes one): it would die as PID 1
+    let mut c = case(&["run", "--", "true"], "dynamically linked");
+    c.env.push(("SEKEXE_INIT", "/bin/true".into()));
+    cases.push(c);
 
     for c in &cases {
         let mut cmd = sekexe(&s, &c.args);
@@ -221,4 +225,24 @@ fn a_megabyte_of_environment() {
     let out = cmd.run();
     assert_eq!(out.ok(), String::from_utf8_lossy(&md5.stdout));
     s.assert_clean();
+}
+
+#[test]
+fn help_names_every_environment_variable_sekexe_reads() {
+    // Promise: `--help` (and `run --help`) says which variables change what sekexe does.
+    let s = unprivileged();
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let help = sekexe(&s, args).run().ok();
+        for var in [
+            "SEKEXE_KERNEL",
+            "SEKEXE_INIT",
+            "SEKEXE_CACHE",
+            "TMPDIR",
+            "XDG_STATE_HOME",
+            "SHELL",
+            "TERM",
+        ] {
+            assert!(help.contains(&format!("\n  {var} ")), "{args:?}: {var}: {help}");
+        }
+    }
 }

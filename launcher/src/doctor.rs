@@ -1,9 +1,8 @@
 //! `sekexe doctor`: checks this host for everything sekexe needs, and says how to fix each
 //! problem. Ends with a real test run when nothing blocks one.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -67,7 +66,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
     };
 
     let init = match paths::guest_init() {
-        Ok(p) => match is_static(&p) {
+        Ok(p) => match paths::is_static(&p) {
             Ok(true) => {
                 r.line(
                     Level::Ok,
@@ -192,29 +191,6 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(if r.worst == Level::Fail { 1 } else { 0 })
-}
-
-/// A static executable has no PT_INTERP program header.
-fn is_static(path: &Path) -> std::io::Result<bool> {
-    let mut head = Vec::new();
-    std::fs::File::open(path)?
-        .take(64 * 1024)
-        .read_to_end(&mut head)?;
-    let bad = || std::io::Error::other("not a 64-bit little-endian ELF file");
-    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
-        return Err(bad());
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    for i in 0..phnum {
-        let at = phoff + i * phentsize;
-        let p_type = head.get(at..at + 4).ok_or_else(bad)?;
-        if u32::from_le_bytes(p_type.try_into().unwrap()) == 3 {
-            return Ok(false); // PT_INTERP
-        }
-    }
-    Ok(true)
 }
 
 /// UML runs the guest's processes under ptrace. Yama's scope 3 forbids it, and so do some

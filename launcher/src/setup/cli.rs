@@ -25,7 +25,17 @@ Examples:
   sekexe doctor                          check this host
 
 Exit status: the command's own; 128+N if it was killed by signal N; 124 on timeout;
-125 if sekexe or the guest failed; 126 if the command cannot be executed; 127 if not found.";
+125 if sekexe or the guest failed; 126 if the command cannot be executed; 127 if not found.
+
+Environment:
+  SEKEXE_KERNEL    the kernel to boot when --kernel is not given
+  SEKEXE_INIT      the guest-init binary (static) to boot instead of the installed one
+  SEKEXE_CACHE     the cache of built kernels (default $XDG_CACHE_HOME/sekexe, ~/.cache/sekexe)
+  TMPDIR           where run folders and guest memory go (default /dev/shm, else /tmp)
+  XDG_STATE_HOME   kernel logs of failed runs go to its sekexe/logs (~/.local/state/...)
+  SHELL            the shell `sekexe run` starts with no command
+  TERM             passed to the guest with -t (the terminal type)
+  The command's environment is the caller's (see -e, --clear-env).";
 
 #[derive(Parser, Debug)]
 #[command(

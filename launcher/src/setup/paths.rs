@@ -1,5 +1,6 @@
 //! Where sekexe finds its parts on the host: guest-init, the cache, the project's kernel.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::units;
@@ -64,6 +65,20 @@ pub const SYSTEM_KERNEL: &str = "/var/cache/sekexe/kernels/linux";
 /// guest-init: `$SEKEXE_INIT`, next to the sekexe binary, in an installed `lib/sekexe`, or
 /// where cargo builds it for the musl target.
 pub fn guest_init() -> Result<PathBuf> {
+    let init = find_guest_init()?;
+    match is_static(&init) {
+        Ok(true) => Ok(init),
+        Ok(false) => bail!(
+            "guest-init {} is dynamically linked: it runs as PID 1 before any library path \
+             exists; build it for musl ('cargo build --release -p sekexe-init --target \
+             x86_64-unknown-linux-musl', which scripts/build does)",
+            units::shown(&init)
+        ),
+        Err(e) => bail!("guest-init {}: {e}", units::shown(&init)),
+    }
+}
+
+fn find_guest_init() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SEKEXE_INIT").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -100,6 +115,29 @@ pub fn guest_init() -> Result<PathBuf> {
          (scripts/sekexe does it for you), or set SEKEXE_INIT",
         units::shown(&exe)
     )
+}
+
+/// A static executable has no PT_INTERP program header.
+pub fn is_static(path: &Path) -> std::io::Result<bool> {
+    let mut head = Vec::new();
+    std::fs::File::open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    let bad = || std::io::Error::other("not a 64-bit little-endian ELF file");
+    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let p_type = head.get(at..at + 4).ok_or_else(bad)?;
+        if u32::from_le_bytes(p_type.try_into().unwrap()) == 3 {
+            return Ok(false); // PT_INTERP
+        }
+    }
+    Ok(true)
 }
 
 fn absolute(p: &Path) -> PathBuf {
