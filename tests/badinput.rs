@@ -242,7 +242,10 @@ fn help_names_every_environment_variable_sekexe_reads() {
             "SHELL",
             "TERM",
         ] {
-            assert!(help.contains(&format!("\n  {var} ")), "{args:?}: {var}: {help}");
+            assert!(
+                help.contains(&format!("\n  {var} ")),
+                "{args:?}: {var}: {help}"
+            );
         }
     }
 }

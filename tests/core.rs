@@ -322,6 +322,41 @@ fn not_found_is_127_and_not_executable_is_126() {
 }
 
 #[test]
+fn a_command_hidden_by_the_guests_own_tmp_gets_a_hint() {
+    // Promise: a script under the host's /tmp, run from elsewhere, is not found in the guest
+    // (its /tmp is its own), and the message says so and names the -v that shares it; with
+    // that -v it runs.
+    let s = unprivileged();
+    let dir = tempfile::Builder::new()
+        .prefix("sekexe-hint-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = script(dir.path(), "s.sh", "#!/bin/sh\necho ran\n");
+    let script = script.to_str().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let out = sekexe(&s, ["run", "--", script]).cwd("/").run();
+    assert_eq!(out.code, 127, "{out:?}");
+    assert_eq!(
+        out.stderr_str(),
+        format!("sekexe: {script}: command not found (the guest has its own /tmp, which hides the host's {script}: share its folder with -v {folder})\n")
+    );
+    let out = sekexe(&s, ["run", "-v", folder, "--", script])
+        .cwd("/")
+        .run();
+    assert_eq!(out.ok(), "ran\n");
+    // A missing path under /tmp is only not found: no hint about a file that is not there.
+    let out = sekexe(&s, ["run", "--", "/tmp/no-such-sekexe-script"])
+        .cwd("/")
+        .run();
+    assert_eq!(
+        out.stderr_str(),
+        "sekexe: /tmp/no-such-sekexe-script: command not found\n"
+    );
+    s.assert_clean();
+}
+
+#[test]
 fn a_failing_guest_is_125_with_the_kernel_console() {
     let s = Scratch::new();
     // An init that is not guest-init: it exits at once, the kernel panics.

@@ -471,6 +471,11 @@ fn conclude(
         command: &argv0,
     });
     let mut message = verdict.message.unwrap_or_default();
+    if matches!(verdict.code, 126 | 127) && !message.is_empty() {
+        if let Some(hint) = cfg.hidden_command_hint() {
+            message = format!("{message} ({hint})");
+        }
+    }
     if verdict.unreported {
         let kernel = session.uml.try_wait();
         let why = if !run_dir.path().is_dir() {

@@ -369,6 +369,45 @@ fn check_mount_point(guest: &Path, guest_root: &Path) -> Result<()> {
     )
 }
 
+impl RunConfig {
+    /// When the command is a path the guest cannot see because one of its own tmpfs folders
+    /// (`/tmp`, `/run`, ...) covers the host's, though the file exists on the host: a hint
+    /// for a 126 or 127, naming the folder and the `-v` that shares it.
+    pub fn hidden_command_hint(&self) -> Option<String> {
+        if self.root.is_some() {
+            return None;
+        }
+        let argv0 = Path::new(std::ffi::OsStr::from_bytes(self.argv.first()?));
+        if !argv0.as_os_str().as_bytes().contains(&b'/') {
+            return None;
+        }
+        let path = self.cwd.join(argv0);
+        // guest-init shows a working directory under a guest tmpfs from the host.
+        let cwd_shown = covering_guest_tmpfs(&self.cwd, &[]).map(|_| self.cwd.as_path());
+        let visible: Vec<&Path> = cwd_shown
+            .into_iter()
+            .chain(self.volumes.iter().map(|v| v.guest.as_path()))
+            .collect();
+        let covering = covering_guest_tmpfs(&path, &visible)?;
+        std::fs::symlink_metadata(&path).ok()?;
+        let folder = path.parent().unwrap_or(&path);
+        Some(format!(
+            "the guest has its own {covering}, which hides the host's {}: share its folder with -v {}",
+            units::shown(&path),
+            units::shown(folder)
+        ))
+    }
+}
+
+/// The guest tmpfs folder that covers `path`, unless `path` lies in a folder the guest sees
+/// from the host anyway (`visible`: the working directory, volumes).
+fn covering_guest_tmpfs(path: &Path, visible: &[&Path]) -> Option<&'static str> {
+    let covering = GUEST_TMPFS_DIRS
+        .iter()
+        .find(|d| path.starts_with(d) && path != Path::new(d))?;
+    (!visible.iter().any(|v| path.starts_with(v))).then_some(*covering)
+}
+
 /// `FILE[:ro]`.
 pub fn parse_disk(spec: &str, caller: &Caller) -> Result<DiskSpec> {
     let (file, writable) = match spec.strip_suffix(":ro") {
@@ -530,6 +569,20 @@ pub fn parse_user(spec: &str) -> Result<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_path_under_a_guest_tmpfs_is_hidden_unless_shared() {
+        let p = Path::new;
+        assert_eq!(
+            covering_guest_tmpfs(p("/tmp/w/s.sh"), &[p("/home/u")]),
+            Some("/tmp")
+        );
+        assert_eq!(covering_guest_tmpfs(p("/run/user/1/x"), &[]), Some("/run"));
+        assert_eq!(covering_guest_tmpfs(p("/var/tmp/x"), &[]), Some("/var/tmp"));
+        assert_eq!(covering_guest_tmpfs(p("/tmp/w/s.sh"), &[p("/tmp/w")]), None);
+        assert_eq!(covering_guest_tmpfs(p("/tmpx/s.sh"), &[]), None);
+        assert_eq!(covering_guest_tmpfs(p("/usr/bin/true"), &[]), None);
+    }
+
     use super::*;
     use clap::Parser;
 
