@@ -3,6 +3,7 @@
 //! it is missing, it fails there as the check predicts. So a kernel that lies, or a check that
 //! misreads one, fails here. (The README's "What the guest has and lacks" table is this file.)
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -347,4 +348,122 @@ fn a_one_cpu_guests_kernel_stays_on_one_host_cpu_unless_told_not_to() {
         }
         s.assert_clean();
     }
+}
+
+#[test]
+fn result_file_tells_how_each_run_ended() {
+    // Promise: --result FILE holds one JSON object saying how the run ended, for a success,
+    // a kill by signal, a timeout, a crashed guest and bad input, matching the exit status.
+    let s = unprivileged();
+    let dir = tempfile::Builder::new()
+        .prefix("sekexe-result-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = dir.path().join("result.json");
+    let result = |args: &[&str]| {
+        let _ = std::fs::remove_file(&file);
+        let mut all = vec!["run", "--result", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = sekexe(&s, &all).run();
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{args:?}: no result ({e}): {out:?}"));
+        assert!(text.ends_with("}\n") && text.lines().count() == 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["exit_code"], out.code, "{args:?}: {text}");
+        assert_eq!(v["version"], 1);
+        (out, v)
+    };
+
+    let (_, v) = result(&["--", "sh", "-c", "exit 3"]);
+    assert_eq!(v["signal"], serde_json::Value::Null);
+    assert_eq!(
+        (v["failed"].as_bool(), v["timed_out"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(v["message"], serde_json::Value::Null);
+    let kernel = &v["kernel"];
+    assert!(kernel["path"].as_str().unwrap().starts_with('/'), "{v}");
+    assert!(
+        kernel["release"].as_str().is_some_and(|r| r.contains('.')),
+        "{v}"
+    );
+    assert!(
+        ["seccomp", "ptrace"].contains(&kernel["userspace"].as_str().unwrap()),
+        "{v}"
+    );
+    assert_eq!(kernel["cpus"], 1);
+    for phase in [
+        "launcher",
+        "kernel_boot",
+        "guest_setup",
+        "command",
+        "power_off",
+        "total",
+    ] {
+        assert!(
+            v["timeline_ms"][phase].as_f64().is_some_and(|ms| ms >= 0.0),
+            "{phase}: {v}"
+        );
+    }
+    // The guest's memory is the bulk of the kernel's resident set: more than the 16 MiB
+    // the command touches, less than the host.
+    let touched = 16u64 << 20;
+    let (_, v) = result(&[
+        "--",
+        "sh",
+        "-c",
+        "head -c 16M /dev/zero | tr '\\0' x > /tmp/f",
+    ]);
+    let rss = v["peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss > touched && rss < 64 << 30, "{v}");
+
+    let (out, v) = result(&["--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.code, 137);
+    assert_eq!(v["signal"], 9);
+    assert_eq!(v["failed"], false);
+
+    let (out, v) = result(&["--timeout", "1", "--", "sleep", "30"]);
+    assert_eq!(out.code, 124);
+    assert_eq!(v["timed_out"], true);
+
+    let (out, v) = result(&["--", "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 30"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_eq!(v["failed"], true);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("crashed its own kernel"),
+        "{v}"
+    );
+    let log = v["log"].as_str().expect("the kept log");
+    assert!(
+        std::fs::read_to_string(log).unwrap().contains("sysrq"),
+        "{log}"
+    );
+
+    let (out, v) = result(&["-w", "/no/such/dir", "--", "true"]);
+    assert_eq!(out.code, 125);
+    assert_eq!(v["failed"], true);
+    assert!(v["message"].as_str().unwrap().contains("-w DIR"), "{v}");
+    assert_eq!(v["kernel"], serde_json::Value::Null);
+
+    // A result in a folder that does not exist is refused before the run.
+    let out = sekexe(
+        &s,
+        ["run", "--result", "/no/such/folder/r.json", "--", "true"],
+    )
+    .run();
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr_str().contains("no such folder /no/such/folder"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only result.json"
+    );
+    s.assert_clean();
 }

@@ -24,7 +24,7 @@ mod setup;
 // Short paths for the modules the others use (crate::kernel, crate::sandbox, ...).
 use confine::{sandbox, scratch, seccomp};
 use kernels::{calibration, cmdline, diagnose, kconfig, kernel, kernelcmd, userspace};
-use runio::{console, placement, sentinel, session, signals, terminal, uml, verdict};
+use runio::{console, placement, report, sentinel, session, signals, terminal, uml, verdict};
 use setup::{cachekey, cli, config, memory, net, overlaydir, paths, rundir, safefile, units};
 
 use std::sync::OnceLock;
@@ -85,7 +85,7 @@ fn usage_error_line(rendered: &str) -> String {
 }
 
 /// io::Error text ends in " (os error N)", which tells users nothing the words did not.
-fn without_errno_numbers(text: &str) -> String {
+pub fn without_errno_numbers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(" (os error ") {

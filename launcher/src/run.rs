@@ -13,9 +13,10 @@ use crate::cmdline::{self, BootParams};
 use crate::config::{Caller, OverlayChoice, RunConfig};
 use crate::net::{self, Forwarder, Network};
 use crate::overlaydir::OverlayDir;
+use crate::report::{self, KernelInfo, Report};
 use crate::sandbox::{Plan, Sandbox};
 use crate::scratch::Scratch;
-use crate::session::{Io, Options, Session};
+use crate::session::{self, Io, Options, Session};
 use crate::uml::{self, KernelCwd, Spawn, Uml};
 use crate::{
     calibration, diagnose, kernel, memory, paths, placement, rundir, signals, terminal, units,
@@ -26,7 +27,59 @@ use crate::{
 const CONSOLE_TAIL: usize = 20;
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let cfg = RunConfig::from_args(args, &Caller::current())?;
+    let caller = Caller::current();
+    let Some(path) = args.result.clone() else {
+        return run_reporting(args, &caller, &mut None);
+    };
+    let path = result_path(&path, &caller)?;
+    let mut report = Some(Report::new());
+    let outcome = run_reporting(args, &caller, &mut report);
+    let mut report = report.unwrap_or_default();
+    match &outcome {
+        Ok(code) => report.exit_code = *code,
+        Err(e) => {
+            report.exit_code = sekexe_wire::ExitCode::Failed.code();
+            report.failed = true;
+            report.message = Some(crate::without_errno_numbers(&format!("{e:#}")));
+        }
+    }
+    if let Some(&start) = crate::STARTED.get() {
+        report.timeline_ms.total = Some((ms_between(start, Instant::now()) * 1e3).round() / 1e3);
+    }
+    report.write(&path)?;
+    outcome
+}
+
+/// `--result FILE` made absolute, in a folder that exists (checked before the run, so a
+/// typo costs no run).
+fn result_path(given: &Path, caller: &Caller) -> Result<PathBuf> {
+    let path = match (given.is_absolute(), &caller.cwd) {
+        (true, _) => given.to_path_buf(),
+        (false, Ok(cwd)) => cwd.join(given),
+        (false, Err(e)) => anyhow::bail!(
+            "--result {}: cannot read the current directory ({e}): give an absolute path",
+            units::shown(given)
+        ),
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if path.file_name().is_none() || path.is_dir() {
+        anyhow::bail!(
+            "--result {}: a folder; name a file to write the JSON result to",
+            units::shown(&path)
+        );
+    }
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--result {}: no such folder {} (create it, or name a file in an existing one)",
+            units::shown(&path),
+            units::shown(dir)
+        );
+    }
+    Ok(path)
+}
+
+fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) -> Result<u8> {
+    let cfg = RunConfig::from_args(args, caller)?;
     let kernel = kernel::select(cfg.kernel.as_deref())?;
     net::check_kernel(&cfg.net.mode, &kernel.config)?;
     let offers = userspace::KernelOffers {
@@ -39,6 +92,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
         eprintln!("sekexe: warning: {w}");
     }
     let userspace_words = choice.words(offers);
+    if let Some(r) = report.as_mut() {
+        r.kernel = Some(KernelInfo {
+            path: kernel.path.clone(),
+            source: kernel.source.describe().to_string(),
+            release: crate::kernelcmd::version(&kernel.path),
+            userspace: format!("{:?}", choice.userspace).to_lowercase(),
+            cpus: choice.cpus,
+        });
+    }
     if cfg.cgroups == sekexe_wire::Cgroups::V1 {
         let missing = kernel.config.missing_v1_hierarchies();
         if !missing.is_empty() {
@@ -237,13 +299,20 @@ pub fn run(args: RunArgs) -> Result<u8> {
         umid: &umid,
         memory_dir: &memory_dir,
     };
-    let code = conclude(&cfg, &run_dir, &mut session, &failure);
+    let code = conclude(&cfg, &run_dir, &mut session, &failure, report);
     if cfg.debug {
         print_timeline(&session);
     }
     if cfg.keep {
         run_dir.keep(session.status.as_ref().and_then(|s| s.as_ref().ok()));
         eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
+    }
+    if let Some(r) = report.as_mut() {
+        r.timeline_ms = timeline(&session);
+        r.peak_rss_bytes = report::children_peak_rss();
+        if cfg.keep {
+            r.run_folder = Some(run_dir.path().to_path_buf());
+        }
     }
     Ok(code)
 }
@@ -455,6 +524,7 @@ fn conclude(
     run_dir: &rundir::RunDir,
     session: &mut Session,
     failure: &Failure,
+    report: &mut Option<Report>,
 ) -> u8 {
     let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
     if session.interruption.is_none() {
@@ -494,15 +564,44 @@ fn conclude(
         };
         message = format!("{message}: {why}");
     }
-    if verdict.show_console {
-        guest_failure(session, failure, &message);
-    } else if !message.is_empty() {
-        eprintln!("sekexe: {message}");
+    let log = if verdict.show_console {
+        guest_failure(session, failure, &message)
+    } else {
+        if !message.is_empty() {
+            eprintln!("sekexe: {message}");
+        }
+        None
+    };
+    if let Some(r) = report.as_mut() {
+        if let Some(Ok(status)) = &session.status {
+            if let sekexe_wire::Outcome::Signaled {
+                signal,
+                core_dumped,
+            } = status.outcome
+            {
+                r.signal = Some(signal);
+                r.core_dumped = core_dumped;
+            }
+        }
+        r.timed_out = session.timed_out
+            || matches!(
+                session.interruption,
+                Some(session::Interruption::Unresponsive)
+            );
+        r.failed = verdict.code == sekexe_wire::ExitCode::Failed.code()
+            && !matches!(
+                &session.status,
+                Some(Ok(s)) if matches!(s.outcome, sekexe_wire::Outcome::Exited(_))
+            );
+        r.message = (!message.is_empty()).then(|| message.clone());
+        r.log = log;
     }
     verdict.code
 }
 
-fn guest_failure(session: &Session, failure: &Failure, message: &str) {
+/// Says why the guest failed, with the console's last lines; keeps the whole log and
+/// returns where.
+fn guest_failure(session: &Session, failure: &Failure, message: &str) -> Option<PathBuf> {
     eprintln!("sekexe: {message}");
     let tail = session.console.last_lines(CONSOLE_TAIL);
     if !tail.is_empty() {
@@ -516,16 +615,38 @@ fn guest_failure(session: &Session, failure: &Failure, message: &str) {
     let saved = rundir::save_failure_log(failure.logs, failure.umid, &log)
         .or_else(|e| rundir::save_failure_log(failure.base, failure.umid, &log).map_err(|_| e));
     match saved {
-        Ok(path) => eprintln!(
-            "sekexe: full kernel log: {} (--debug shows it live)",
-            path.display()
-        ),
-        Err(e) => eprintln!("sekexe: could not keep the kernel log: {e:#}"),
+        Ok(path) => {
+            eprintln!(
+                "sekexe: full kernel log: {} (--debug shows it live)",
+                path.display()
+            );
+            Some(path)
+        }
+        Err(e) => {
+            eprintln!("sekexe: could not keep the kernel log: {e:#}");
+            None
+        }
     }
 }
 
 fn ms_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
+}
+
+/// The phases of the run, for `--result`: the same as `--debug`'s timeline.
+fn timeline(session: &Session) -> report::Timeline {
+    let e = &session.events;
+    // To the microsecond: the clocks say no more.
+    let between =
+        |a: Option<Instant>, b: Option<Instant>| Some((ms_between(a?, b?) * 1e3).round() / 1e3);
+    report::Timeline {
+        launcher: between(crate::STARTED.get().copied(), e.spawned),
+        kernel_boot: between(e.spawned, e.hello),
+        guest_setup: between(e.hello, e.started),
+        command: between(e.started, e.end),
+        power_off: between(e.end, e.exited),
+        total: None,
+    }
 }
 
 fn print_timeline(session: &Session) {

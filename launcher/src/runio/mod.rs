@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod placement;
+pub mod report;
 pub mod sentinel;
 pub mod session;
 pub mod signals;

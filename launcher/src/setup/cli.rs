@@ -29,7 +29,7 @@ Exit status: the command's own; 128+N if it was killed by signal N; 124 on timeo
 
 Environment:
   SEKEXE_KERNEL    the kernel to boot when --kernel is not given
-  SEKEXE_INIT      the guest-init binary (static) to boot instead of the installed one
+  SEKEXE_INIT      the guest-init to boot instead of the static sekexe-init found beside sekexe
   SEKEXE_CACHE     the cache of built kernels (default $XDG_CACHE_HOME/sekexe, ~/.cache/sekexe)
   TMPDIR           where run folders and guest memory go (default /dev/shm, else /tmp)
   XDG_STATE_HOME   kernel logs of failed runs go to its sekexe/logs (~/.local/state/...)
@@ -217,6 +217,11 @@ pub struct RunArgs {
     /// Show the kernel console, guest-init's steps and a boot timeline on stderr
     #[arg(long)]
     pub debug: bool,
+
+    /// Write how the run ended to FILE as one JSON object (exit code, signal, timeout, the
+    /// cause of a failure, kernel, boot timeline, peak memory, kept log): see the README
+    #[arg(long, value_name = "FILE")]
+    pub result: Option<PathBuf>,
 
     /// When a guest-init step or the command fails, open a shell in the guest before it
     /// powers off (exit the shell to end the run)

@@ -34,7 +34,28 @@ pub fn parse_mem(text: &str) -> Result<u64, String> {
             MIN_MEM >> 20
         ));
     }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    if let Some(total) = mem_total(&meminfo).filter(|&t| mem > t) {
+        // The guest kernel's page map alone takes 1/64 of --mem, touched at boot.
+        return Err(format!(
+            "more than this host's {} of memory: give at most that",
+            units::human_size(total)
+        ));
+    }
     Ok(mem)
+}
+
+/// MemTotal from /proc/meminfo text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 pub use sekexe_wire::names::DEFAULT_PATH;
 
@@ -569,6 +590,16 @@ pub fn parse_user(spec: &str) -> Result<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mem_total_is_read_from_meminfo() {
+        assert_eq!(
+            mem_total("MemTotal:       24567812 kB\nMemFree: 1 kB\n"),
+            Some(24567812 * 1024)
+        );
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: lots\n"), None);
+    }
+
     #[test]
     fn a_path_under_a_guest_tmpfs_is_hidden_unless_shared() {
         let p = Path::new;

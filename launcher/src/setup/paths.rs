@@ -62,23 +62,10 @@ pub fn project_kernel() -> Option<PathBuf> {
 /// scripts/bench build there) keeps it in the system cache.
 pub const SYSTEM_KERNEL: &str = "/var/cache/sekexe/kernels/linux";
 
-/// guest-init: `$SEKEXE_INIT`, next to the sekexe binary, in an installed `lib/sekexe`, or
-/// where cargo builds it for the musl target.
+/// guest-init: `$SEKEXE_INIT` as given (tests boot other inits with it), else the first
+/// static one next to the sekexe binary, in an installed `lib/sekexe`, or where cargo builds
+/// it for the musl target.
 pub fn guest_init() -> Result<PathBuf> {
-    let init = find_guest_init()?;
-    match is_static(&init) {
-        Ok(true) => Ok(init),
-        Ok(false) => bail!(
-            "guest-init {} is dynamically linked: it runs as PID 1 before any library path \
-             exists; build it for musl ('cargo build --release -p sekexe-init --target \
-             x86_64-unknown-linux-musl', which scripts/build does)",
-            units::shown(&init)
-        ),
-        Err(e) => bail!("guest-init {}: {e}", units::shown(&init)),
-    }
-}
-
-fn find_guest_init() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SEKEXE_INIT").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -104,10 +91,25 @@ fn find_guest_init() -> Result<PathBuf> {
             );
         }
     }
+    // A plain `cargo build` leaves a glibc sekexe-init beside sekexe: it would be found
+    // first, and with --root it dies as PID 1 for want of its libraries. Skip it for the
+    // static one; refuse when there is none.
+    let mut dynamic = None;
     for c in &candidates {
         if c.is_file() {
-            return Ok(std::fs::canonicalize(c).unwrap_or_else(|_| c.clone()));
+            if is_static(c).unwrap_or(false) {
+                return Ok(std::fs::canonicalize(c).unwrap_or_else(|_| c.clone()));
+            }
+            dynamic.get_or_insert(c);
         }
+    }
+    if let Some(d) = dynamic {
+        bail!(
+            "guest-init {} is not a static binary: build it for musl ('cargo build --release \
+             -p sekexe-init --target x86_64-unknown-linux-musl', which scripts/build does), or \
+             set SEKEXE_INIT",
+            units::shown(d)
+        );
     }
     bail!(
         "guest-init ({INIT_NAME}) not found next to {}: build it with \
