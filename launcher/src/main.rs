@@ -15,6 +15,7 @@
 // run.rs strings these together; doctor.rs checks a host.
 
 mod confine;
+mod docs;
 mod doctor;
 mod kernels;
 mod run;
@@ -59,7 +60,12 @@ fn main() {
             kernelcmd::check(path.as_deref())
         }
         cli::Command::Kernel(cli::KernelCommand::List) => kernelcmd::list(),
+        cli::Command::Kernel(cli::KernelCommand::Build { system, force }) => {
+            kernelcmd::build(system, force)
+        }
         cli::Command::Doctor(args) => doctor::doctor(args),
+        cli::Command::Completions { shell } => docs::completions(shell),
+        cli::Command::Man { dir } => docs::man_pages(&dir),
     };
     let code = match result {
         Ok(code) => code as i32,

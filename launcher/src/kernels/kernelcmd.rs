@@ -1,4 +1,4 @@
-//! `sekexe kernel check` and `sekexe kernel list`.
+//! `sekexe kernel check`, `sekexe kernel list` and `sekexe kernel build`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,6 +42,59 @@ const FIXES: &[(&str, &str, &str)] = &[
         "unpatched UML kernels with SMP (6.19+) panic when a tap transport comes up",
     ),
 ];
+
+/// The system cache every user's sekexe looks in (see kernel lookup).
+const SYSTEM_CACHE: &str = "/var/cache/sekexe";
+
+/// `sekexe kernel build`: runs the build script that ships with sekexe (installed beside it
+/// in lib/sekexe, or in the checkout it was built from), which prints the kernel's path.
+pub fn build(system: bool, force: bool) -> Result<u8> {
+    let exe = std::env::current_exe()?;
+    let script = build_script(&exe).ok_or_else(|| {
+        anyhow!(
+            "the kernel build script is not installed beside {} (lib/sekexe/scripts/build-kernel): \
+             install the sekexe package, or run scripts/build-kernel from a checkout",
+            exe.display()
+        )
+    })?;
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script);
+    if force {
+        cmd.arg("--force");
+    }
+    if system {
+        if !rustix::process::geteuid().is_root() {
+            anyhow::bail!(
+                "--system writes {SYSTEM_CACHE}, which needs root: sudo sekexe kernel build --system"
+            );
+        }
+        cmd.env("SEKEXE_CACHE", SYSTEM_CACHE);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow!("run {}: {e}", script.display()))?;
+    if !status.success() {
+        anyhow::bail!(
+            "the kernel build failed ({}): the lines above say why",
+            crate::uml::describe(status)
+        );
+    }
+    Ok(0)
+}
+
+/// The build script: installed at `<prefix>/lib/sekexe/scripts/build-kernel` beside
+/// `<prefix>/bin/sekexe`, or in the checkout whose `target/<profile>/sekexe` this is.
+fn build_script(exe: &Path) -> Option<PathBuf> {
+    let dir = exe.parent()?;
+    let installed = dir.join("../lib/sekexe/scripts/build-kernel");
+    let checkout = dir.ancestors().nth(2)?.join("scripts/build-kernel");
+    [installed, checkout].into_iter().find(|p| {
+        p.is_file()
+            && p.parent()
+                .and_then(Path::parent)
+                .is_some_and(|root| root.join("kernel-config/series").is_file())
+    })
+}
 
 /// Exit status of `kernel check` when a required feature is missing.
 pub const MISSING_REQUIRED: u8 = 1;

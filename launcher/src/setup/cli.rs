@@ -63,6 +63,19 @@ pub enum Command {
     Kernel(KernelCommand),
     /// Check this host for what sekexe needs, and say how to fix what is missing
     Doctor(DoctorArgs),
+    /// Print a shell's completion script for sekexe (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "Examples:\n  \
+        sekexe completions bash > ~/.local/share/bash-completion/completions/sekexe\n  \
+        sekexe completions zsh > ~/.zfunc/_sekexe      (with fpath+=~/.zfunc in ~/.zshrc)\n  \
+        sekexe completions fish > ~/.config/fish/completions/sekexe.fish\n\n\
+        The Debian package installs them for every user.")]
+    Completions { shell: clap_complete::Shell },
+    /// Write the manual pages (sekexe(1) and one per subcommand) into a folder
+    #[command(hide = true)]
+    Man {
+        /// The folder to write sekexe.1, sekexe-run.1, ... into
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -249,6 +262,22 @@ pub enum KernelCommand {
     },
     /// List the kernels sekexe finds and which one is the default
     List,
+    /// Build the project's recommended kernel from Debian's sources (about 10 minutes on two
+    /// cores; cached: a second build with the same inputs returns at once)
+    #[command(after_help = "Examples:\n  \
+        sekexe kernel build              into your cache; your runs use it from then on\n  \
+        sudo sekexe kernel build --system   into /var/cache/sekexe, for every user\n\n\
+        It installs the build tools it lacks with apt (through sudo when not root), fetches\n\
+        Linux from the Debian archive your apt uses, patches and configures it as\n\
+        kernel-config/ says, and prints the kernel's path.")]
+    Build {
+        /// Put it in the system cache (/var/cache/sekexe), which every user's sekexe finds
+        #[arg(long)]
+        system: bool,
+        /// Build again even when the cache has this kernel
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
