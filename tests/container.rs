@@ -19,7 +19,12 @@ use sekexe_tests::*;
 struct Daemon {
     child: Child,
     dir: tempfile::TempDir,
+    /// dockerd before 23 makes /etc/docker/key.json (0600) whatever its other folders: gone
+    /// with the daemon when it made it, or a guest run as another user could not read it.
+    made_key: bool,
 }
+
+const DOCKER_KEY: &str = "/etc/docker/key.json";
 
 impl Daemon {
     fn start() -> Daemon {
@@ -28,6 +33,7 @@ impl Daemon {
             .prefix("sekexe-docker-")
             .tempdir_in("/var/tmp")
             .unwrap();
+        let made_key = !Path::new(DOCKER_KEY).exists();
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
             .arg("--iptables=false")
@@ -48,7 +54,11 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start dockerd: scripts/setup --tests installs docker.io");
-        let d = Daemon { child, dir };
+        let d = Daemon {
+            child,
+            dir,
+            made_key,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.docker(&["info"]).status.success() {
             assert!(
@@ -95,6 +105,9 @@ impl Drop for Daemon {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+        if self.made_key {
+            let _ = std::fs::remove_file(DOCKER_KEY);
         }
     }
 }

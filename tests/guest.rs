@@ -278,15 +278,9 @@ fn volumes_are_read_only_unless_rw() {
         std::fs::read_to_string(shared.join("out")).unwrap(),
         "yes\n"
     );
-    // GUEST defaults to HOST; a folder the read-only root lacks is a clear error.
+    // GUEST defaults to HOST.
     let out = run(&s, &["run", "-v", host, "--", "cat", &format!("{host}/in")]);
     assert_eq!(out.ok(), "from the host\n");
-    let out = run(
-        &s,
-        &["run", "-v", &format!("{host}:/no/such/place"), "--", "true"],
-    );
-    assert_eq!(out.code, 125);
-    assert!(out.stderr_str().contains("--overlay"), "{out:?}");
     let out = run(
         &s,
         &[
@@ -300,6 +294,91 @@ fn volumes_are_read_only_unless_rw() {
         ],
     );
     assert_eq!(out.ok(), "from the host\n");
+    s.assert_clean();
+}
+
+#[test]
+fn a_volume_where_the_root_has_no_folder_gets_a_mount_point() {
+    // Promise: as with `docker run -v`, -v HOST:GUEST works where the host's read-only root
+    // has no GUEST (at the top and deep down), and -w into it; what the guest writes lands in
+    // HOST, the host's / is unchanged, and the rest of the root is still the host's, read-only.
+    let s = unprivileged();
+    let shared = s.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    if is_root() {
+        chown(&shared, NOBODY);
+    }
+    let host = shared.to_str().unwrap();
+    let top = "/sekexe-test-mount-point";
+    let deep = "/usr/share/sekexe-test/deep/point";
+    for p in [top, "/usr/share/sekexe-test"] {
+        assert!(!Path::new(p).exists(), "{p} exists on the host");
+    }
+    let listing = |dir: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names.join(" ")
+    };
+    let (root_before, share_before) = (listing("/"), listing("/usr/share"));
+    let script = format!(
+        "pwd; echo top > note; echo deep > {deep}/note
+         ls -A / | LC_ALL=C sort | tr '\\n' ' '; echo
+         ls -A /usr/share | LC_ALL=C sort | tr '\\n' ' '; echo
+         touch /usr/share/x 2>/dev/null && echo root-writable; touch /x 2>/dev/null && echo top-writable
+         ls /sys/class/net | grep -qx lo && echo own-sysfs
+         cat /etc/os-release | head -1"
+    );
+    let out = run(
+        &s,
+        &[
+            "run",
+            "-v",
+            &format!("{host}:{top}:rw"),
+            "-v",
+            &format!("{host}:{deep}:rw"),
+            "-w",
+            top,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let text = out.ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], top, "{text}");
+    let expected_root = format!("{root_before} {}", &top[1..]);
+    let mut expected_root: Vec<&str> = expected_root.split(' ').collect();
+    expected_root.sort();
+    assert_eq!(lines[1].trim_end(), expected_root.join(" "), "{text}");
+    let expected_share = format!("{share_before} sekexe-test");
+    let mut expected_share: Vec<&str> = expected_share.split(' ').collect();
+    expected_share.sort();
+    assert_eq!(lines[2].trim_end(), expected_share.join(" "), "{text}");
+    assert_eq!(
+        lines[3], "own-sysfs",
+        "the guest's /sys, not the host's: {text}"
+    );
+    assert_eq!(
+        lines[4],
+        std::fs::read_to_string("/etc/os-release")
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+    );
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("note")).unwrap(),
+        "deep\n"
+    );
+    assert_eq!(
+        (listing("/"), listing("/usr/share")),
+        (root_before, share_before)
+    );
     s.assert_clean();
 }
 
@@ -459,6 +538,7 @@ fn docker_runs_a_container_in_the_guest() {
     );
     let script = format!(
         "mkdir -p /var/lib/docker && mount -t tmpfs tmpfs /var/lib/docker
+         mkdir -p /etc/docker && mount -t tmpfs tmpfs /etc/docker
          dockerd --iptables=false --bridge=none > /tmp/dockerd.log 2>&1 &
          for i in $(seq 1 600); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
          docker import {} local/tiny >/dev/null || {{ tail -20 /tmp/dockerd.log; exit 1; }}

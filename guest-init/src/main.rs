@@ -15,6 +15,7 @@ mod log;
 mod modules;
 mod mounts;
 mod net;
+mod points;
 mod reaper;
 mod relay;
 mod report;
@@ -54,7 +55,7 @@ fn main() -> ! {
     let volumes = mounts::mount_volumes(&request.volumes, &mut g.log);
     g.check(volumes, "mounting volumes");
     if request.root.is_empty() {
-        let cwd = mounts::keep_cwd_visible(&request.cwd, &mut g.log);
+        let cwd = mounts::keep_cwd_visible(&request.cwd, &request.volumes, &mut g.log);
         g.check(cwd, "making the working directory visible");
     }
     let hostname = mounts::set_hostname(&request.hostname);

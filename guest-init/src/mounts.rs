@@ -251,9 +251,13 @@ pub fn mount_hostfs_lower(host: &Path, target: &Path) -> Result<()> {
 /// When the working directory lies under a folder the guest covers with a fresh tmpfs (a run
 /// started in /tmp/project, say), shows the host's folder there again, read-only, so the
 /// command starts where the caller stood.
-pub fn keep_cwd_visible(cwd: &[u8], log: &mut Log) -> Result<()> {
+pub fn keep_cwd_visible(cwd: &[u8], volumes: &[Volume], log: &mut Log) -> Result<()> {
     let cwd = Path::new(std::ffi::OsStr::from_bytes(cwd));
-    for row in EARLY.iter().filter(|r| r.hides_host) {
+    // A working directory in a volume is the volume's.
+    let in_volume = volumes
+        .iter()
+        .any(|v| cwd.starts_with(std::ffi::OsStr::from_bytes(&v.guest)));
+    for row in EARLY.iter().filter(|r| r.hides_host && !in_volume) {
         if cwd.starts_with(row.target) && cwd != Path::new(row.target) {
             mount_hostfs(cwd, cwd, true)?;
             log.step(&format!(
@@ -270,6 +274,19 @@ pub fn keep_cwd_visible(cwd: &[u8], log: &mut Log) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether guest-init mounts a file system of its own at `path` (/proc, /sys, /tmp...).
+pub fn is_guest_mount_target(path: &Path) -> bool {
+    EARLY.iter().any(|r| Path::new(r.target) == path)
+}
+
+/// Whether `path` lies beneath a folder the guest covers with a tmpfs of its own.
+pub fn under_guest_tmpfs(path: &Path) -> bool {
+    EARLY
+        .iter()
+        .filter(|r| r.hides_host)
+        .any(|r| path.starts_with(r.target) && path != Path::new(r.target))
 }
 
 /// Shows each `-v` host folder at its guest path, read-only unless asked otherwise.

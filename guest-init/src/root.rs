@@ -14,13 +14,29 @@ use sekexe_wire::{Overlay, Request};
 use crate::log::Log;
 use crate::modules;
 use crate::mounts::{self, ensure_dir};
+use crate::points;
 
 /// Scratch space for the pieces of the new root, on the early /tmp tmpfs of the old one.
 const WORK: &str = "/tmp/.sekexe-root";
 
-/// Whether the request asks for a root other than the host's read-only `/`.
+/// Whether the request asks for a root other than the host's read-only `/`: another root, an
+/// overlay, or mount points for volumes that the read-only root lacks.
 pub fn wanted(req: &Request) -> bool {
-    req.overlay != Overlay::None || !req.root.is_empty()
+    req.overlay != Overlay::None || !req.root.is_empty() || !missing_mount_points(req).is_empty()
+}
+
+/// The volumes' guest folders that the host's read-only root lacks (outside the folders the
+/// guest covers with its own tmpfs, where they can simply be made), as `docker run -v`
+/// would create them. Only for the host's own root without an overlay.
+pub fn missing_mount_points(req: &Request) -> Vec<PathBuf> {
+    if req.overlay != Overlay::None || !req.root.is_empty() {
+        return Vec::new();
+    }
+    req.volumes
+        .iter()
+        .map(|v| PathBuf::from(OsStr::from_bytes(&v.guest)))
+        .filter(|p| !mounts::under_guest_tmpfs(p) && !p.is_dir())
+        .collect()
 }
 
 /// Builds the new root and makes it the root of guest-init (and so of the command): /proc,
@@ -52,7 +68,27 @@ pub fn switch(req: &Request, log: &mut Log) -> Result<()> {
         })?;
         lower
     };
+    let missing = missing_mount_points(req);
     let new_root = match &req.overlay {
+        Overlay::None if !missing.is_empty() => {
+            let top = work.join("points");
+            ensure_dir(&top)?;
+            mount("tmpfs", &top, "tmpfs", MountFlags::empty(), c"mode=0755")
+                .context("mount the tmpfs for the volumes' mount points")?;
+            points::populate(Path::new("/"), &top, &missing)?;
+            // Read-only like the host's root it stands for.
+            rustix::mount::mount_remount(&top, MountFlags::RDONLY, "")
+                .context("make the mount points' tmpfs read-only")?;
+            log.step(&format!(
+                "mount points made for {}",
+                missing
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            top
+        }
         Overlay::None => lower,
         Overlay::Tmpfs => {
             let upper = work.join("upper");

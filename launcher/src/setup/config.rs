@@ -177,19 +177,20 @@ impl RunConfig {
             Some(dir) => Some(existing_dir(dir, caller, "--root")?),
             None => None,
         };
-        let cwd = match &root {
-            Some(root) => workdir_in_root(args.workdir.as_deref(), root)?,
-            None => workdir(args.workdir.as_deref(), caller)?,
-        };
         let volumes = args
             .volumes
             .iter()
             .map(|v| parse_volume(v, caller))
             .collect::<Result<Vec<_>>>()?;
-        if !(args.overlay || args.overlay_dir.is_some()) {
-            let guest_root = root.as_deref().unwrap_or(Path::new("/"));
+        let cwd = match &root {
+            Some(root) => workdir_in_root(args.workdir.as_deref(), root)?,
+            None => workdir(args.workdir.as_deref(), caller, &volumes)?,
+        };
+        // In the host's root guest-init makes the mount points a volume needs; another root
+        // stays as it is.
+        if let (Some(root), false) = (&root, args.overlay || args.overlay_dir.is_some()) {
             for v in &volumes {
-                check_mount_point(&v.guest, guest_root)?;
+                check_mount_point(&v.guest, root)?;
             }
         }
         let disks = args
@@ -374,7 +375,7 @@ pub fn parse_volume(spec: &str, caller: &Caller) -> Result<VolumeSpec> {
     })
 }
 
-/// Without an overlay the guest's root is read-only, so a volume needs a folder that exists
+/// Without an overlay another root is read-only, so a volume needs a folder that exists
 /// there already, or one beneath a guest tmpfs (where guest-init can create it).
 fn check_mount_point(guest: &Path, guest_root: &Path) -> Result<()> {
     let in_tmpfs = GUEST_TMPFS_DIRS
@@ -385,7 +386,7 @@ fn check_mount_point(guest: &Path, guest_root: &Path) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "-v ...:{}: no such folder in the guest's read-only root; pick an existing one (or one under /tmp or /run), or add --overlay",
+        "-v ...:{}: no such folder in the --root folder, which the guest sees read-only; pick an existing one (or one under /tmp or /run), or add --overlay",
         units::shown(guest)
     )
 }
@@ -471,7 +472,7 @@ fn check_hostname(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn workdir(given: Option<&Path>, caller: &Caller) -> Result<PathBuf> {
+fn workdir(given: Option<&Path>, caller: &Caller, volumes: &[VolumeSpec]) -> Result<PathBuf> {
     let here = caller.cwd.as_ref().map_err(|e| {
         anyhow!("cannot read the current directory ({e}): it may have been deleted; use -w DIR")
     });
@@ -480,7 +481,17 @@ fn workdir(given: Option<&Path>, caller: &Caller) -> Result<PathBuf> {
         Some(d) => here?.join(d),
         None => here?.clone(),
     };
-    let meta = std::fs::metadata(&dir).with_context(|| {
+    // In a volume (the last one given wins, as it is mounted last), the folder is checked in
+    // the host folder it shows.
+    let on_host = match volumes
+        .iter()
+        .rev()
+        .find_map(|v| Some(v.host.join(dir.strip_prefix(&v.guest).ok()?)))
+    {
+        Some(host) if given.is_some() => host,
+        _ => dir.clone(),
+    };
+    let meta = std::fs::metadata(&on_host).with_context(|| {
         format!(
             "working directory {}: no such directory (use -w DIR with an existing one)",
             units::shown(&dir)
