@@ -275,3 +275,35 @@ fn the_kernel_built_for_every_user_is_everyones_default() {
         );
     }
 }
+
+#[test]
+fn kernel_build_for_every_user_needs_root_and_returns_the_cached_kernel() {
+    // Promise: `sekexe kernel build --system` (the installed tool's way to the project's
+    // kernel) runs the same build as scripts/build-kernel, into the system cache, and
+    // answers at once with the kernel's path when the cache has it; another user is told
+    // that it needs root.
+    let out = sekexe(&unprivileged(), ["kernel", "build", "--system"]).run();
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_eq!(
+        out.stderr_str(),
+        "sekexe: --system writes /var/cache/sekexe, which needs root: sudo sekexe kernel build --system\n"
+    );
+    let system = std::path::Path::new("/var/cache/sekexe/kernels/linux");
+    if !is_root() || !system.exists() {
+        skipped("kernel build --system as root (scripts/test builds the system kernel first)");
+        return;
+    }
+    let s = Scratch::new();
+    let out = sekexe(&s, ["kernel", "build", "--system"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    let built = out.ok();
+    assert_eq!(
+        std::path::Path::new(built.trim_end())
+            .canonicalize()
+            .unwrap(),
+        system.canonicalize().unwrap(),
+        "{out:?}"
+    );
+    s.assert_clean();
+}
