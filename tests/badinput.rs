@@ -133,6 +133,29 @@ fn every_malformed_value_is_one_line_and_125() {
             ],
             "overlap sekexe's run folders",
         ),
+        // a volume's mount point that cannot be made in the read-only root
+        case(
+            &["run", "-v", "/usr:/proc/x", "--", "true"],
+            "belongs to the guest's kernel",
+        ),
+        case(
+            &["run", "-v", "/usr:/etc/passwd", "--", "true"],
+            "not a folder",
+        ),
+        case(
+            &["run", "-v", "/usr:/etc/passwd/x", "--", "true"],
+            "/etc/passwd is not a folder",
+        ),
+        // --result where a link or a folder is
+        case(
+            &["run", "--result", "/dev/stdout", "--", "true"],
+            "not a regular file",
+        ),
+        case(&["run", "--result", "/usr", "--", "true"], "a folder"),
+        case(
+            &["run", "--result", "/no/such/folder/r.json", "--", "true"],
+            "no such folder",
+        ),
         // usage
         case(&["run", "--no-such-option"], "--no-such-option"),
         case(&["run", "-c"], "-c"),

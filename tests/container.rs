@@ -179,6 +179,7 @@ fn in_container(
     image: &str,
     binds: &[String],
     user: Option<u32>,
+    extra: &[&str],
     stdin: &[u8],
     script: &str,
 ) -> Output {
@@ -194,6 +195,7 @@ fn in_container(
     if let Some(uid) = user {
         c.arg("--user").arg(format!("{uid}:{uid}"));
     }
+    c.args(extra);
     c.arg("-e")
         .arg(format!("SEKEXE_KERNEL={}", kernel.display()));
     c.arg("-e").arg(format!("SEKEXE={}", bin.display()));
@@ -238,6 +240,7 @@ fn runs_inside_an_unprivileged_docker_container() {
             &image,
             &binds,
             user,
+            &[],
             b"in\x00put\n",
             r#""$SEKEXE" run -- sh -c 'printf "[%s]" "$@"; cat; echo oops >&2; exit 7' sh 'a b' '' '*'"#,
         );
@@ -264,6 +267,7 @@ fn runs_inside_an_unprivileged_docker_container() {
             &image,
             &binds,
             user,
+            &[],
             b"",
             r#""$SEKEXE" run -- sh -c 'mkdir -p /tmp/h && LIBMOUNT_FORCE_MOUNT2=always mount -t hostfs none /tmp/h -o / || exit 90
                 echo pwned > /tmp/h/var/tmp/pwned && exit 91; echo blocked'
@@ -281,6 +285,7 @@ fn runs_inside_an_unprivileged_docker_container() {
             &image,
             &binds,
             user,
+            &[],
             b"",
             r#"echo served > /tmp/index.html
                cd /tmp && python3 -m http.server -b 127.0.0.1 8123 >/dev/null 2>&1 &
@@ -289,4 +294,40 @@ fn runs_inside_an_unprivileged_docker_container() {
         );
         assert_eq!(out.stdout_str(), "served\n", "{who}: {out:?}");
     }
+
+    // A profile that also forbids Landlock (older Docker's did): as root, nothing would keep
+    // the kernel process's writes out of the container's files, so sekexe refuses and names
+    // the way out; as another user it runs, saying what is missing and why.
+    let profile = daemon.dir.path().join("no-landlock.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["landlock_create_ruleset","landlock_add_rule","landlock_restrict_self"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let no_landlock = ["--security-opt", opt.as_str()];
+    let script = r#""$SEKEXE" run -- echo ran"#;
+    let out = in_container(&daemon, &image, &binds, None, &no_landlock, b"", script);
+    assert_eq!(out.code, 125, "{out:?}");
+    let err = out.stderr_str();
+    assert!(
+        err.contains("neither Landlock (a seccomp filter") && err.contains("--no-sandbox"),
+        "{out:?}"
+    );
+    assert_eq!(err.lines().count(), 1, "{out:?}");
+    let out = in_container(
+        &daemon,
+        &image,
+        &binds,
+        Some(NOBODY),
+        &no_landlock,
+        b"",
+        script,
+    );
+    assert_eq!(out.stdout_str(), "ran\n", "{out:?}");
+    assert!(
+        out.stderr_str()
+            .contains("without Landlock (a seccomp filter"),
+        "{out:?}"
+    );
 }

@@ -24,8 +24,13 @@ pub fn populate(src: &Path, dst: &Path, missing: &[PathBuf]) -> Result<()> {
         let entry = entry.with_context(|| format!("list {}", src.display()))?;
         let from = entry.path();
         let to = dst.join(entry.file_name());
-        let meta =
-            fs::symlink_metadata(&from).with_context(|| format!("stat {}", from.display()))?;
+        // An entry the host removes meanwhile is simply not mirrored.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let meta = match fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e).with_context(|| format!("stat {}", from.display())),
+        };
         let on_the_way: Vec<PathBuf> = missing
             .iter()
             .filter(|m| m.starts_with(&from))
@@ -33,8 +38,11 @@ pub fn populate(src: &Path, dst: &Path, missing: &[PathBuf]) -> Result<()> {
             .collect();
         let kind = meta.file_type();
         if kind.is_symlink() {
-            let target =
-                fs::read_link(&from).with_context(|| format!("readlink {}", from.display()))?;
+            let target = match fs::read_link(&from) {
+                Ok(t) => t,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e).with_context(|| format!("readlink {}", from.display())),
+            };
             std::os::unix::fs::symlink(target, &to)
                 .with_context(|| format!("link {}", to.display()))?;
         } else if kind.is_dir()
@@ -52,7 +60,13 @@ pub fn populate(src: &Path, dst: &Path, missing: &[PathBuf]) -> Result<()> {
             } else {
                 fs::File::create(&to).with_context(|| format!("create {}", to.display()))?;
             }
-            bind_read_only(&from, &to)?;
+            if let Err(e) = bind_read_only(&from, &to) {
+                if from.symlink_metadata().is_ok() {
+                    return Err(e);
+                }
+                // Gone meanwhile: no placeholder either.
+                let _ = fs::remove_dir(&to).or_else(|_| fs::remove_file(&to));
+            }
         }
     }
     // The missing folders that start here.

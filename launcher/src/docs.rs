@@ -2,6 +2,7 @@
 //! them: shell completions (`sekexe completions SHELL`) and manual pages (`sekexe man DIR`,
 //! which scripts/package runs).
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -12,7 +13,12 @@ use crate::units;
 
 pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "sekexe", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "sekexe", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .and_then(|_| std::io::stdout().flush())
+        .context("write the completion script")?;
     Ok(0)
 }
 

@@ -13,7 +13,7 @@ use crate::cmdline::{self, BootParams};
 use crate::config::{Caller, OverlayChoice, RunConfig};
 use crate::net::{self, Forwarder, Network};
 use crate::overlaydir::OverlayDir;
-use crate::report::{self, KernelInfo, Report};
+use crate::report::{self, KernelInfo, Report, ResultTarget};
 use crate::sandbox::{Plan, Sandbox};
 use crate::scratch::Scratch;
 use crate::session::{self, Io, Options, Session};
@@ -31,7 +31,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let Some(path) = args.result.clone() else {
         return run_reporting(args, &caller, &mut None);
     };
-    let path = result_path(&path, &caller)?;
+    // Its folder is held from here on: a guest that replaces it with a link (in an rw
+    // volume) cannot send the result elsewhere.
+    let target = ResultTarget::open(&path, caller.cwd.as_deref().ok())?;
     let mut report = Some(Report::new());
     let outcome = run_reporting(args, &caller, &mut report);
     let mut report = report.unwrap_or_default();
@@ -46,36 +48,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(&start) = crate::STARTED.get() {
         report.timeline_ms.total = Some((ms_between(start, Instant::now()) * 1e3).round() / 1e3);
     }
-    report.write(&path)?;
+    // The run's own outcome stands: a result that cannot be written is said, not made the
+    // exit status.
+    if let Err(e) = target.write(&report) {
+        eprintln!(
+            "sekexe: warning: {}",
+            crate::without_errno_numbers(&format!("{e:#}"))
+        );
+    }
     outcome
-}
-
-/// `--result FILE` made absolute, in a folder that exists (checked before the run, so a
-/// typo costs no run).
-fn result_path(given: &Path, caller: &Caller) -> Result<PathBuf> {
-    let path = match (given.is_absolute(), &caller.cwd) {
-        (true, _) => given.to_path_buf(),
-        (false, Ok(cwd)) => cwd.join(given),
-        (false, Err(e)) => anyhow::bail!(
-            "--result {}: cannot read the current directory ({e}): give an absolute path",
-            units::shown(given)
-        ),
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    if path.file_name().is_none() || path.is_dir() {
-        anyhow::bail!(
-            "--result {}: a folder; name a file to write the JSON result to",
-            units::shown(&path)
-        );
-    }
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "--result {}: no such folder {} (create it, or name a file in an existing one)",
-            units::shown(&path),
-            units::shown(dir)
-        );
-    }
-    Ok(path)
 }
 
 fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) -> Result<u8> {
@@ -588,11 +569,7 @@ fn conclude(
                 session.interruption,
                 Some(session::Interruption::Unresponsive)
             );
-        r.failed = verdict.code == sekexe_wire::ExitCode::Failed.code()
-            && !matches!(
-                &session.status,
-                Some(Ok(s)) if matches!(s.outcome, sekexe_wire::Outcome::Exited(_))
-            );
+        r.failed = verdict.failed;
         r.message = (!message.is_empty()).then(|| message.clone());
         r.log = log;
     }

@@ -98,6 +98,8 @@ pub struct Sandbox {
     seccomp: Option<seccompiler::BpfProgram>,
     mounts: Option<ReadOnlyMounts>,
     drop_caps: Vec<u32>,
+    /// Root: clear the inheritable and ambient capability sets before exec.
+    clear_inheritable: bool,
     /// What was set up, for --debug.
     pub summary: Vec<String>,
     /// A warning for the user, printed once.
@@ -127,6 +129,7 @@ impl Sandbox {
             seccomp: None,
             mounts: None,
             drop_caps: Vec::new(),
+            clear_inheritable: false,
             summary: vec!["off (--no-sandbox)".into()],
             warning: None,
         }
@@ -229,6 +232,14 @@ impl Sandbox {
         } else {
             (None, Vec::new())
         };
+        if root && mounts.is_none() && landlock.is_none() {
+            // Root's writes would then be stopped by nothing: refuse rather than run open.
+            bail!(
+                "as root here, neither Landlock ({}) nor a mount namespace ({}) can keep the kernel process from writing wherever root can: give sekexe one of them (in Docker: --cap-add SYS_ADMIN, or Docker 23+), run it as another user, or accept that with --no-sandbox",
+                landlock_absence(),
+                mount_namespace_absence_here().unwrap_or("unavailable")
+            );
+        }
         let mut warnings = Vec::new();
         if !missing.is_empty() {
             warnings.push(format!(
@@ -252,6 +263,7 @@ impl Sandbox {
             seccomp,
             mounts,
             drop_caps,
+            clear_inheritable: root,
             summary,
             warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
         })
@@ -262,6 +274,15 @@ impl Sandbox {
     pub fn apply(&mut self) -> std::io::Result<()> {
         if let Some(mounts) = &self.mounts {
             mounts.apply()?;
+        }
+        if self.clear_inheritable {
+            // Root's exec grants the inheritable set (and the ambient one) besides the
+            // bounding set: some container runtimes fill it, which would bring dropped
+            // capabilities back.
+            let mut sets = rustix::thread::capabilities(None)?;
+            sets.inheritable = CapabilitySet::empty();
+            rustix::thread::set_capabilities(None, sets)?;
+            rustix::thread::clear_ambient_capability_set()?;
         }
         for &cap in &self.drop_caps {
             let one = rustix::thread::CapabilitySet::from_bits_retain(1 << cap);
@@ -320,10 +341,26 @@ fn mount_namespace_absence(effective: CapabilitySet) -> Option<&'static str> {
     if !effective.contains(CapabilitySet::SYS_ADMIN) {
         return Some("no CAP_SYS_ADMIN here, as in a container");
     }
-    if under_seccomp_filter() && !can_unshare_mounts() {
-        return Some("a seccomp filter on sekexe forbids it, as in a container");
+    if (under_seccomp_filter() || under_apparmor_profile()) && !can_make_read_only_mounts() {
+        return Some(
+            "a seccomp filter or AppArmor profile on sekexe forbids it, as in a container",
+        );
     }
     None
+}
+
+/// Whether an AppArmor profile confines this process (Docker's default one denies mount).
+fn under_apparmor_profile() -> bool {
+    [
+        "/proc/self/attr/apparmor/current",
+        "/proc/self/attr/current",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .is_some_and(|label| {
+        let label = label.trim().trim_end_matches('\0');
+        !label.is_empty() && label != "unconfined" && !label.starts_with("unconfined ")
+    })
 }
 
 /// Why root here cannot give the kernel process a mount namespace (for `sekexe doctor`).
@@ -334,18 +371,32 @@ pub fn mount_namespace_absence_here() -> Option<&'static str> {
     mount_namespace_absence(effective)
 }
 
-/// Tries unshare(CLONE_NEWNS) in a short-lived child.
-fn can_unshare_mounts() -> bool {
-    // SAFETY: the child only makes raw system calls (unshare, _exit) before it ends, which is
-    // safe after fork even in a threaded process; the parent reaps it.
+/// Tries, in a short-lived child, what the mount layer does first: a mount namespace of its
+/// own, no propagation back, and a read-only remount.
+fn can_make_read_only_mounts() -> bool {
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: the child only makes raw system calls (unshare, mount, _exit) on constant
+    // strings before it ends, which is safe after fork even in a threaded process; the parent
+    // reaps it by its pid.
     unsafe {
         let pid = libc::fork();
         if pid == 0 {
-            libc::_exit(if libc::unshare(libc::CLONE_NEWNS) == 0 {
-                0
-            } else {
-                1
-            });
+            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    null,
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REC | libc::MS_SLAVE,
+                    null.cast(),
+                ) == 0
+                && libc::mount(
+                    null,
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    null.cast(),
+                ) == 0;
+            libc::_exit(if ok { 0 } else { 1 });
         }
         if pid < 0 {
             return false;

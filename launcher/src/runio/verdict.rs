@@ -28,6 +28,8 @@ pub struct Verdict {
     /// No status came back, and nothing else explains why: the caller diagnoses the cause
     /// from the kernel's console and exit (it has them), then shows the console.
     pub unreported: bool,
+    /// sekexe or the guest failed (the 125 is not the command's own).
+    pub failed: bool,
 }
 
 impl Verdict {
@@ -37,6 +39,7 @@ impl Verdict {
             message: None,
             show_console: false,
             unreported: false,
+            failed: false,
         }
     }
 
@@ -50,6 +53,7 @@ impl Verdict {
     fn failed(code: u8, message: String) -> Verdict {
         Verdict {
             show_console: true,
+            failed: true,
             ..Verdict::said(code, message)
         }
     }
@@ -65,12 +69,20 @@ pub fn decide(e: &Ending<'_>) -> Verdict {
             )
         }
         Some(Interruption::Unresponsive) => {
-            return Verdict::failed(
-                ExitCode::TimedOut.code(),
-                "the guest stopped responding after --timeout; its kernel was killed".into(),
-            )
+            return Verdict {
+                failed: false,
+                ..Verdict::failed(
+                    ExitCode::TimedOut.code(),
+                    "the guest stopped responding after --timeout; its kernel was killed".into(),
+                )
+            }
         }
-        Some(Interruption::Setup(why)) => return Verdict::said(failed, why.clone()),
+        Some(Interruption::Setup(why)) => {
+            return Verdict {
+                failed: true,
+                ..Verdict::said(failed, why.clone())
+            }
+        }
         Some(Interruption::Protocol(why)) => {
             return Verdict::failed(failed, format!("the run was stopped: {why}"))
         }
@@ -180,7 +192,12 @@ mod tests {
             assert_eq!(v.code, code, "row {i}: {v:?}");
             assert_eq!(v.message.as_deref(), message, "row {i}: {v:?}");
             assert_eq!(v.show_console, console, "row {i}: {v:?}");
+            // Every 125 here is sekexe's or the guest's, none the command's.
+            assert_eq!(v.failed, code == 125, "row {i}: {v:?}");
         }
+        // A command's own 125 is not a failure of sekexe's, even when something interrupts
+        // the run only after it reported.
+        assert!(!decide_for(None, Some(status(Outcome::Exited(125))), false).failed);
         for sig in STOPPERS {
             // A signal that stopped the run wins over a status the guest may have sent.
             let v = decide_for(Some(Interruption::Signal(sig)), f(), true);

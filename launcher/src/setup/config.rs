@@ -38,8 +38,8 @@ pub fn parse_mem(text: &str) -> Result<u64, String> {
     if let Some(total) = mem_total(&meminfo).filter(|&t| mem > t) {
         // The guest kernel's page map alone takes 1/64 of --mem, touched at boot.
         return Err(format!(
-            "more than this host's {} of memory: give at most that",
-            units::human_size(total)
+            "more than this host's {}M of memory: give at most that",
+            units::to_mib(total)
         ));
     }
     Ok(mem)
@@ -186,11 +186,14 @@ impl RunConfig {
             Some(root) => workdir_in_root(args.workdir.as_deref(), root)?,
             None => workdir(args.workdir.as_deref(), caller, &volumes)?,
         };
-        // In the host's root guest-init makes the mount points a volume needs; another root
-        // stays as it is.
-        if let (Some(root), false) = (&root, args.overlay || args.overlay_dir.is_some()) {
-            for v in &volumes {
-                check_mount_point(&v.guest, root)?;
+        // In the host's root guest-init makes the mount points a volume needs, mirroring the
+        // folders on the way; another root stays as it is.
+        let overlaid = args.overlay || args.overlay_dir.is_some();
+        for v in &volumes {
+            match (&root, overlaid) {
+                (Some(root), false) => check_mount_point(&v.guest, root)?,
+                (None, false) => check_mirrorable(&v.guest)?,
+                _ => {}
             }
         }
         let disks = args
@@ -430,6 +433,47 @@ fn covering_guest_tmpfs(path: &Path, visible: &[&Path]) -> Option<&'static str> 
     (!visible.iter().any(|v| path.starts_with(v))).then_some(*covering)
 }
 
+/// A volume's guest folder that the host's root lacks is made by mirroring, in the guest,
+/// the folders on the way to it: each must be a folder (not a link, which the guest would
+/// follow elsewhere) that this user can list, and none may be the guest kernel's own.
+fn check_mirrorable(guest: &Path) -> Result<()> {
+    if guest.is_dir() || GUEST_TMPFS_DIRS.iter().any(|d| guest.starts_with(d)) {
+        return Ok(());
+    }
+    let shown = units::shown(guest);
+    if std::fs::symlink_metadata(guest).is_ok() {
+        bail!("-v ...:{shown}: not a folder in the guest's root; pick a folder");
+    }
+    for own in ["/proc", "/sys", "/dev"] {
+        if guest.starts_with(own) {
+            bail!("-v ...:{shown}: {own} belongs to the guest's kernel; pick a folder elsewhere");
+        }
+    }
+    let mut on_the_way = PathBuf::from("/");
+    for part in guest.components().skip(1) {
+        let Ok(meta) = std::fs::symlink_metadata(&on_the_way) else {
+            break; // from here on the folders are made
+        };
+        let here = units::shown(&on_the_way);
+        if meta.file_type().is_symlink() {
+            bail!(
+                "-v ...:{shown}: {here} is a link in the guest's root; give the path through the folder it points to"
+            );
+        }
+        if !meta.is_dir() {
+            bail!("-v ...:{shown}: {here} is not a folder");
+        }
+        let list = rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK;
+        if rustix::fs::access(&on_the_way, list).is_err() {
+            bail!(
+                "-v ...:{shown}: making it means listing {here}, which you cannot read; pick a folder elsewhere (or one under /tmp or /run)"
+            );
+        }
+        on_the_way.push(part);
+    }
+    Ok(())
+}
+
 /// `FILE[:ro]`.
 pub fn parse_disk(spec: &str, caller: &Caller) -> Result<DiskSpec> {
     let (file, writable) = match spec.strip_suffix(":ro") {
@@ -609,6 +653,33 @@ mod tests {
         );
         assert_eq!(mem_total("MemFree: 1 kB\n"), None);
         assert_eq!(mem_total("MemTotal: lots\n"), None);
+    }
+
+    #[test]
+    fn a_missing_volume_folder_is_made_only_through_plain_folders() {
+        let refused = |guest: &str, words: &str| {
+            let e = check_mirrorable(Path::new(guest)).unwrap_err().to_string();
+            assert!(e.contains(words), "{guest}: {e}");
+        };
+        refused("/proc/x", "belongs to the guest's kernel");
+        refused("/sys/fs/x", "belongs to the guest's kernel");
+        refused("/etc/passwd", "not a folder");
+        refused("/etc/passwd/x", "/etc/passwd is not a folder");
+        // Not under /tmp, which the guest covers anyway.
+        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap();
+        std::os::unix::fs::symlink("/usr", dir.path().join("link")).unwrap();
+        refused(
+            &format!("{}/link/x", dir.path().display()),
+            "is a link in the guest's root",
+        );
+        for fine in [
+            "/usr/share/sekexe-none/x",
+            "/sekexe-none",
+            "/tmp/x/y",
+            "/usr",
+        ] {
+            check_mirrorable(Path::new(fine)).unwrap();
+        }
     }
 
     #[test]

@@ -130,11 +130,15 @@ pub fn is_static(path: &Path) -> std::io::Result<bool> {
         return Err(bad());
     }
     let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap()) as usize;
+    let phoff =
+        usize::try_from(u64::from_le_bytes(head[32..40].try_into().unwrap())).map_err(|_| bad())?;
     let (phentsize, phnum) = (u16_at(54), u16_at(56));
     for i in 0..phnum {
-        let at = phoff + i * phentsize;
-        let p_type = head.get(at..at + 4).ok_or_else(bad)?;
+        let at = i
+            .checked_mul(phentsize)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or_else(bad)?;
+        let p_type = head.get(at..at.saturating_add(4)).ok_or_else(bad)?;
         if u32::from_le_bytes(p_type.try_into().unwrap()) == 3 {
             return Ok(false); // PT_INTERP
         }

@@ -66,16 +66,6 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// `mem=` wants whole mebibytes on the kernel command line.
-/// A size for people: "23.4 GiB", "512 MiB".
-pub fn human_size(bytes: u64) -> String {
-    let gib = bytes as f64 / (1u64 << 30) as f64;
-    if gib >= 1.0 {
-        format!("{gib:.1} GiB")
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
-}
-
 pub fn to_mib(bytes: u64) -> u64 {
     bytes / (1 << 20)
 }
