@@ -288,11 +288,7 @@ fn a_dynamic_guest_init_beside_sekexe_is_refused() {
         .env("TMPDIR", s.path())
         .output()
         .unwrap();
-    let out = Output {
-        code: exit_code(out.status),
-        stdout: out.stdout,
-        stderr: out.stderr,
-    };
+    let out = Output::from(out);
     assert_eq!(out.code, 125, "{out:?}");
     let err = out.stderr_str();
     assert!(

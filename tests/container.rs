@@ -214,11 +214,7 @@ fn in_container(
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    Output {
-        code: exit_code(out.status),
-        stdout: out.stdout,
-        stderr: out.stderr,
-    }
+    Output::from(out)
 }
 
 #[test]
@@ -233,12 +229,12 @@ fn runs_inside_an_unprivileged_docker_container() {
     }
     let daemon = Daemon::start();
     let (image, binds) = import_host_image(&daemon);
+    let run = |user: Option<u32>, extra: &[&str], stdin: &[u8], script: &str| {
+        in_container(&daemon, &image, &binds, user, extra, stdin, script)
+    };
     for user in [None, Some(NOBODY)] {
         let who = user.map_or("root".to_string(), |u| format!("uid {u}"));
-        let out = in_container(
-            &daemon,
-            &image,
-            &binds,
+        let out = run(
             user,
             &[],
             b"in\x00put\n",
@@ -262,10 +258,7 @@ fn runs_inside_an_unprivileged_docker_container() {
 
         // Attack: guest root mounts the container's / through hostfs and writes to it.
         // Without the mount namespace, Landlock alone keeps the write out.
-        let out = in_container(
-            &daemon,
-            &image,
-            &binds,
+        let out = run(
             user,
             &[],
             b"",
@@ -280,10 +273,7 @@ fn runs_inside_an_unprivileged_docker_container() {
         );
 
         // The user's network: the guest reaches a server in the container through the NAT.
-        let out = in_container(
-            &daemon,
-            &image,
-            &binds,
+        let out = run(
             user,
             &[],
             b"",
@@ -307,7 +297,7 @@ fn runs_inside_an_unprivileged_docker_container() {
     let opt = format!("seccomp={}", profile.display());
     let no_landlock = ["--security-opt", opt.as_str()];
     let script = r#""$SEKEXE" run -- echo ran"#;
-    let out = in_container(&daemon, &image, &binds, None, &no_landlock, b"", script);
+    let out = run(None, &no_landlock, b"", script);
     assert_eq!(out.code, 125, "{out:?}");
     let err = out.stderr_str();
     assert!(
@@ -315,15 +305,7 @@ fn runs_inside_an_unprivileged_docker_container() {
         "{out:?}"
     );
     assert_eq!(err.lines().count(), 1, "{out:?}");
-    let out = in_container(
-        &daemon,
-        &image,
-        &binds,
-        Some(NOBODY),
-        &no_landlock,
-        b"",
-        script,
-    );
+    let out = run(Some(NOBODY), &no_landlock, b"", script);
     assert_eq!(out.stdout_str(), "ran\n", "{out:?}");
     assert!(
         out.stderr_str()

@@ -38,6 +38,16 @@ impl std::fmt::Debug for Output {
     }
 }
 
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            code: exit_code(out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+}
+
 impl Output {
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
