@@ -109,7 +109,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
                         dir.display()
                     ),
                 ),
-                Ok(dir) => r.line(Level::Warn, "memory", &format!("guest memory goes in {} instead, which is not a tmpfs: guests run slower; set TMPDIR to a tmpfs such as /dev/shm (in a container, give it room: docker run --shm-size=1g)", dir.display())),
+                Ok(dir) => r.line(Level::Warn, "memory", &format!("guest memory goes in {} instead, which is not a tmpfs: guests run slower; set TMPDIR to an exec-able tmpfs such as /dev/shm (in Docker, whose /dev/shm is noexec: docker run --tmpfs /tmp:exec,size=1g)", dir.display())),
                 Err(e) => r.line(Level::Fail, "memory", &format!("{e:#}")),
             }
         }
