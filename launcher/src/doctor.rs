@@ -55,7 +55,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
                 r.line(Level::Warn, "modules", "the kernel has modules but this root has no modprobe for the guest to run (apt install kmod): modprobe, loop images and Docker fail in guests");
             }
             if !k.config.slow_initcalls().is_empty() {
-                r.line(Level::Ok, "boot time", "slow initcalls present; sekexe skips them (scripts/build-kernel makes a kernel that boots faster still)");
+                r.line(Level::Ok, "boot time", "slow initcalls present; sekexe skips them (sekexe kernel build makes a kernel that boots faster still)");
             }
             Some(k)
         }

@@ -311,7 +311,7 @@ fn fs_cache_ms(cfg: &RunConfig, config: &crate::kconfig::Kconfig) -> Option<u64>
         if cfg.fs_cache_given {
             eprintln!(
                 "sekexe: note: this kernel's hostfs caches nothing, so --fs-cache has no effect \
-                 (the project's kernel has the cache: scripts/build-kernel)"
+                 (the project's kernel has the cache: sekexe kernel build)"
             );
         }
         return None;

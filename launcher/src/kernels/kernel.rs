@@ -27,7 +27,7 @@ impl Source {
         match self {
             Source::Option => "given on the command line",
             Source::Env => "$SEKEXE_KERNEL",
-            Source::Project => "the project's kernel (scripts/build-kernel)",
+            Source::Project => "the project's kernel in your cache (sekexe kernel build)",
             Source::System => "the project's kernel built for every user (in /var/cache/sekexe)",
             Source::Path => "found on PATH",
         }
@@ -41,7 +41,7 @@ pub struct Kernel {
 }
 
 pub const NOT_FOUND_HINT: &str = "install Debian's user-mode-linux package \
-(apt install user-mode-linux), build the project's kernel with scripts/build-kernel, \
+(apt install user-mode-linux), build the project's kernel with 'sekexe kernel build', \
 or pass --kernel PATH";
 
 /// Every kernel sekexe would consider, in order of preference; the first is the default.
@@ -127,7 +127,7 @@ pub fn select(explicit: Option<&Path>) -> Result<Kernel> {
             })
             .collect();
         bail!(
-            "kernel {} lacks what sekexe requires: {}; build the project's kernel with scripts/build-kernel",
+            "kernel {} lacks what sekexe requires: {}; build the project's kernel with 'sekexe kernel build'",
             units::shown(&path),
             list.join("; ")
         );

@@ -83,7 +83,7 @@ pub fn choose(
 ) -> Result<Choice> {
     if cpus > 1 {
         if offers.max_cpus <= 1 {
-            bail!("--cpus {cpus}: this kernel has no SMP (Linux 6.19+ with CONFIG_SMP, as scripts/build-kernel makes): use --cpus 1 or another --kernel");
+            bail!("--cpus {cpus}: this kernel has no SMP (Linux 6.19+ with CONFIG_SMP, as sekexe kernel build makes): use --cpus 1 or another --kernel");
         }
         if cpus > offers.max_cpus {
             bail!(
@@ -101,7 +101,7 @@ pub fn choose(
     let (userspace, note) = match (arg, &confined) {
         (UserspaceArg::Ptrace, _) => (Userspace::Ptrace, None),
         (UserspaceArg::Seccomp, _) if !offers.seccomp => {
-            bail!("--userspace seccomp: this kernel has no seccomp userspace (Linux 6.17+, as scripts/build-kernel makes): use --userspace ptrace or another --kernel")
+            bail!("--userspace seccomp: this kernel has no seccomp userspace (Linux 6.17+, as sekexe kernel build makes): use --userspace ptrace or another --kernel")
         }
         (UserspaceArg::Seccomp, _) => (Userspace::Seccomp, None),
         (UserspaceArg::Auto, _) if !offers.seccomp => (Userspace::Ptrace, None),
