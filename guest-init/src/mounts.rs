@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::mount::{mount, MountFlags};
 
+use sekexe_wire::names::guest_tmpfs_over;
 use sekexe_wire::Volume;
 
 use crate::log::Log;
@@ -27,8 +28,6 @@ struct Row {
     flags: MountFlags,
     data: &'static str,
     policy: Policy,
-    /// A tmpfs over a host folder: the host's files there are hidden in the guest.
-    hides_host: bool,
 }
 
 const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
@@ -45,7 +44,6 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV.union(MountFlags::NOEXEC),
         data: "",
         policy: Policy::Required("CONFIG_PROC_FS missing?"),
-        hides_host: false,
     },
     Row {
         fstype: "devtmpfs",
@@ -53,7 +51,6 @@ const EARLY: &[Row] = &[
         flags: MountFlags::NOSUID,
         data: "mode=0755",
         policy: Policy::Required("CONFIG_DEVTMPFS missing?"),
-        hides_host: false,
     },
     Row {
         fstype: "tmpfs",
@@ -61,7 +58,6 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV,
         data: "mode=0755",
         policy: Policy::Required("CONFIG_TMPFS missing?"),
-        hides_host: true,
     },
     Row {
         fstype: "tmpfs",
@@ -69,7 +65,6 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV,
         data: "mode=1777",
         policy: Policy::Required("CONFIG_TMPFS missing?"),
-        hides_host: true,
     },
     Row {
         fstype: "sysfs",
@@ -77,7 +72,6 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV.union(MountFlags::NOEXEC),
         data: "",
         policy: Policy::Required("CONFIG_SYSFS missing?"),
-        hides_host: false,
     },
     Row {
         fstype: "devpts",
@@ -85,7 +79,6 @@ const EARLY: &[Row] = &[
         flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
         data: "newinstance,ptmxmode=0666,mode=0620,gid=5",
         policy: Policy::Required("CONFIG_UNIX98_PTYS missing?"),
-        hides_host: false,
     },
     Row {
         fstype: "tmpfs",
@@ -93,7 +86,6 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV,
         data: "mode=1777",
         policy: Policy::BestEffort,
-        hides_host: true,
     },
     Row {
         fstype: "tmpfs",
@@ -101,7 +93,6 @@ const EARLY: &[Row] = &[
         flags: NOSUID_NODEV,
         data: "mode=1777",
         policy: Policy::BestEffort,
-        hides_host: true,
     },
 ];
 
@@ -257,15 +248,13 @@ pub fn keep_cwd_visible(cwd: &[u8], volumes: &[Volume], log: &mut Log) -> Result
     let in_volume = volumes
         .iter()
         .any(|v| cwd.starts_with(std::ffi::OsStr::from_bytes(&v.guest)));
-    for row in EARLY.iter().filter(|r| r.hides_host && !in_volume) {
-        if cwd.starts_with(row.target) && cwd != Path::new(row.target) {
-            mount_hostfs(cwd, cwd, true)?;
-            log.step(&format!(
-                "host folder {} shown at the same path",
-                cwd.display()
-            ));
-            return Ok(());
-        }
+    if !in_volume && guest_tmpfs_over(cwd).is_some() {
+        mount_hostfs(cwd, cwd, true)?;
+        log.step(&format!(
+            "host folder {} shown at the same path",
+            cwd.display()
+        ));
+        return Ok(());
     }
     if !cwd.is_dir() {
         bail!(
@@ -279,14 +268,6 @@ pub fn keep_cwd_visible(cwd: &[u8], volumes: &[Volume], log: &mut Log) -> Result
 /// Whether guest-init mounts a file system of its own at `path` (/proc, /sys, /tmp...).
 pub fn is_guest_mount_target(path: &Path) -> bool {
     EARLY.iter().any(|r| Path::new(r.target) == path)
-}
-
-/// Whether `path` lies beneath a folder the guest covers with a tmpfs of its own.
-pub fn under_guest_tmpfs(path: &Path) -> bool {
-    EARLY
-        .iter()
-        .filter(|r| r.hides_host)
-        .any(|r| path.starts_with(r.target) && path != Path::new(r.target))
 }
 
 /// Shows each `-v` host folder at its guest path, read-only unless asked otherwise.
@@ -324,19 +305,15 @@ mod tests {
     #[test]
     fn the_folders_hidden_by_a_tmpfs_are_the_ones_the_launcher_knows() {
         // The launcher warns about paths under these (a command or working directory the
-        // guest cannot see): the list it uses must be exactly the rows that hide the host.
+        // guest cannot see): the shared list must be exactly the tmpfs rows guest-init mounts.
         let mut rows: Vec<&str> = super::EARLY
             .iter()
-            .filter(|r| r.hides_host)
+            .filter(|r| r.fstype == "tmpfs")
             .map(|r| r.target)
             .collect();
         let mut shared = sekexe_wire::names::GUEST_TMPFS_DIRS.to_vec();
         rows.sort();
         shared.sort();
         assert_eq!(rows, shared);
-        assert!(super::EARLY
-            .iter()
-            .filter(|r| r.hides_host)
-            .all(|r| r.fstype == "tmpfs"));
     }
 }

@@ -35,7 +35,7 @@ pub fn missing_mount_points(req: &Request) -> Vec<PathBuf> {
     req.volumes
         .iter()
         .map(|v| PathBuf::from(OsStr::from_bytes(&v.guest)))
-        .filter(|p| !mounts::under_guest_tmpfs(p) && !p.is_dir())
+        .filter(|p| sekexe_wire::names::guest_tmpfs_over(p).is_none() && !p.is_dir())
         .collect()
 }
 

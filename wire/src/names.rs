@@ -21,6 +21,15 @@ pub const GUEST_EXCHANGE_DIR: &str = "/run/sekexe";
 /// (guest-init shows the working directory again when it lies beneath one).
 pub const GUEST_TMPFS_DIRS: &[&str] = &["/run", "/tmp", "/dev/shm", "/var/tmp"];
 
+/// The folder of [`GUEST_TMPFS_DIRS`] that `path` lies beneath, if any: where the guest sees
+/// its own tmpfs instead of the host's files (and where guest-init can make folders).
+pub fn guest_tmpfs_over(path: &std::path::Path) -> Option<&'static str> {
+    GUEST_TMPFS_DIRS
+        .iter()
+        .find(|d| path.starts_with(d) && path != std::path::Path::new(d))
+        .copied()
+}
+
 /// UML console index that carries the framed channel (`con1=fd:N`); con0 is the kernel log.
 pub const CHANNEL_CONSOLE: u32 = 1;
 /// The guest device of that console.
@@ -71,6 +80,22 @@ pub fn decode_param(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_guest_tmpfs_covers_what_lies_beneath_it_not_itself() {
+        use std::path::Path;
+        assert_eq!(
+            super::guest_tmpfs_over(Path::new("/tmp/w/s.sh")),
+            Some("/tmp")
+        );
+        assert_eq!(
+            super::guest_tmpfs_over(Path::new("/var/tmp/x")),
+            Some("/var/tmp")
+        );
+        assert_eq!(super::guest_tmpfs_over(Path::new("/tmp")), None);
+        assert_eq!(super::guest_tmpfs_over(Path::new("/tmpx/s.sh")), None);
+        assert_eq!(super::guest_tmpfs_over(Path::new("/usr/bin/true")), None);
+    }
+
     use super::*;
 
     #[test]

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::cli::RunArgs;
 use crate::net::{self, NetConfig};
 use crate::units;
-use sekexe_wire::names::GUEST_TMPFS_DIRS;
+use sekexe_wire::names::guest_tmpfs_over;
 use sekexe_wire::Cgroups;
 
 /// `--mem` when not given (the CLI's default text says the same).
@@ -381,9 +381,7 @@ pub fn parse_volume(spec: &str, caller: &Caller) -> Result<VolumeSpec> {
 /// Without an overlay another root is read-only, so a volume needs a folder that exists
 /// there already, or one beneath a guest tmpfs (where guest-init can create it).
 fn check_mount_point(guest: &Path, guest_root: &Path) -> Result<()> {
-    let in_tmpfs = GUEST_TMPFS_DIRS
-        .iter()
-        .any(|d| guest.starts_with(d) && guest != Path::new(d));
+    let in_tmpfs = guest_tmpfs_over(guest).is_some();
     let on_host = guest_root.join(guest.strip_prefix("/").unwrap_or(guest));
     if in_tmpfs || on_host.is_dir() {
         return Ok(());
@@ -408,12 +406,12 @@ impl RunConfig {
         }
         let path = self.cwd.join(argv0);
         // guest-init shows a working directory under a guest tmpfs from the host.
-        let cwd_shown = covering_guest_tmpfs(&self.cwd, &[]).map(|_| self.cwd.as_path());
+        let cwd_shown = guest_tmpfs_over(&self.cwd).map(|_| self.cwd.as_path());
         let visible: Vec<&Path> = cwd_shown
             .into_iter()
             .chain(self.volumes.iter().map(|v| v.guest.as_path()))
             .collect();
-        let covering = covering_guest_tmpfs(&path, &visible)?;
+        let covering = hidden_by_guest_tmpfs(&path, &visible)?;
         std::fs::symlink_metadata(&path).ok()?;
         let folder = path.parent().unwrap_or(&path);
         Some(format!(
@@ -424,20 +422,18 @@ impl RunConfig {
     }
 }
 
-/// The guest tmpfs folder that covers `path`, unless `path` lies in a folder the guest sees
+/// The guest tmpfs folder that hides `path`, unless `path` lies in a folder the guest sees
 /// from the host anyway (`visible`: the working directory, volumes).
-fn covering_guest_tmpfs(path: &Path, visible: &[&Path]) -> Option<&'static str> {
-    let covering = GUEST_TMPFS_DIRS
-        .iter()
-        .find(|d| path.starts_with(d) && path != Path::new(d))?;
-    (!visible.iter().any(|v| path.starts_with(v))).then_some(*covering)
+fn hidden_by_guest_tmpfs(path: &Path, visible: &[&Path]) -> Option<&'static str> {
+    let covering = guest_tmpfs_over(path)?;
+    (!visible.iter().any(|v| path.starts_with(v))).then_some(covering)
 }
 
 /// A volume's guest folder that the host's root lacks is made by mirroring, in the guest,
 /// the folders on the way to it: each must be a folder (not a link, which the guest would
 /// follow elsewhere) that this user can list, and none may be the guest kernel's own.
 fn check_mirrorable(guest: &Path) -> Result<()> {
-    if guest.is_dir() || GUEST_TMPFS_DIRS.iter().any(|d| guest.starts_with(d)) {
+    if guest.is_dir() || guest_tmpfs_over(guest).is_some() {
         return Ok(());
     }
     let shown = units::shown(guest);
@@ -686,14 +682,15 @@ mod tests {
     fn a_path_under_a_guest_tmpfs_is_hidden_unless_shared() {
         let p = Path::new;
         assert_eq!(
-            covering_guest_tmpfs(p("/tmp/w/s.sh"), &[p("/home/u")]),
+            hidden_by_guest_tmpfs(p("/tmp/w/s.sh"), &[p("/home/u")]),
             Some("/tmp")
         );
-        assert_eq!(covering_guest_tmpfs(p("/run/user/1/x"), &[]), Some("/run"));
-        assert_eq!(covering_guest_tmpfs(p("/var/tmp/x"), &[]), Some("/var/tmp"));
-        assert_eq!(covering_guest_tmpfs(p("/tmp/w/s.sh"), &[p("/tmp/w")]), None);
-        assert_eq!(covering_guest_tmpfs(p("/tmpx/s.sh"), &[]), None);
-        assert_eq!(covering_guest_tmpfs(p("/usr/bin/true"), &[]), None);
+        assert_eq!(hidden_by_guest_tmpfs(p("/run/user/1/x"), &[]), Some("/run"));
+        assert_eq!(
+            hidden_by_guest_tmpfs(p("/tmp/w/s.sh"), &[p("/tmp/w")]),
+            None
+        );
+        assert_eq!(hidden_by_guest_tmpfs(p("/usr/bin/true"), &[]), None);
     }
 
     use super::*;
