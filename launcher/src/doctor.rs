@@ -128,21 +128,18 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<u8> {
         Err(e) => r.line(Level::Fail, "ptrace", &e),
     }
 
-    match sandbox::abi_version() {
-        Some(v) if v >= 1 => r.line(
+    match sandbox::landlock_abi() {
+        Ok(v) => r.line(
             Level::Ok,
             "landlock",
             &format!(
                 "ABI {v}: the kernel process may write only its scratch area and your rw volumes"
             ),
         ),
-        _ => r.line(
+        Err(why) => r.line(
             Level::Warn,
             "landlock",
-            &format!(
-                "missing ({}): the guest can write wherever you can",
-                sandbox::landlock_absence()
-            ),
+            &format!("missing ({why}): the guest can write wherever you can"),
         ),
     }
     if rustix::process::geteuid().is_root() {

@@ -108,6 +108,11 @@ pub struct Sandbox {
 
 /// The Landlock ABI version this host kernel offers, `None` when it has none.
 pub fn abi_version() -> Option<i32> {
+    landlock_abi().ok()
+}
+
+/// The Landlock ABI version this host offers, or why it offers none.
+pub fn landlock_abi() -> Result<i32, &'static str> {
     // SAFETY: landlock_create_ruleset with a NULL attribute, size 0 and the VERSION flag only
     // queries the ABI version; it touches no memory.
     let v = unsafe {
@@ -118,7 +123,11 @@ pub fn abi_version() -> Option<i32> {
             1u32, // LANDLOCK_CREATE_RULESET_VERSION
         )
     };
-    (v > 0).then_some(v as i32)
+    if v > 0 {
+        return Ok(v as i32);
+    }
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    Err(landlock_reason(errno, under_seccomp_filter()))
 }
 
 impl Sandbox {
@@ -151,8 +160,9 @@ impl Sandbox {
                 .map(|p| format!("{} (contents)", p.display())),
         );
 
-        let landlock = match abi_version() {
-            Some(abi) => {
+        let mut landlock_missing = None;
+        let landlock = match landlock_abi() {
+            Ok(abi) => {
                 let ruleset = landlock_ruleset(plan).context("prepare the Landlock ruleset")?;
                 summary.push(format!(
                     "landlock ABI {abi}: read and execute anywhere but terminals and /dev/net, write only beneath {}{}",
@@ -161,11 +171,11 @@ impl Sandbox {
                 ));
                 Some(ruleset)
             }
-            None => {
+            Err(why) => {
                 missing.push(format!(
-                    "Landlock ({}): the guest can write wherever you can, and the bound on what it makes the host hold does not apply",
-                    landlock_absence()
+                    "Landlock ({why}): the guest can write wherever you can, and the bound on what it makes the host hold does not apply"
                 ));
+                landlock_missing = Some(why);
                 None
             }
         };
@@ -185,6 +195,7 @@ impl Sandbox {
         let seccomp = Some(kernel_filter(!plan.user_writable, plan.sockets)?);
 
         let root = rustix::process::geteuid().is_root();
+        let mut mounts_missing = None;
         let (mounts, drop_caps) = if root {
             let effective = rustix::thread::capabilities(None)
                 .map(|c| c.effective)
@@ -201,6 +212,7 @@ impl Sandbox {
                     Some(mounts)
                 }
                 Some(why) => {
+                    mounts_missing = Some(why);
                     missing.push(format!(
                         "a mount namespace ({why}): host mounts are not made read-only{}",
                         if landlock.is_some() {
@@ -232,12 +244,10 @@ impl Sandbox {
         } else {
             (None, Vec::new())
         };
-        if root && mounts.is_none() && landlock.is_none() {
+        if let (Some(no_landlock), Some(no_mounts)) = (landlock_missing, mounts_missing) {
             // Root's writes would then be stopped by nothing: refuse rather than run open.
             bail!(
-                "as root here, neither Landlock ({}) nor a mount namespace ({}) can keep the kernel process from writing wherever root can: give sekexe one of them (in Docker: --cap-add SYS_ADMIN, or Docker 23+), run it as another user, or accept that with --no-sandbox",
-                landlock_absence(),
-                mount_namespace_absence_here().unwrap_or("unavailable")
+                "as root here, neither Landlock ({no_landlock}) nor a mount namespace ({no_mounts}) can keep the kernel process from writing wherever root can: give sekexe one of them (in Docker: --cap-add SYS_ADMIN, or Docker 23+), run it as another user, or accept that with --no-sandbox"
             );
         }
         let mut warnings = Vec::new();
@@ -411,26 +421,11 @@ fn can_make_read_only_mounts() -> bool {
     }
 }
 
-/// Why Landlock is missing, from what its ABI query answers.
-pub fn landlock_absence() -> &'static str {
-    // SAFETY: as in abi_version: a query that touches no memory.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            1u32,
-        )
-    };
-    let errno = std::io::Error::last_os_error().raw_os_error();
-    landlock_reason(rc, errno, under_seccomp_filter())
-}
-
-fn landlock_reason(rc: libc::c_long, errno: Option<i32>, filtered: bool) -> &'static str {
-    match (rc, errno) {
-        (r, _) if r > 0 => "available",
-        (_, Some(libc::EOPNOTSUPP)) => "turned off in this host kernel: add landlock to its lsm= boot option",
-        (_, Some(libc::EPERM)) | (_, Some(libc::ENOSYS)) if filtered => {
+/// Why Landlock is missing, from the errno of its ABI query.
+fn landlock_reason(errno: Option<i32>, filtered: bool) -> &'static str {
+    match errno {
+        Some(libc::EOPNOTSUPP) => "turned off in this host kernel: add landlock to its lsm= boot option",
+        Some(libc::EPERM) | Some(libc::ENOSYS) if filtered => {
             "a seccomp filter on sekexe forbids it, as in a container whose profile predates Landlock"
         }
         _ => "not in this host kernel, which predates 5.13 or was built without it",
@@ -883,15 +878,14 @@ mod tests {
 
     #[test]
     fn a_missing_landlock_is_explained_by_its_errno() {
-        let has = |rc, errno, filtered, word: &str| {
-            let why = landlock_reason(rc, errno, filtered);
-            assert!(why.contains(word), "{rc} {errno:?} {filtered}: {why}");
+        let has = |errno, filtered, word: &str| {
+            let why = landlock_reason(errno, filtered);
+            assert!(why.contains(word), "{errno:?} {filtered}: {why}");
         };
-        has(6, None, true, "available");
-        has(-1, Some(libc::EOPNOTSUPP), false, "lsm=");
-        has(-1, Some(libc::EPERM), true, "seccomp filter");
-        has(-1, Some(libc::ENOSYS), true, "seccomp filter");
-        has(-1, Some(libc::ENOSYS), false, "5.13");
+        has(Some(libc::EOPNOTSUPP), false, "lsm=");
+        has(Some(libc::EPERM), true, "seccomp filter");
+        has(Some(libc::ENOSYS), true, "seccomp filter");
+        has(Some(libc::ENOSYS), false, "5.13");
     }
 
     #[test]
