@@ -16,7 +16,7 @@ use crate::overlaydir::OverlayDir;
 use crate::report::{self, KernelInfo, Report, ResultTarget};
 use crate::sandbox::{Plan, Sandbox};
 use crate::scratch::Scratch;
-use crate::session::{self, Io, Options, Session};
+use crate::session::{Io, Options, Session};
 use crate::uml::{self, KernelCwd, Spawn, Uml};
 use crate::{
     calibration, diagnose, kernel, memory, paths, placement, rundir, signals, terminal, units,
@@ -45,9 +45,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
             report.message = Some(crate::without_errno_numbers(&format!("{e:#}")));
         }
     }
-    if let Some(&start) = crate::STARTED.get() {
-        report.timeline_ms.total = Some((ms_between(start, Instant::now()) * 1e3).round() / 1e3);
+    if let Some(k) = report.kernel.as_mut() {
+        // Asked after the run, not before the kernel boots.
+        k.release = crate::kernelcmd::version(Path::new(&k.path));
     }
+    report.timeline_ms.total = ms_rounded(crate::STARTED.get().copied(), Some(Instant::now()));
     // The run's own outcome stands: a result that cannot be written is said, not made the
     // exit status.
     if let Err(e) = target.write(&report) {
@@ -75,9 +77,9 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
     let userspace_words = choice.words(offers);
     if let Some(r) = report.as_mut() {
         r.kernel = Some(KernelInfo {
-            path: kernel.path.clone(),
+            path: report::text(&kernel.path),
             source: kernel.source.describe().to_string(),
-            release: crate::kernelcmd::version(&kernel.path),
+            release: None,
             userspace: format!("{:?}", choice.userspace).to_lowercase(),
             cpus: choice.cpus,
         });
@@ -292,7 +294,7 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
         r.timeline_ms = timeline(&session);
         r.peak_rss_bytes = report::children_peak_rss();
         if cfg.keep {
-            r.run_folder = Some(run_dir.path().to_path_buf());
+            r.run_folder = Some(report::text(run_dir.path()));
         }
     }
     Ok(code)
@@ -564,14 +566,11 @@ fn conclude(
                 r.core_dumped = core_dumped;
             }
         }
-        r.timed_out = session.timed_out
-            || matches!(
-                session.interruption,
-                Some(session::Interruption::Unresponsive)
-            );
+        // An unresponsive guest is given up on only after the timeout's SIGTERM.
+        r.timed_out = session.timed_out;
         r.failed = verdict.failed;
         r.message = (!message.is_empty()).then(|| message.clone());
-        r.log = log;
+        r.log = log.as_deref().map(report::text);
     }
     verdict.code
 }
@@ -610,18 +609,20 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
 }
 
+/// Milliseconds from one instant to another, to the microsecond (the clocks say no more).
+fn ms_rounded(from: Option<Instant>, to: Option<Instant>) -> Option<f64> {
+    Some((ms_between(from?, to?) * 1e3).round() / 1e3)
+}
+
 /// The phases of the run, for `--result`: the same as `--debug`'s timeline.
 fn timeline(session: &Session) -> report::Timeline {
     let e = &session.events;
-    // To the microsecond: the clocks say no more.
-    let between =
-        |a: Option<Instant>, b: Option<Instant>| Some((ms_between(a?, b?) * 1e3).round() / 1e3);
     report::Timeline {
-        launcher: between(crate::STARTED.get().copied(), e.spawned),
-        kernel_boot: between(e.spawned, e.hello),
-        guest_setup: between(e.hello, e.started),
-        command: between(e.started, e.end),
-        power_off: between(e.end, e.exited),
+        launcher: ms_rounded(crate::STARTED.get().copied(), e.spawned),
+        kernel_boot: ms_rounded(e.spawned, e.hello),
+        guest_setup: ms_rounded(e.hello, e.started),
+        command: ms_rounded(e.started, e.end),
+        power_off: ms_rounded(e.end, e.exited),
         total: None,
     }
 }

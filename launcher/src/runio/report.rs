@@ -42,15 +42,15 @@ pub struct Report {
     /// The largest resident set among the launcher's host children, from getrusage: the
     /// kernel process (guest memory it touched included), its helpers (slirp4netns).
     pub peak_rss_bytes: Option<u64>,
-    /// The kept kernel log of a failed run.
-    pub log: Option<PathBuf>,
+    /// The kept kernel log of a failed run. (Paths are text: JSON has no other bytes.)
+    pub log: Option<String>,
     /// The run folder, with `--keep`.
-    pub run_folder: Option<PathBuf>,
+    pub run_folder: Option<String>,
 }
 
 #[derive(Serialize, Debug, Default, Clone, PartialEq)]
 pub struct KernelInfo {
-    pub path: PathBuf,
+    pub path: String,
     /// Where sekexe found it (`--kernel`, `$SEKEXE_KERNEL`, the cache, PATH...).
     pub source: String,
     /// Its release (`KERNEL --version`), when it says.
@@ -86,22 +86,14 @@ impl Report {
     }
 
     pub fn to_json(&self) -> String {
-        // Serializing plain structs of numbers, strings and paths cannot fail, except for a
-        // path that is not UTF-8, which serde refuses: shown lossily instead.
-        serde_json::to_string(self).unwrap_or_else(|_| {
-            let lossy = |p: &Option<PathBuf>| {
-                p.as_ref()
-                    .map(|p| PathBuf::from(p.to_string_lossy().into_owned()))
-            };
-            let mut clean = self.clone();
-            clean.log = lossy(&self.log);
-            clean.run_folder = lossy(&self.run_folder);
-            if let Some(k) = &mut clean.kernel {
-                k.path = PathBuf::from(k.path.to_string_lossy().into_owned());
-            }
-            serde_json::to_string(&clean).unwrap_or_default()
-        })
+        // Numbers, text and options of them: nothing serde_json refuses.
+        serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// A path as JSON text, bytes that are not UTF-8 shown as U+FFFD.
+pub fn text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 /// Where `--result` goes: its folder, opened before the run and used by handle after it, and
@@ -250,7 +242,9 @@ mod tests {
     fn a_path_that_is_not_utf8_is_shown_lossily() {
         use std::os::unix::ffi::OsStrExt;
         let mut r = Report::new();
-        r.log = Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/\xff.log")));
+        r.log = Some(text(Path::new(std::ffi::OsStr::from_bytes(
+            b"/tmp/\xff.log",
+        ))));
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["log"], "/tmp/\u{fffd}.log");
     }
