@@ -28,7 +28,7 @@ impl Source {
             Source::Option => "given on the command line",
             Source::Env => "$SEKEXE_KERNEL",
             Source::Project => "the project's kernel in your cache (sekexe kernel build)",
-            Source::System => "the project's kernel built for every user (in /var/cache/sekexe)",
+            Source::System => "the project's kernel built for every user (in the system cache)",
             Source::Path => "found on PATH",
         }
     }
@@ -58,7 +58,7 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
     if let Some(p) = paths::project_kernel().filter(|p| p.is_file()) {
         found.push((p, Source::Project));
     }
-    let system = PathBuf::from(paths::SYSTEM_KERNEL);
+    let system = paths::system_kernel();
     if system.is_file()
         && only_root_or_we_can_change(&system)
         && !found.iter().any(|(f, _)| same_file(f, &system))

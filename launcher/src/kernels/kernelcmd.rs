@@ -7,6 +7,7 @@ use anyhow::{anyhow, Result};
 
 use crate::kconfig::{Feature, Kconfig, FEATURES};
 use crate::kernel::{self, NOT_FOUND_HINT};
+use crate::paths;
 
 /// The fixes scripts/build-kernel applies, as the kernel names them in its configuration, and
 /// what an unpatched kernel does instead.
@@ -43,9 +44,6 @@ const FIXES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The system cache every user's sekexe looks in (see kernel lookup).
-const SYSTEM_CACHE: &str = "/var/cache/sekexe";
-
 /// `sekexe kernel build`: runs the build script that ships with sekexe (installed beside it
 /// in lib/sekexe, or in the checkout it was built from), which prints the kernel's path.
 pub fn build(system: bool, force: bool) -> Result<u8> {
@@ -65,10 +63,11 @@ pub fn build(system: bool, force: bool) -> Result<u8> {
     if system {
         if !rustix::process::geteuid().is_root() {
             anyhow::bail!(
-                "--system writes {SYSTEM_CACHE}, which needs root: sudo sekexe kernel build --system"
+                "--system writes {}, which needs root: sudo sekexe kernel build --system",
+                paths::SYSTEM_CACHE
             );
         }
-        cmd.env("SEKEXE_CACHE", SYSTEM_CACHE);
+        cmd.env("SEKEXE_CACHE", paths::SYSTEM_CACHE);
     }
     let status = cmd
         .status()

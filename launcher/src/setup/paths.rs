@@ -58,9 +58,14 @@ pub fn project_kernel() -> Option<PathBuf> {
     Some(cache_dir()?.join("kernels").join("linux"))
 }
 
-/// The project's kernel built for every user: scripts/build-kernel as root (scripts/test and
-/// scripts/bench build there) keeps it in the system cache.
-pub const SYSTEM_KERNEL: &str = "/var/cache/sekexe/kernels/linux";
+/// The cache of kernels built for every user (`sekexe kernel build --system`, and
+/// scripts/build-kernel as root, where scripts/test and scripts/bench build).
+pub const SYSTEM_CACHE: &str = "/var/cache/sekexe";
+
+/// The project's kernel in the system cache, laid out as in the user's.
+pub fn system_kernel() -> PathBuf {
+    Path::new(SYSTEM_CACHE).join("kernels").join("linux")
+}
 
 /// guest-init: `$SEKEXE_INIT` as given (tests boot other inits with it), else the first
 /// static one next to the sekexe binary, in an installed `lib/sekexe`, or where cargo builds
