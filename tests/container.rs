@@ -279,7 +279,10 @@ fn runs_inside_an_unprivileged_docker_container() {
             b"",
             r#"echo served > /tmp/index.html
                cd /tmp && python3 -m http.server -b 127.0.0.1 8123 >/dev/null 2>&1 &
-               sleep 1
+               for i in $(seq 300); do
+                 python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8123))' 2>/dev/null && break
+                 sleep 0.1
+               done
                "$SEKEXE" run -- python3 -c 'import urllib.request; print(urllib.request.urlopen("http://10.0.2.2:8123/index.html").read().decode(), end="")'"#,
         );
         assert_eq!(out.stdout_str(), "served\n", "{who}: {out:?}");
