@@ -200,7 +200,8 @@ impl Sandbox {
             let effective = rustix::thread::capabilities(None)
                 .map(|c| c.effective)
                 .unwrap_or(CapabilitySet::empty());
-            let mounts = match mount_namespace_absence(effective) {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let mounts = match mount_namespace_absence(effective, seccomp_filtered(&status)) {
                 None => {
                     let mut writable = plan.writable.clone();
                     writable.extend(plan.writable_files.iter().cloned());
@@ -228,9 +229,7 @@ impl Sandbox {
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())
                 .unwrap_or(40);
-            let bounding =
-                bounding_set(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
-            let drop = caps_to_drop(last, bounding, plan.net_admin);
+            let drop = caps_to_drop(last, bounding_set(&status), plan.net_admin);
             if drop.is_empty() || effective.contains(CapabilitySet::SETPCAP) {
                 summary.push("capabilities: only file access kept".into());
                 (mounts, drop)
@@ -317,9 +316,12 @@ impl Sandbox {
 /// Whether this process runs under a seccomp filter (a container's, a sandbox's): then a
 /// layer the kernel offers may still be refused, and is probed before it is counted on.
 fn under_seccomp_filter() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| status_field(&s, "Seccomp:").is_some_and(|v| v != "0"))
-        .unwrap_or(false)
+    seccomp_filtered(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// The same, from /proc/self/status text.
+fn seccomp_filtered(status: &str) -> bool {
+    status_field(status, "Seccomp:").is_some_and(|v| v != "0")
 }
 
 fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
@@ -347,11 +349,11 @@ fn caps_to_drop(last: u32, bounding: u64, net_admin: bool) -> Vec<u32> {
 }
 
 /// Why root cannot give the kernel process a mount namespace of its own, `None` when it can.
-fn mount_namespace_absence(effective: CapabilitySet) -> Option<&'static str> {
+fn mount_namespace_absence(effective: CapabilitySet, filtered: bool) -> Option<&'static str> {
     if !effective.contains(CapabilitySet::SYS_ADMIN) {
         return Some("no CAP_SYS_ADMIN here, as in a container");
     }
-    if (under_seccomp_filter() || under_apparmor_profile()) && !can_make_read_only_mounts() {
+    if (filtered || under_apparmor_profile()) && !can_make_read_only_mounts() {
         return Some(
             "a seccomp filter or AppArmor profile on sekexe forbids it, as in a container",
         );
@@ -378,7 +380,7 @@ pub fn mount_namespace_absence_here() -> Option<&'static str> {
     let effective = rustix::thread::capabilities(None)
         .map(|c| c.effective)
         .unwrap_or(CapabilitySet::empty());
-    mount_namespace_absence(effective)
+    mount_namespace_absence(effective, under_seccomp_filter())
 }
 
 /// Tries, in a short-lived child, what the mount layer does first: a mount namespace of its
@@ -873,7 +875,8 @@ mod tests {
         assert!(!caps_to_drop(40, !0, true).contains(&CAP_NET_ADMIN));
         // Unknown: assume all held, so the drop is attempted rather than skipped.
         assert_eq!(bounding_set("Name:\tx\n"), !0);
-        assert_eq!(status_field(status, "Seccomp:"), Some("2"));
+        assert!(seccomp_filtered(status));
+        assert!(!seccomp_filtered("Seccomp:\t0\n"));
     }
 
     #[test]
@@ -890,7 +893,7 @@ mod tests {
 
     #[test]
     fn root_without_cap_sys_admin_gets_no_mount_namespace() {
-        let why = mount_namespace_absence(CapabilitySet::CHOWN | CapabilitySet::SETPCAP);
+        let why = mount_namespace_absence(CapabilitySet::CHOWN | CapabilitySet::SETPCAP, true);
         assert!(why.unwrap().contains("CAP_SYS_ADMIN"));
     }
 
