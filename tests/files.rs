@@ -299,3 +299,128 @@ fn a_file_the_host_replaces_under_an_overlay_still_reads() {
     assert!(text == "old\n" || text == "new, and longer\n", "{out:?}");
     s.assert_clean();
 }
+
+/// What large reads check in a file: the whole file in 1 MiB reads, a vectored read into two
+/// buffers that start mid-page at an odd offset, and a read that runs past the end. The same
+/// script runs on the host and in the guest; their lines must be equal.
+const LARGE_READS: &str = r#"
+import hashlib, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+h = hashlib.sha256()
+while True:
+    b = os.read(fd, 1 << 20)
+    if not b:
+        break
+    h.update(b)
+print("whole", h.hexdigest())
+a, b = bytearray(70001), bytearray(100000)
+n = os.preadv(fd, [memoryview(a)[3:], b], 12345)
+print("vectored", n, hashlib.sha256((bytes(a[3:]) + bytes(b))[:n]).hexdigest())
+size = os.fstat(fd).st_size
+tail = os.pread(fd, 1 << 20, size - 1000)
+print("tail", len(tail), hashlib.sha256(tail).hexdigest())
+"#;
+
+/// Large reads of host files the guest does not cache go straight from the host into the
+/// reader's memory on the project kernel: the bytes must be the host's, however the buffers
+/// lie, and the guest keeps no copy of what it read once (its page cache holds no page of the
+/// file afterwards). Other kernels read through the page cache: the bytes are checked there.
+#[test]
+fn large_reads_return_the_hosts_bytes_and_keep_no_copy_in_the_guest() {
+    let dir = guest_visible_dir("files-large-");
+    let file = dir.path().join("big");
+    // 3 MiB and a bit of bytes that differ from page to page.
+    let data: Vec<u8> = (0..(3u32 << 20) + 4321)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let path = file.to_str().unwrap();
+    let host = std::process::Command::new("python3")
+        .args(["-c", LARGE_READS, path])
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "{host:?}");
+    let expected = String::from_utf8(host.stdout).unwrap();
+    assert!(
+        expected.contains("vectored 169998 ") && expected.contains("tail 1000 "),
+        "{expected}"
+    );
+    let direct = check_says_ok(&kernel_check(), "large reads of host files");
+    let s = Scratch::new();
+    let script =
+        format!("python3 -c '{LARGE_READS}' {path} && fincore --noheadings --output PAGES {path}");
+    let out = run(&s, &["run", "--net", "none", "--", "sh", "-c", &script]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let printed = out.stdout_str();
+    let (reads, pages) = match printed.trim_end().rsplit_once('\n') {
+        Some((r, p)) => (format!("{r}\n"), p.trim().to_string()),
+        None => (String::new(), printed.clone()),
+    };
+    assert_eq!(reads, expected, "{out:?}");
+    if direct {
+        assert_eq!(
+            pages, "0",
+            "the guest cached pages of a file read in large reads: {out:?}"
+        );
+    }
+    s.assert_clean();
+}
+
+/// What the guest wrote and the host may not have yet, read back in large reads through a
+/// second file: while a writer has the file open, through a shared mapping written and not
+/// synced, and after both are closed.
+const READ_BACK: &str = r#"
+import mmap, os
+p = "/tmp/data/f"
+w = os.open(p, os.O_RDWR)
+os.pwrite(w, b"A" * 300000, 100000)
+r = os.open(p, os.O_RDONLY)
+d = os.pread(r, 2 << 20, 0)
+print("writer open", d[100000:400000] == b"A" * 300000 and d[:100000] == bytes(100000))
+m = mmap.mmap(w, 2 << 20)
+os.close(w)
+m[1000000:1200000] = b"B" * 200000
+d = os.pread(r, 2 << 20, 0)
+print("mapped", d[1000000:1200000] == b"B" * 200000)
+m.close()
+d = os.pread(r, 2 << 20, 0)
+print("closed", d[100000:400000] == b"A" * 300000 and d[1000000:1200000] == b"B" * 200000)
+"#;
+
+/// A large read must not go around the guest's own writes: the project kernel reads straight
+/// from the host only where the guest has nothing cached and nothing open for writing.
+#[test]
+fn large_reads_see_what_the_guest_wrote() {
+    for user in users() {
+        let dir = guest_visible_dir("files-large-rw-");
+        let file = dir.path().join("f");
+        std::fs::write(&file, vec![0u8; 2 << 20]).unwrap();
+        if let Some(uid) = user {
+            chown(dir.path(), uid);
+            chown(&file, uid);
+        }
+        let s = Scratch::for_user(user);
+        let volume = format!("{}:/tmp/data:rw", dir.path().display());
+        let out = run(
+            &s,
+            &[
+                "run", "--net", "none", "-v", &volume, "--", "python3", "-c", READ_BACK,
+            ],
+        );
+        assert_eq!(out.code, 0, "{user:?}: {out:?}");
+        assert_eq!(
+            out.stdout_str(),
+            "writer open True\nmapped True\nclosed True\n",
+            "{user:?}: {out:?}"
+        );
+        let host = std::fs::read(&file).unwrap();
+        assert_eq!(host.len(), 2 << 20, "{user:?}");
+        assert!(host[100000..400000].iter().all(|&b| b == b'A'), "{user:?}");
+        assert!(
+            host[1000000..1200000].iter().all(|&b| b == b'B'),
+            "{user:?}"
+        );
+        assert!(host[..100000].iter().all(|&b| b == 0), "{user:?}");
+        s.assert_clean();
+    }
+}

@@ -33,6 +33,11 @@ const FIXES: &[(&str, &str, &str)] = &[
         "unpatched hostfs asks the host for every path component of every walk, and reads a page per host call",
     ),
     (
+        "SEKEXE_FIX_HOSTFS_DIRECT_READ",
+        "large reads of host files straight into the reader's memory",
+        "unpatched hostfs copies every read through the guest's page cache (several times slower for large files)",
+    ),
+    (
         "SEKEXE_FIX_SMP_ONE_CPU",
         "a one-CPU guest on an SMP kernel without two host calls per interrupt toggle",
         "unpatched UML kernels with SMP (6.19+) mask the IPI signal at every interrupt toggle, even with one CPU (slower boots and system calls)",
@@ -315,7 +320,8 @@ mod tests {
             "{STOCK_LIKE}CONFIG_SMP=y\nCONFIG_NR_CPUS=16\nCONFIG_SEKEXE_FIX_USER_TIME=y\n\
              CONFIG_PGTABLE_LEVELS=4\n\
              CONFIG_SEKEXE_FIX_ALTSTACK=y\nCONFIG_SEKEXE_FIX_VECTOR_TAP_SMP=y\nCONFIG_SEKEXE_FIX_HOSTFS_WALK=y\n\
-             CONFIG_SEKEXE_FIX_HOSTFS_CACHE=y\nCONFIG_SEKEXE_FIX_SMP_ONE_CPU=y\n{}",
+             CONFIG_SEKEXE_FIX_HOSTFS_CACHE=y\nCONFIG_SEKEXE_FIX_SMP_ONE_CPU=y\n\
+             CONFIG_SEKEXE_FIX_HOSTFS_DIRECT_READ=y\n{}",
             crate::kconfig::param_lines("seccomp=<on/auto/off>\nncpus=<# of CPUs>\n")
         );
         let r = report(&Kconfig::parse(&new), true);
@@ -328,6 +334,8 @@ mod tests {
         assert!(r.contains("  ok       path walks through hostfs"), "{r}");
         assert!(r.contains("  ok       hostfs keeps names"), "{r}");
         assert!(!old.contains("  ok       hostfs keeps names"), "{old}");
+        assert!(r.contains("  ok       large reads of host files"), "{r}");
+        assert!(!old.contains("  ok       large reads"), "{old}");
         assert!(
             r.contains("  ok       a one-CPU guest on an SMP kernel"),
             "{r}"
