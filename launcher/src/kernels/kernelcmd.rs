@@ -35,7 +35,7 @@ const FIXES: &[(&str, &str, &str)] = &[
     (
         "SEKEXE_FIX_HOSTFS_DIRECT_READ",
         "large reads of host files straight into the reader's memory",
-        "unpatched hostfs copies every read through the guest's page cache (several times slower for large files)",
+        "without this fix hostfs copies every read through the guest's page cache (several times slower for large files)",
     ),
     (
         "SEKEXE_FIX_SMP_ONE_CPU",
