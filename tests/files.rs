@@ -448,7 +448,7 @@ fn a_large_read_and_small_reads_agree_on_a_file_the_host_grows() {
     let file = dir.path().join("log");
     std::fs::write(&file, vec![b'a'; 200_000]).unwrap();
     let script = format!(
-        r#"
+        r#"python3 -c '
 import os, sys
 fd = os.open("{path}", os.O_RDONLY)
 print("ready", flush=True)
@@ -456,14 +456,12 @@ sys.stdin.readline()
 big = os.pread(fd, 1 << 20, 0)
 small = b"".join(os.pread(fd, 4096, off) for off in range(0, 1 << 20, 4096))
 print(len(big), len(small), big == small)
-"#,
+'"#,
         path = file.display()
     );
     let s = Scratch::new();
-    let mut r = sekexe(&s, ["run", "--net", "none", "--", "python3", "-c", &script])
-        .timeout(Duration::from_secs(60))
-        .spawn();
-    assert_eq!(r.read_until(b"ready\n"), b"ready\n");
+    let (printed, mut r) = until_ready(&s, &["--net", "none"], &script, 60);
+    assert_eq!(printed, "ready\n");
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&file)
