@@ -50,8 +50,8 @@ impl Channel {
         })
     }
 
-    /// A channel over any non-blocking stream (a socket pair in tests).
-    #[cfg(test)]
+    /// A channel over any non-blocking stream: a warm guest session's socket pair to PID 1,
+    /// a socket pair in tests.
     pub(crate) fn over(fd: OwnedFd) -> Channel {
         Channel {
             fd,

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use sekexe_wire::frame::stdin_file_name;
+use sekexe_wire::frame::{exec_request_name, stdin_file_name};
 use sekexe_wire::names::{decode_param, EXCHANGE_PARAM, GUEST_EXCHANGE_DIR, REQUEST_FILE};
 use sekexe_wire::Request;
 
@@ -19,6 +19,8 @@ use crate::mounts;
 #[derive(Clone)]
 pub struct Exchange {
     dir: PathBuf,
+    /// Whose stdin files this relay takes (0: the run's command; others: exec sessions).
+    session: u32,
 }
 
 /// Mounts the exchange folder named on the kernel command line at [`GUEST_EXCHANGE_DIR`].
@@ -32,14 +34,38 @@ pub fn attach(log: &mut Log) -> Result<Exchange> {
     let dir = PathBuf::from(GUEST_EXCHANGE_DIR);
     mounts::mount_hostfs(Path::new(OsStr::from_bytes(&host_path)), &dir, true)?;
     log.step("exchange folder attached");
-    Ok(Exchange { dir })
+    Ok(Exchange { dir, session: 0 })
 }
 
 impl Exchange {
     /// An exchange folder that is already in place (a temporary folder in tests).
     #[cfg(test)]
     pub(crate) fn at(dir: PathBuf) -> Exchange {
-        Exchange { dir }
+        Exchange { dir, session: 0 }
+    }
+
+    /// The same folder, as seen by exec session `session`'s relay.
+    pub fn for_session(&self, session: u32) -> Exchange {
+        Exchange {
+            dir: self.dir.clone(),
+            session,
+        }
+    }
+
+    /// Reads exec session `session`'s request (`sekexe exec`); a warm guest's sessions run
+    /// a command each.
+    pub fn read_exec_request(&self, session: u32) -> Result<Request> {
+        let path = self.dir.join(exec_request_name(session));
+        let data = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        let request =
+            Request::decode(&data).with_context(|| format!("decode {}", path.display()))?;
+        if request.serve {
+            anyhow::bail!(
+                "{}: a session's request cannot ask to serve",
+                path.display()
+            );
+        }
+        Ok(request)
     }
 
     pub fn read_request(&self) -> Result<Request> {
@@ -52,7 +78,7 @@ impl Exchange {
     /// the guest's page cache (the launcher removes the file once it is credited).
     pub fn take_stdin_file(&self, seq: u32, len: u32) -> Result<Vec<u8>> {
         use std::io::Read;
-        let path = self.dir.join(stdin_file_name(seq));
+        let path = self.dir.join(stdin_file_name(self.session, seq));
         let mut file =
             std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
         // One byte more than announced tells a longer file from an exact one.

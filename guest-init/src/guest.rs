@@ -130,6 +130,18 @@ impl Guest {
         }
     }
 
+    /// A warm guest (`sekexe start`): serves `sekexe exec` sessions until stopped.
+    pub fn serve(&mut self) -> ! {
+        let (Some(channel), Some(signals), Some(exchange)) = (
+            self.channel.as_mut(),
+            self.signals.as_ref(),
+            self.exchange.as_ref(),
+        ) else {
+            unreachable!("the channel, signals and exchange are attached before serving")
+        };
+        crate::serve::run(channel, signals, exchange, &mut self.log)
+    }
+
     /// The normal end: the command's outcome is known and its leftovers are gone.
     pub fn finish(mut self, outcome: Outcome, request: &Request) -> ! {
         if let Outcome::GuestFailed { message } = &outcome {

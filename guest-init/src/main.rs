@@ -20,6 +20,7 @@ mod reaper;
 mod relay;
 mod report;
 mod root;
+mod serve;
 mod signals;
 mod spawn;
 
@@ -66,6 +67,9 @@ fn main() -> ! {
         g.wait_for_network();
     }
 
+    if request.serve {
+        g.serve()
+    }
     let outcome = g.run_command(&request);
     g.finish(outcome, &request)
 }

@@ -87,6 +87,55 @@ impl Procs for Pid1<'_> {
     }
 }
 
+/// A warm guest's session (`sekexe exec`): its relay is a child of PID 1 and acts only on its
+/// own command. What the command leaves behind lives on (a daemon started by one exec serves
+/// the next); a shutdown kills the command's process group.
+struct SessionProcs<'a> {
+    signals: &'a SignalFd,
+    main: Pid,
+}
+
+impl Procs for SessionProcs<'_> {
+    fn signal_fd(&self) -> BorrowedFd<'_> {
+        self.signals.as_fd()
+    }
+
+    fn take_signals(&mut self) -> Vec<i32> {
+        // Signals sent to the relay itself (PID 1 stopping the guest sends every process
+        // SIGTERM, the command included) are not passed on twice.
+        signals::drain(self.signals)
+            .into_iter()
+            .filter(|&s| s == Signal::SIGCHLD as i32)
+            .collect()
+    }
+
+    fn signal_command(&mut self, main: Pid, sig: Signal) {
+        Pid1 {
+            signals: self.signals,
+        }
+        .signal_command(main, sig)
+    }
+
+    fn signal_all(&mut self, sig: Signal) -> bool {
+        kill(Pid::from_raw(-self.main.as_raw()), sig).is_ok()
+    }
+
+    fn reap(&mut self, main: Pid) -> (Option<Outcome>, bool) {
+        reaper::reap(Some(main))
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn poll(&self, fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> rustix::io::Result<usize> {
+        Pid1 {
+            signals: self.signals,
+        }
+        .poll(fds, deadline)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     /// The command runs.
@@ -119,6 +168,8 @@ struct Relay<P> {
     /// stdout and stderr (in TTY mode only the pty master, as stdout).
     outputs: [Option<OwnedFd>; 2],
     pty: Option<OwnedFd>,
+    /// A warm guest's session: the command's leftovers stay (see [`SessionProcs`]).
+    keep_leftovers: bool,
 }
 
 pub fn run(
@@ -129,6 +180,25 @@ pub fn run(
     log: &mut Log,
 ) -> Outcome {
     Relay::new(Pid1 { signals }, cmd).run(channel, exchange, log)
+}
+
+/// A warm guest's session: like [`run`], from a relay that is not PID 1. The session ends
+/// when the command has ended and its output is closed, as a pipe on the host would; what
+/// it left behind keeps running.
+pub fn run_session(
+    channel: &mut Channel,
+    signals: &SignalFd,
+    exchange: &Exchange,
+    cmd: Command,
+    log: &mut Log,
+) -> Outcome {
+    let procs = SessionProcs {
+        signals,
+        main: cmd.pid,
+    };
+    let mut relay = Relay::new(procs, cmd);
+    relay.keep_leftovers = true;
+    relay.run(channel, Some(exchange), log)
 }
 
 impl<P: Procs> Relay<P> {
@@ -145,6 +215,7 @@ impl<P: Procs> Relay<P> {
             credit: 0,
             outputs: [cmd.stdout, cmd.stderr],
             pty: cmd.pty,
+            keep_leftovers: false,
         }
     }
 
@@ -204,7 +275,7 @@ impl<P: Procs> Relay<P> {
 
     /// The command has ended: SIGTERM to everything it left behind.
     fn start_terminating(&mut self, log: &mut Log) {
-        if self.phase == Phase::Running {
+        if self.phase == Phase::Running && !self.keep_leftovers {
             if self.procs.signal_all(Signal::SIGTERM) {
                 log.step("command ended; terminating leftover processes");
             }
@@ -319,7 +390,11 @@ impl<P: Procs> Relay<P> {
                 log.step("launcher asked for shutdown: killing every process");
                 self.kill_everything();
             }
-            HostFrame::EndAck | HostFrame::NetReady => {
+            // A warm guest's frames reach PID 1's multiplexer, never a relay.
+            HostFrame::EndAck
+            | HostFrame::NetReady
+            | HostFrame::Exec(_)
+            | HostFrame::Session { .. } => {
                 let _ = channel;
             }
         });
@@ -767,7 +842,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sekexe-relay-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for (seq, data) in files {
-            std::fs::write(dir.join(sekexe_wire::frame::stdin_file_name(*seq)), data).unwrap();
+            std::fs::write(dir.join(sekexe_wire::frame::stdin_file_name(0, *seq)), data).unwrap();
         }
         (Exchange::at(dir.clone()), dir)
     }

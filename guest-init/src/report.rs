@@ -2,7 +2,7 @@
 //! reach what is stored here, so the channel is recorded as it appears.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use sekexe_wire::status::Timeline;
@@ -15,9 +15,17 @@ use crate::log::console;
 pub const END_ACK_WAIT: Duration = Duration::from_secs(2);
 
 static CHANNEL_FD: AtomicI32 = AtomicI32::new(-1);
+/// This process is a warm guest's session relay, not PID 1: a panic ends the session only.
+static SESSION: AtomicBool = AtomicBool::new(false);
 
 pub fn set_channel(channel: &Channel) {
     CHANNEL_FD.store(channel.fd().as_raw_fd(), Ordering::SeqCst);
+}
+
+/// In a session's relay: a panic reports on the session's channel and ends the session.
+pub fn set_session(channel: &Channel) {
+    SESSION.store(true, Ordering::SeqCst);
+    set_channel(channel);
 }
 
 /// A panic still writes a status and powers off: PID 1 must not exit.
@@ -39,6 +47,9 @@ pub fn install_panic_hook() {
             };
             let _ = channel::write_frame_raw(fd, GuestFrame::Status(&status.encode()));
             let _ = channel::write_frame_raw(fd, GuestFrame::End);
+        }
+        if SESSION.load(Ordering::SeqCst) {
+            std::process::exit(1);
         }
         power_off()
     }));

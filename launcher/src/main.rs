@@ -13,6 +13,9 @@
 //             session relays streams, signals and the terminal until the kernel ends; verdict
 //             turns what happened into the exit status; diagnose explains failures.
 // run.rs strings these together; doctor.rs checks a host.
+//   warm:     start boots a warm guest whose launcher (daemon) stays behind and multiplexes
+//             its channel between exec sessions over a control socket (control); folder is
+//             its place on the host; manage lists, shows and stops guests.
 
 mod confine;
 mod docs;
@@ -21,6 +24,7 @@ mod kernels;
 mod run;
 mod runio;
 mod setup;
+mod warm;
 
 // Short paths for the modules the others use (crate::kernel, crate::sandbox, ...).
 use confine::{sandbox, scratch, seccomp};
@@ -56,6 +60,11 @@ fn main() {
     };
     let result = match cli.command {
         cli::Command::Run(args) => run::run(*args),
+        cli::Command::Start(args) => warm::start::start(*args),
+        cli::Command::Exec(args) => warm::exec::exec(*args),
+        cli::Command::Ls => warm::manage::ls(),
+        cli::Command::Logs { name } => warm::manage::logs(&name),
+        cli::Command::Stop { name } => warm::manage::stop(&name),
         cli::Command::Kernel(cli::KernelCommand::Check { path }) => {
             kernelcmd::check(path.as_deref())
         }

@@ -63,13 +63,77 @@ pub fn run(args: RunArgs) -> Result<u8> {
 
 fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) -> Result<u8> {
     let cfg = RunConfig::from_args(args, caller)?;
+    let booted = boot(&cfg, report, false)?;
+    let Booted {
+        kernel: _,
+        io,
+        uml,
+        spawned,
+        options,
+        mut run_dir,
+        base,
+        umid,
+        memory_dir,
+        network: _network,
+        overlay_dir: _overlay_dir,
+    } = booted;
+    let mut session = Session::new(io, uml, spawned, options);
+    session.run()?;
+
+    let logs = paths::log_dir().unwrap_or_else(|| base.clone());
+    let failure = Failure {
+        base: &base,
+        logs: &logs,
+        umid: &umid,
+        memory_dir: &memory_dir,
+    };
+    let code = conclude(&cfg, &run_dir, &mut session, &failure, report);
+    if cfg.debug {
+        print_timeline(&session);
+    }
+    if cfg.keep {
+        run_dir.keep(session.status.as_ref().and_then(|s| s.as_ref().ok()));
+        eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
+    }
+    if let Some(r) = report.as_mut() {
+        r.timeline_ms = timeline(&session);
+        r.peak_rss_bytes = report::children_peak_rss();
+        if cfg.keep {
+            r.run_folder = Some(report::text(run_dir.path()));
+        }
+    }
+    Ok(code)
+}
+
+/// A kernel booting for a run or a warm guest, and what must live as long as it.
+pub(crate) struct Booted {
+    pub kernel: PathBuf,
+    pub io: Io,
+    pub uml: Uml,
+    pub spawned: Instant,
+    pub options: Options,
+    pub run_dir: rundir::RunDir,
+    /// The user's run base.
+    pub base: PathBuf,
+    /// The kernel's umid, which names its failure log.
+    pub umid: String,
+    pub memory_dir: PathBuf,
+    /// The network helpers, stopped when this goes.
+    pub network: Network,
+    pub overlay_dir: Option<OverlayDir>,
+}
+
+/// Sets up everything `cfg` asks for and starts the kernel: a run's (its command in the
+/// request) or, with `serve`, a warm guest's (`sekexe start`: no command; guest-init serves
+/// `sekexe exec` sessions).
+pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) -> Result<Booted> {
     let kernel = kernel::select(cfg.kernel.as_deref())?;
     net::check_kernel(&cfg.net.mode, &kernel.config)?;
     let offers = userspace::KernelOffers {
         seccomp: kernel.config.seccomp_userspace(),
         max_cpus: kernel.config.max_cpus(),
     };
-    let confined = whole_confinement(&cfg);
+    let confined = whole_confinement(cfg);
     let choice = userspace::choose(cfg.userspace, cfg.cpus, offers, confined)?;
     if let Some(w) = &choice.warning {
         eprintln!("sekexe: warning: {w}");
@@ -118,8 +182,8 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
     // From here on signals wait in the signalfd: a Ctrl-C cannot leave a half-made run behind.
     let signals = signals::block()?;
     let base = rundir::user_base(&memory_dir)?;
-    check_own_folders_stay_ours(&cfg, &base)?;
-    let mut run_dir = rundir::RunDir::create(&base)?;
+    check_own_folders_stay_ours(cfg, &base)?;
+    let run_dir = rundir::RunDir::create(&base)?;
     let scratch = Scratch::create(cfg.mem, run_dir.path())?;
     if scratch.host_folder().is_some() {
         memory::check_room(&memory_dir, cfg.mem)?;
@@ -139,8 +203,13 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
     } else {
         calibration::cached(&base)
     };
-    let mut req = request(&cfg, overlay);
+    let mut req = request(cfg, overlay);
     req.measure_lpj = lpj.is_none() && !own_lpj;
+    if serve {
+        req.argv = Vec::new();
+        req.tty = false;
+        req.serve = true;
+    }
     run_dir.write_request(&req)?;
 
     let mut network = Network::start(&cfg.net, &run_dir, cmdline::CHANNEL_FD + 1, cfg.sandbox)?;
@@ -190,7 +259,7 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
         debug_shell: cfg.debug_shell,
         net: &network.words,
         userspace: &userspace_words,
-        hostfs_cache_ms: fs_cache_ms(&cfg, &kernel.config),
+        hostfs_cache_ms: fs_cache_ms(cfg, &kernel.config),
         disks: &disks,
         extra: &cfg.kernel_args,
     })?;
@@ -208,7 +277,7 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
             choice.note.map(|n| format!(" ({n})")).unwrap_or_default()
         );
     }
-    let sandbox = sandbox(&cfg, &scratch, &disks, &network)?;
+    let sandbox = sandbox(cfg, &scratch, &disks, &network)?;
     if cfg.debug {
         for line in &sandbox.summary {
             eprintln!("[sekexe] sandbox: {line}");
@@ -272,32 +341,19 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
         tty: cfg.tty,
         forwarder,
     };
-    let mut session = Session::new(io, uml, spawned, options);
-    session.run()?;
-
-    let logs = paths::log_dir().unwrap_or_else(|| base.clone());
-    let failure = Failure {
-        base: &base,
-        logs: &logs,
-        umid: &umid,
-        memory_dir: &memory_dir,
-    };
-    let code = conclude(&cfg, &run_dir, &mut session, &failure, report);
-    if cfg.debug {
-        print_timeline(&session);
-    }
-    if cfg.keep {
-        run_dir.keep(session.status.as_ref().and_then(|s| s.as_ref().ok()));
-        eprintln!("sekexe: kept the run folder {}", run_dir.path().display());
-    }
-    if let Some(r) = report.as_mut() {
-        r.timeline_ms = timeline(&session);
-        r.peak_rss_bytes = report::children_peak_rss();
-        if cfg.keep {
-            r.run_folder = Some(report::text(run_dir.path()));
-        }
-    }
-    Ok(code)
+    Ok(Booted {
+        kernel: kernel.path.clone(),
+        io,
+        uml,
+        spawned,
+        options,
+        run_dir,
+        base,
+        umid,
+        memory_dir,
+        network,
+        overlay_dir,
+    })
 }
 
 /// `hostfs.cache_ms=`, when the kernel can cache and the user did not turn it off. A kernel
@@ -434,7 +490,8 @@ fn sandbox(
     Ok(sandbox)
 }
 
-fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
+/// The request for `cfg`'s command (a warm guest's session takes its command-level fields).
+pub(crate) fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
     let net = match (&cfg.net.mode, &cfg.net.static_ip) {
         (net::Mode::None, _) => Net::None,
         (_, Some(s)) => Net::Static {
@@ -488,6 +545,7 @@ fn request(cfg: &RunConfig, overlay: Overlay) -> Request {
         net,
         wait_for_network: !cfg.net.forwards.is_empty(),
         measure_lpj: false,
+        serve: false,
     }
 }
 
@@ -530,7 +588,7 @@ fn conclude(
         }
     }
     if verdict.unreported {
-        let kernel = session.uml.try_wait();
+        let kernel = session.uml.as_mut().and_then(Uml::try_wait);
         let why = if !run_dir.path().is_dir() {
             format!(
                 "the run folder {} was removed during the run",

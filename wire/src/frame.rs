@@ -51,9 +51,23 @@ pub const CHANNEL_WINDOW: usize = 2048;
 /// The largest stdin chunk sent inline; larger ones go as a `StdinFile`.
 pub const MAX_INLINE_STDIN: usize = 1024;
 
-/// The exchange-folder file that carries stdin chunk `seq`.
-pub fn stdin_file_name(seq: u32) -> String {
-    format!("stdin-{seq}")
+/// What a [`GuestFrame::Session`] or [`HostFrame::Session`] adds around the frame it carries:
+/// its own header and the session id.
+pub const SESSION_OVERHEAD: usize = HEADER_LEN + 4;
+
+/// The exchange-folder file that carries stdin chunk `seq` of session `session` (0: the run's
+/// own command; others: `sekexe exec` into a warm guest).
+pub fn stdin_file_name(session: u32, seq: u32) -> String {
+    if session == 0 {
+        format!("stdin-{seq}")
+    } else {
+        format!("exec-{session}-stdin-{seq}")
+    }
+}
+
+/// The exchange-folder file that carries the request of `sekexe exec` session `session`.
+pub fn exec_request_name(session: u32) -> String {
+    format!("exec-{session}")
 }
 
 /// Frames guest-init sends to the launcher.
@@ -88,6 +102,14 @@ pub enum GuestFrame<'a> {
     /// `--debug-shell`: a step or the command failed (the text says which); a shell on a
     /// terminal follows, relayed like a command's, before the run ends.
     DebugShell(&'a [u8]),
+    /// A warm guest (`sekexe start`): one whole frame of session `id`'s relay, which speaks
+    /// to its `sekexe exec` as a run's guest-init speaks to its launcher.
+    Session { id: u32, frame: &'a [u8] },
+    /// A warm guest: session `id`'s relay is gone; nothing more comes for it.
+    SessionGone(u32),
+    /// Never from the guest: a warm guest's launcher tells `sekexe exec` that the guest is
+    /// gone (the text says why) and nothing more will come.
+    Lost(&'a [u8]),
 }
 
 /// Frames the launcher sends to guest-init.
@@ -115,6 +137,11 @@ pub enum HostFrame<'a> {
     Shutdown,
     /// The host side of the network is ready (port forwards in place): start the command.
     NetReady,
+    /// A warm guest: the exchange folder holds [`exec_request_name`]`(id)`; start it as
+    /// session `id`.
+    Exec(u32),
+    /// A warm guest: one whole frame for session `id`'s relay.
+    Session { id: u32, frame: &'a [u8] },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +179,9 @@ mod tag {
     pub const DEBUG_SHELL: u8 = 0x0a;
     pub const STATUS: u8 = 0x0b;
     pub const STDIN_FILE_READ: u8 = 0x0c;
+    pub const SESSION: u8 = 0x0d;
+    pub const SESSION_GONE: u8 = 0x0e;
+    pub const LOST: u8 = 0x0f;
 
     pub const STDIN: u8 = 0x81;
     pub const STDIN_EOF: u8 = 0x82;
@@ -163,11 +193,13 @@ mod tag {
     pub const SHUTDOWN: u8 = 0x88;
     pub const STDIN_FILE: u8 = 0x89;
     pub const NET_READY: u8 = 0x8a;
+    pub const EXEC: u8 = 0x8b;
+    pub const HOST_SESSION: u8 = 0x8c;
 }
 
 fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     assert!(
-        payload.len() <= MAX_PAYLOAD,
+        payload.len() <= MAX_PAYLOAD + SESSION_OVERHEAD,
         "frame payload over MAX_PAYLOAD"
     );
     out.push(tag);
@@ -188,7 +220,9 @@ fn split(buf: &[u8]) -> Result<Option<Raw<'_>>, FrameError> {
         return Ok(None);
     }
     let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
-    if len as usize > MAX_PAYLOAD {
+    // Only a session frame may carry a whole frame of the largest size plus its own header.
+    let session = buf[0] == tag::SESSION || buf[0] == tag::HOST_SESSION;
+    if len as usize > MAX_PAYLOAD + if session { SESSION_OVERHEAD } else { 0 } {
         return Err(FrameError::TooLong(len));
     }
     let total = HEADER_LEN + len as usize;
@@ -207,6 +241,30 @@ fn u32_payload(tag: u8, payload: &[u8]) -> Result<u32, FrameError> {
         .try_into()
         .map_err(|_| FrameError::BadPayload(tag))?;
     Ok(u32::from_le_bytes(n))
+}
+
+/// A session frame's payload: the id, then exactly one whole frame.
+fn session_payload(tag: u8, payload: &[u8]) -> Result<(u32, &[u8]), FrameError> {
+    if payload.len() < 4 {
+        return Err(FrameError::BadPayload(tag));
+    }
+    let (id, inner) = payload.split_at(4);
+    match split(inner) {
+        Ok(Some(raw)) if raw.used == inner.len() && raw.payload.len() <= MAX_PAYLOAD => {}
+        _ => return Err(FrameError::BadPayload(tag)),
+    }
+    Ok((u32_payload(tag, id)?, inner))
+}
+
+fn put_session(out: &mut Vec<u8>, tag: u8, id: u32, frame: &[u8]) {
+    assert!(
+        frame.len() <= MAX_PAYLOAD + HEADER_LEN,
+        "session frame too long"
+    );
+    out.push(tag);
+    out.extend_from_slice(&((frame.len() + 4) as u32).to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(frame);
 }
 
 fn empty(tag: u8, payload: &[u8]) -> Result<(), FrameError> {
@@ -232,6 +290,9 @@ impl<'a> GuestFrame<'a> {
             GuestFrame::DebugShell(reason) => put(out, tag::DEBUG_SHELL, reason),
             GuestFrame::Status(record) => put(out, tag::STATUS, record),
             GuestFrame::StdinFileRead(seq) => put(out, tag::STDIN_FILE_READ, &seq.to_le_bytes()),
+            GuestFrame::Session { id, frame } => put_session(out, tag::SESSION, id, frame),
+            GuestFrame::SessionGone(id) => put(out, tag::SESSION_GONE, &id.to_le_bytes()),
+            GuestFrame::Lost(why) => put(out, tag::LOST, why),
         }
     }
 
@@ -258,6 +319,12 @@ impl<'a> GuestFrame<'a> {
             tag::STDIN_CLOSED => empty(t, p).map(|_| GuestFrame::StdinClosed)?,
             tag::LOG => GuestFrame::Log(p),
             tag::END => empty(t, p).map(|_| GuestFrame::End)?,
+            tag::SESSION => {
+                let (id, frame) = session_payload(t, p)?;
+                GuestFrame::Session { id, frame }
+            }
+            tag::SESSION_GONE => GuestFrame::SessionGone(u32_payload(t, p)?),
+            tag::LOST => GuestFrame::Lost(p),
             other => return Err(FrameError::UnknownTag(other)),
         };
         Ok(Some((frame, used)))
@@ -287,6 +354,8 @@ impl<'a> HostFrame<'a> {
                 p[4..].copy_from_slice(&len.to_le_bytes());
                 put(out, tag::STDIN_FILE, &p)
             }
+            HostFrame::Exec(id) => put(out, tag::EXEC, &id.to_le_bytes()),
+            HostFrame::Session { id, frame } => put_session(out, tag::HOST_SESSION, id, frame),
         }
     }
 
@@ -327,6 +396,11 @@ impl<'a> HostFrame<'a> {
             tag::END_ACK => empty(t, p).map(|_| HostFrame::EndAck)?,
             tag::SHUTDOWN => empty(t, p).map(|_| HostFrame::Shutdown)?,
             tag::NET_READY => empty(t, p).map(|_| HostFrame::NetReady)?,
+            tag::EXEC => HostFrame::Exec(u32_payload(t, p)?),
+            tag::HOST_SESSION => {
+                let (id, frame) = session_payload(t, p)?;
+                HostFrame::Session { id, frame }
+            }
             other => return Err(FrameError::UnknownTag(other)),
         };
         Ok(Some((frame, used)))
@@ -351,6 +425,12 @@ mod tests {
             GuestFrame::DebugShell(b"the command exited with status 3"),
             GuestFrame::Status(b"SEKEXEST..."),
             GuestFrame::StdinFileRead(7),
+            GuestFrame::Session {
+                id: 3,
+                frame: &[0x01, 0, 0, 0, 0],
+            },
+            GuestFrame::SessionGone(3),
+            GuestFrame::Lost(b"the kernel was killed"),
         ]
     }
 
@@ -367,6 +447,11 @@ mod tests {
             HostFrame::StdinFile {
                 seq: 7,
                 len: 1 << 20,
+            },
+            HostFrame::Exec(9),
+            HostFrame::Session {
+                id: 9,
+                frame: &[0x83, 1, 0, 0, 0, 15],
             },
         ]
     }
@@ -440,6 +525,40 @@ mod tests {
             HostFrame::parse(&[0x83, 1, 0, 0, 0, 65]),
             Err(FrameError::BadPayload(0x83))
         );
+    }
+
+    #[test]
+    fn a_session_frame_carries_exactly_one_whole_frame_of_any_size() {
+        let mut big = Vec::new();
+        GuestFrame::Stdout(&[7; MAX_PAYLOAD]).encode_into(&mut big);
+        let mut wire = Vec::new();
+        GuestFrame::Session { id: 1, frame: &big }.encode_into(&mut wire);
+        assert_eq!(
+            GuestFrame::parse(&wire).unwrap(),
+            Some((GuestFrame::Session { id: 1, frame: &big }, wire.len()))
+        );
+        // Half a frame, two frames, or a bare id would leave the stream out of step.
+        for inner in [&big[..10], &[&big[..], &big[..]].concat()[..], &[][..]] {
+            let mut wire = vec![0x0d];
+            wire.extend_from_slice(&(inner.len() as u32 + 4).to_le_bytes());
+            wire.extend_from_slice(&1u32.to_le_bytes());
+            wire.extend_from_slice(inner);
+            assert!(GuestFrame::parse(&wire).is_err());
+        }
+        // Any other frame keeps the plain bound.
+        let mut wire = vec![0x03];
+        wire.extend_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        assert_eq!(
+            GuestFrame::parse(&wire),
+            Err(FrameError::TooLong(MAX_PAYLOAD as u32 + 1))
+        );
+    }
+
+    #[test]
+    fn stdin_files_of_sessions_never_share_a_name() {
+        assert_eq!(stdin_file_name(0, 3), "stdin-3");
+        assert_eq!(stdin_file_name(2, 3), "exec-2-stdin-3");
+        assert_ne!(stdin_file_name(2, 3), exec_request_name(2));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 const MAGIC: &[u8] = b"SEKEXERQ";
 /// Bumped whenever a field changes; launcher and guest-init must come from the same build.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// How guest-init configures the network interface.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -89,6 +89,9 @@ pub struct Request {
     /// The kernel calibrated its delay loop this boot: report the result (BogoMIPS) so the
     /// launcher can skip calibrating next time.
     pub measure_lpj: bool,
+    /// `sekexe start`: no command; once set up, serve `sekexe exec` sessions until told to
+    /// stop. (A session's own request leaves the guest-wide fields at their defaults.)
+    pub serve: bool,
 }
 
 impl Request {
@@ -136,7 +139,9 @@ impl Request {
                 e.list(&dns)
             }
         };
-        e.bool(self.wait_for_network).bool(self.measure_lpj);
+        e.bool(self.wait_for_network)
+            .bool(self.measure_lpj)
+            .bool(self.serve);
         e.finish()
     }
 
@@ -215,6 +220,7 @@ impl Request {
             },
             wait_for_network: d.bool("wait_for_network")?,
             measure_lpj: d.bool("measure_lpj")?,
+            serve: d.bool("serve")?,
         };
         d.finish()?;
         req.validate()?;
@@ -224,7 +230,7 @@ impl Request {
     /// The invariants exec needs: a command, no NUL bytes (they cannot reach execve), and
     /// environment entries of the form KEY=VALUE.
     pub fn validate(&self) -> Result<(), DecodeError> {
-        if self.argv.is_empty() {
+        if self.argv.is_empty() != self.serve {
             return Err(DecodeError::BadValue("argv"));
         }
         if self.argv.iter().any(|a| a.contains(&0)) {
@@ -311,6 +317,7 @@ mod tests {
             },
             wait_for_network: true,
             measure_lpj: true,
+            serve: false,
         }
     }
 

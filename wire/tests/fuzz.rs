@@ -307,6 +307,7 @@ fn request() -> impl Strategy<Value = Request> {
             net,
             wait_for_network,
             measure_lpj,
+            serve: false,
         },
     )
 }
@@ -418,6 +419,9 @@ enum Guest {
     DebugShell(Vec<u8>),
     Status(Vec<u8>),
     StdinFileRead(u32),
+    Session { id: u32, frame: Vec<u8> },
+    SessionGone(u32),
+    Lost(Vec<u8>),
 }
 
 impl Guest {
@@ -435,6 +439,9 @@ impl Guest {
             Guest::DebugShell(d) => GuestFrame::DebugShell(d),
             Guest::Status(d) => GuestFrame::Status(d),
             Guest::StdinFileRead(n) => GuestFrame::StdinFileRead(*n),
+            Guest::Session { id, frame } => GuestFrame::Session { id: *id, frame },
+            Guest::SessionGone(id) => GuestFrame::SessionGone(*id),
+            Guest::Lost(d) => GuestFrame::Lost(d),
         }
     }
 
@@ -453,6 +460,12 @@ impl Guest {
             GuestFrame::DebugShell(d) => Guest::DebugShell(d.to_vec()),
             GuestFrame::Status(d) => Guest::Status(d.to_vec()),
             GuestFrame::StdinFileRead(n) => Guest::StdinFileRead(n),
+            GuestFrame::Session { id, frame } => Guest::Session {
+                id,
+                frame: frame.to_vec(),
+            },
+            GuestFrame::SessionGone(id) => Guest::SessionGone(id),
+            GuestFrame::Lost(d) => Guest::Lost(d.to_vec()),
         }
     }
 }
@@ -483,6 +496,13 @@ fn guest_frame() -> impl Strategy<Value = Guest> {
         payload(MAX_PAYLOAD).prop_map(Guest::DebugShell),
         payload(MAX_PAYLOAD).prop_map(Guest::Status),
         any::<u32>().prop_map(Guest::StdinFileRead),
+        (any::<u32>(), payload(MAX_PAYLOAD)).prop_map(|(id, data)| {
+            let mut frame = Vec::new();
+            GuestFrame::Stdout(&data).encode_into(&mut frame);
+            Guest::Session { id, frame }
+        }),
+        any::<u32>().prop_map(Guest::SessionGone),
+        payload(MAX_PAYLOAD).prop_map(Guest::Lost),
     ]
 }
 
@@ -498,6 +518,8 @@ enum Host {
     EndAck,
     Shutdown,
     NetReady,
+    Exec(u32),
+    Session { id: u32, frame: Vec<u8> },
 }
 
 impl Host {
@@ -513,6 +535,8 @@ impl Host {
             Host::EndAck => HostFrame::EndAck,
             Host::Shutdown => HostFrame::Shutdown,
             Host::NetReady => HostFrame::NetReady,
+            Host::Exec(id) => HostFrame::Exec(id),
+            Host::Session { id, ref frame } => HostFrame::Session { id, frame },
         }
     }
 
@@ -529,6 +553,11 @@ impl Host {
             HostFrame::EndAck => Host::EndAck,
             HostFrame::Shutdown => Host::Shutdown,
             HostFrame::NetReady => Host::NetReady,
+            HostFrame::Exec(id) => Host::Exec(id),
+            HostFrame::Session { id, frame } => Host::Session {
+                id,
+                frame: frame.to_vec(),
+            },
         }
     }
 }
@@ -557,6 +586,12 @@ fn host_frame() -> impl Strategy<Value = Host> {
         Just(Host::EndAck),
         Just(Host::Shutdown),
         Just(Host::NetReady),
+        any::<u32>().prop_map(Host::Exec),
+        (any::<u32>(), payload(MAX_INLINE_STDIN)).prop_map(|(id, data)| {
+            let mut frame = Vec::new();
+            HostFrame::Stdin(&data).encode_into(&mut frame);
+            Host::Session { id, frame }
+        }),
     ]
 }
 

@@ -87,6 +87,12 @@ pub fn decide(e: &Ending<'_>) -> Verdict {
             return Verdict::failed(failed, format!("the run was stopped: {why}"))
         }
         Some(Interruption::Hostile(why)) => return Verdict::failed(failed, why.clone()),
+        Some(Interruption::Lost(why)) => {
+            return Verdict {
+                failed: true,
+                ..Verdict::said(failed, why.clone())
+            }
+        }
         None => {}
     }
     if e.timed_out {

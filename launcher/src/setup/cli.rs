@@ -58,6 +58,24 @@ pub enum Command {
     /// Run a command (or a shell) in a fresh guest kernel
     #[command(after_help = EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Boot a warm guest that stays up for `sekexe exec`, and print its name
+    #[command(after_help = WARM_EXAMPLES)]
+    Start(Box<StartArgs>),
+    /// Run a command in a warm guest, exactly as `sekexe run` would in a fresh one
+    #[command(after_help = WARM_EXAMPLES)]
+    Exec(Box<ExecArgs>),
+    /// List your warm guests: name, uptime, commands running, kernel
+    Ls,
+    /// Print a warm guest's kernel console
+    Logs {
+        /// The guest's name
+        name: String,
+    },
+    /// Stop a warm guest: SIGTERM to its commands, SIGKILL 5 s later, then power off
+    Stop {
+        /// The guest's name
+        name: String,
+    },
     /// Find and check UML kernels
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -242,6 +260,89 @@ pub struct RunArgs {
     pub debug_shell: bool,
 
     /// The command and its arguments, passed exactly as given
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<OsString>,
+}
+
+const WARM_EXAMPLES: &str = "\
+Examples:
+  sekexe start --name ci --overlay        boot a guest once (prints its name, ci)
+  sekexe exec ci -- apt-get install -y jq   each command runs in the same kernel...
+  sekexe exec ci -- jq --version          ...and sees what the last one left
+  sekexe exec -t ci                       an interactive shell in it
+  sekexe exec ci -c 'dockerd >/var/log/dockerd.log 2>&1 &'   a daemon for later commands
+  sekexe ls                               your guests
+  sekexe logs ci                          its kernel console
+  sekexe stop ci                          stop it (also: start --idle-timeout 10m)
+
+exec's exit status is the command's, as run's: 128+N if killed by signal N; 124 on
+timeout; 125 if sekexe or the guest failed; 126 cannot execute; 127 not found.";
+
+/// `sekexe start`: a guest with `run`'s options, and no command.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// The guest's name, for exec, ls, logs and stop [default: guest-1, guest-2, ...]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Stop the guest once no command has run in it for DURATION (30s, 10m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    #[command(flatten)]
+    pub run: Box<RunArgs>,
+}
+
+/// `sekexe exec`: the options of `run` that belong to one command.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Run STRING with /bin/sh -c (further arguments become $0, $1, ...)
+    #[arg(short = 'c', value_name = "STRING")]
+    pub shell_string: Option<OsString>,
+
+    /// Set an environment variable (KEY=VALUE), or pass the caller's KEY through
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<OsString>,
+
+    /// Start from a minimal environment (PATH, HOME, TERM) instead of the caller's
+    #[arg(long)]
+    pub clear_env: bool,
+
+    /// Working directory in the guest [default: the current directory]
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// Run as this user and group (numeric, or names from /etc/passwd) [default: 0:0]
+    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
+    pub user: Option<String>,
+
+    /// Give the command a terminal (the default for a shell when stdin is a terminal)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Stop the command after DURATION: SIGTERM, then SIGKILL after --kill-after; exit 124
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// After --timeout's SIGTERM, wait this long before SIGKILL
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "timeout",
+        value_parser = crate::units::parse_duration
+    )]
+    pub kill_after: Duration,
+
+    /// Show guest-init's steps for this command on stderr
+    #[arg(long)]
+    pub debug: bool,
+
+    /// The warm guest (see `sekexe ls`)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The command and its arguments, passed exactly as given [default: a shell]
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }

@@ -114,6 +114,33 @@ impl Files {
     pub fn remove(&self, name: &str) {
         let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
     }
+
+    /// Removes every file whose name starts with `prefix` (a warm guest's session that ended
+    /// with stdin files unread).
+    pub fn remove_prefixed(&self, prefix: &str) {
+        let Ok(mut dir) = rustix::fs::Dir::read_from(&self.dir) else {
+            return;
+        };
+        let names: Vec<String> = std::iter::from_fn(|| dir.read())
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        for name in names {
+            self.remove(&name);
+        }
+    }
+
+    /// The folder itself, to hand to `sekexe exec` (which leaves its stdin files there).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.dir.as_fd()
+    }
+
+    /// The folder a warm guest's launcher handed over.
+    pub fn from_fd(dir: OwnedFd) -> Files {
+        Files { dir }
+    }
 }
 
 impl RunDir {

@@ -5,7 +5,7 @@
 //! framed channel and its credits (`channel`), the stdin pump and its pacing (`stdin`), and the
 //! `--timeout` steps (`clock`).
 
-mod channel;
+pub mod channel;
 mod clock;
 mod stdin;
 
@@ -62,6 +62,16 @@ pub struct Io {
     pub scratch: Scratch,
 }
 
+/// `sekexe exec`'s loop: the same as a run's, on a warm guest's session.
+pub struct ExecIo {
+    /// The connection to the warm guest's launcher, now carrying the session's frames.
+    pub channel: OwnedFd,
+    pub signals: SignalFd,
+    /// The guest's run folder, where large stdin chunks are left for the session.
+    pub files: Files,
+    pub session: u32,
+}
+
 pub struct Options {
     pub debug: bool,
     pub timeout: Option<Timeout>,
@@ -82,6 +92,9 @@ pub enum Interruption {
     Hostile(String),
     /// The guest sent something that is not a frame.
     Protocol(String),
+    /// `sekexe exec`: the warm guest went away before the command's status came (the text
+    /// says why).
+    Lost(String),
     /// Setting something up on the host failed after the kernel started (port forwards).
     Setup(String),
 }
@@ -90,7 +103,8 @@ pub struct Session {
     chan: HostChannel,
     stdin: StdinPump,
     clock: TimeoutClock,
-    scratch: Scratch,
+    /// None for `sekexe exec`, whose guest's scratch area its own launcher watches.
+    scratch: Option<Scratch>,
     next_scratch_check: Instant,
     /// The guest's status record, once it has sent one (or why it could not be decoded).
     pub status: Option<Result<Status, String>>,
@@ -98,7 +112,8 @@ pub struct Session {
     pub console: Console,
     output_open: [bool; 2],
     signals: SignalFd,
-    pub uml: Uml,
+    /// The kernel; none for `sekexe exec`, whose session ends when its connection closes.
+    pub uml: Option<Uml>,
     pub events: Events,
     debug: bool,
     /// When the first SIGINT/SIGTERM was forwarded: a second one, or STOP_WAIT, ends the run.
@@ -129,16 +144,16 @@ impl Session {
         } = options;
         Session {
             chan: HostChannel::new(chan),
-            stdin: StdinPump::new(files),
+            stdin: StdinPump::new(files, 0),
             clock: TimeoutClock::new(timeout, spawned),
-            scratch,
+            scratch: Some(scratch),
             next_scratch_check: spawned,
             status: None,
             console_fd: Some(console_fd),
             console: Console::new(debug),
             output_open: [true, true],
             signals,
-            uml,
+            uml: Some(uml),
             events: Events {
                 spawned: Some(spawned),
                 ..Events::default()
@@ -149,6 +164,45 @@ impl Session {
             tty,
             raw: None,
             forwarder,
+            timed_out: false,
+        }
+    }
+
+    /// `sekexe exec`: a session of a warm guest, already connected. The guest is up, so the
+    /// session may write at once.
+    pub fn exec(io: ExecIo, options: Options) -> Session {
+        let now = Instant::now();
+        let ExecIo {
+            channel,
+            signals,
+            files,
+            session,
+        } = io;
+        let mut chan = HostChannel::new(channel);
+        chan.set_ready();
+        Session {
+            chan,
+            stdin: StdinPump::new(files, session),
+            clock: TimeoutClock::new(options.timeout, now),
+            scratch: None,
+            next_scratch_check: now,
+            status: None,
+            console_fd: None,
+            console: Console::new(false),
+            output_open: [true, true],
+            signals,
+            uml: None,
+            events: Events {
+                spawned: Some(now),
+                hello: Some(now),
+                ..Events::default()
+            },
+            debug: options.debug,
+            stopping: None,
+            interruption: None,
+            tty: options.tty,
+            raw: None,
+            forwarder: None,
             timed_out: false,
         }
     }
@@ -203,7 +257,7 @@ impl Session {
 
     /// How full the kernel's scratch area is now (for --debug).
     pub fn scratch_usage(&self) -> Option<crate::scratch::Usage> {
-        self.scratch.usage().ok()
+        self.scratch.as_ref()?.usage().ok()
     }
 
     /// When the next of the run's own deadlines is due: the stop grace, a --timeout step, the
@@ -242,7 +296,7 @@ impl Session {
             return;
         }
         self.next_scratch_check = now + SCRATCH_CHECK;
-        if let Some(why) = self.scratch.overrun() {
+        if let Some(why) = self.scratch.as_ref().and_then(Scratch::overrun) {
             self.interruption = Some(Interruption::Hostile(why));
         }
     }
@@ -253,19 +307,28 @@ impl Session {
             self.raw = RawMode::enter()?;
         }
         loop {
-            if self.uml.try_wait().is_some() {
+            let gone = match self.uml.as_mut() {
+                Some(uml) => uml.try_wait().is_some(),
+                // exec: the warm guest's launcher closes the connection after the session.
+                None => !self.chan.is_open(),
+            };
+            if gone {
                 self.events.exited = Some(Instant::now());
                 break;
             }
             if self.interruption.is_some() {
-                self.uml.kill_now();
+                if let Some(uml) = self.uml.as_mut() {
+                    uml.kill_now();
+                }
                 self.events.exited = Some(Instant::now());
                 break;
             }
-            if self.events.end.is_some() {
+            if self.events.end.is_some() && self.uml.is_some() {
                 // The guest has reported and synced: its power-off would only cost time.
                 self.read_channel();
-                self.uml.kill_now();
+                if let Some(uml) = self.uml.as_mut() {
+                    uml.kill_now();
+                }
                 continue;
             }
             self.check_deadlines();
@@ -280,10 +343,12 @@ impl Session {
         // What the guest left in the scratch area outlives the kernel (the launcher's fd keeps
         // the tmpfs): a flood faster than the checks, or one that crashed the kernel by
         // leaving guest memory no room, is named here.
-        self.scratch.forget_kernel();
-        if self.interruption.is_none() {
-            if let Some(why) = self.scratch.overrun_after_exit() {
-                self.interruption = Some(Interruption::Hostile(why));
+        if let Some(scratch) = &self.scratch {
+            scratch.forget_kernel();
+            if self.interruption.is_none() {
+                if let Some(why) = scratch.overrun_after_exit() {
+                    self.interruption = Some(Interruption::Hostile(why));
+                }
             }
         }
         self.read_console();
@@ -432,6 +497,19 @@ impl Session {
             GuestFrame::End => {
                 self.events.end.get_or_insert_with(Instant::now);
                 self.send(HostFrame::EndAck);
+            }
+            GuestFrame::Lost(why) => {
+                if self.uml.is_none() && self.status.is_none() {
+                    self.interruption = Some(Interruption::Lost(
+                        String::from_utf8_lossy(why).into_owned(),
+                    ));
+                }
+            }
+            // A warm guest's frames; its sessions' launcher unwraps them before they come here.
+            GuestFrame::Session { .. } | GuestFrame::SessionGone(_) => {
+                self.interruption = Some(Interruption::Protocol(
+                    "the guest sent a warm guest's frame during a run".into(),
+                ));
             }
         }
     }

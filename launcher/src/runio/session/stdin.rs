@@ -19,6 +19,8 @@ pub const STDIN_WINDOW: usize = 4 * STDIN_CHUNK;
 
 pub struct StdinPump {
     files: Files,
+    /// Whose stdin files these are (0: the run's command; others: `sekexe exec` sessions).
+    session: u32,
     /// The guest still wants stdin.
     open: bool,
     /// Our stdin reached its end (as opposed to the guest no longer wanting it).
@@ -30,9 +32,10 @@ pub struct StdinPump {
 }
 
 impl StdinPump {
-    pub fn new(files: Files) -> StdinPump {
+    pub fn new(files: Files, session: u32) -> StdinPump {
         StdinPump {
             files,
+            session,
             open: true,
             ended: false,
             in_flight: 0,
@@ -57,7 +60,8 @@ impl StdinPump {
             send(HostFrame::Stdin(data));
         } else {
             let seq = self.next_seq;
-            self.files.create(&stdin_file_name(seq), data)?;
+            self.files
+                .create(&stdin_file_name(self.session, seq), data)?;
             self.next_seq += 1;
             self.pending.insert(seq);
             send(HostFrame::StdinFile {
@@ -85,7 +89,7 @@ impl StdinPump {
     /// ignored: the guest names nothing else for removal.)
     pub fn file_read(&mut self, seq: u32) {
         if self.pending.remove(&seq) {
-            self.files.remove(&stdin_file_name(seq));
+            self.files.remove(&stdin_file_name(self.session, seq));
         }
     }
 
@@ -110,7 +114,7 @@ mod tests {
     fn pump() -> (StdinPump, crate::rundir::RunDir, tempfile::TempDir) {
         let base = tempfile::tempdir().unwrap();
         let run = crate::rundir::RunDir::create(base.path()).unwrap();
-        (StdinPump::new(run.files().unwrap()), run, base)
+        (StdinPump::new(run.files().unwrap(), 0), run, base)
     }
 
     fn frames(p: &mut StdinPump, data: &[u8]) -> Vec<String> {

@@ -1,0 +1,402 @@
+//! A warm guest (`sekexe start`): once set up, PID 1 serves `sekexe exec` sessions until the
+//! launcher stops it.
+//!
+//! PID 1 multiplexes the one channel: each session's frames travel wrapped in `Session{id}`
+//! frames. A session is a child of PID 1 with a socket pair to it; the child reads its request
+//! from the exchange folder, starts the command and relays it exactly as a run's guest-init
+//! does (`relay::run_session`), speaking the run's frames over the socket pair to its own
+//! `sekexe exec`. PID 1 only moves whole frames between the channel and the sessions, reaps
+//! every orphan, and on `Shutdown` stops what runs and powers off.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use sekexe_wire::frame::MAX_PAYLOAD;
+use sekexe_wire::status::Timeline;
+use sekexe_wire::{GuestFrame, HostFrame, Outcome, Status};
+
+use crate::channel::Channel;
+use crate::exchange::Exchange;
+use crate::log::{console, Log};
+use crate::{clock, mounts, reaper, relay, report, spawn};
+
+/// Stop reading sessions while this much waits for the channel.
+const CHANNEL_HIGH_WATER: usize = 4 * MAX_PAYLOAD;
+/// After `Shutdown`, how long the commands have between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// PID 1's end of one session.
+struct Session {
+    relay: Pid,
+    /// The socket pair to the session's relay; none once it closed.
+    sock: Option<OwnedFd>,
+    /// Frames for the relay not yet written.
+    to_relay: Vec<u8>,
+    /// Bytes from the relay, not yet a whole frame.
+    from_relay: Vec<u8>,
+}
+
+struct Mux {
+    sessions: BTreeMap<u32, Session>,
+    /// `Shutdown` came: when the survivors get SIGKILL.
+    stopping: Option<Instant>,
+}
+
+/// Serves sessions until the launcher stops the guest or goes away; then powers off.
+pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: &mut Log) -> ! {
+    let mut mux = Mux {
+        sessions: BTreeMap::new(),
+        stopping: None,
+    };
+    log.step("serving sessions");
+    channel.send(GuestFrame::Started);
+    loop {
+        log.flush(channel);
+        if channel.is_closed() {
+            console("the launcher is gone: stopping the warm guest");
+            break;
+        }
+        if let Some(at) = mux.stopping {
+            if mux.sessions.is_empty() || Instant::now() >= at {
+                break;
+            }
+        }
+        mux.poll_once(channel, signals, exchange, log);
+    }
+    reaper::terminate_leftovers(signals);
+    log.flush(channel);
+    nix::unistd::sync();
+    channel.send(GuestFrame::End);
+    channel.end_handshake(report::END_ACK_WAIT);
+    report::power_off()
+}
+
+impl Mux {
+    fn poll_once(
+        &mut self,
+        channel: &mut Channel,
+        signals: &SignalFd,
+        exchange: &Exchange,
+        log: &mut Log,
+    ) {
+        let read_sessions = channel.pending() < CHANNEL_HIGH_WATER;
+        let mut chan_events = PollFlags::IN;
+        if channel.pending() > 0 {
+            chan_events |= PollFlags::OUT;
+        }
+        let (chan_ready, sig_ready, ready_ids) = {
+            let mut fds = vec![
+                PollFd::from_borrowed_fd(channel.fd(), chan_events),
+                PollFd::new(signals, PollFlags::IN),
+            ];
+            let mut ids = Vec::new();
+            for (id, s) in &self.sessions {
+                let Some(sock) = &s.sock else { continue };
+                let mut events = PollFlags::empty();
+                if read_sessions {
+                    events |= PollFlags::IN;
+                }
+                if !s.to_relay.is_empty() {
+                    events |= PollFlags::OUT;
+                }
+                if !events.is_empty() {
+                    ids.push(*id);
+                    fds.push(PollFd::new(sock, events));
+                }
+            }
+            let timeout = self.stopping.and_then(|at| {
+                Timespec::try_from(at.saturating_duration_since(Instant::now())).ok()
+            });
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    log.error(&format!("poll: {e}"));
+                    return;
+                }
+            }
+            let ready: Vec<u32> = ids
+                .iter()
+                .zip(&fds[2..])
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            (
+                !fds[0].revents().is_empty(),
+                !fds[1].revents().is_empty(),
+                ready,
+            )
+        };
+        if chan_ready {
+            channel.flush_some();
+            channel.read_some();
+            self.handle_frames(channel, signals, exchange, log);
+        }
+        for id in ready_ids {
+            self.pump(id, channel);
+        }
+        if sig_ready {
+            let _ = crate::signals::drain(signals);
+            self.reap(channel);
+        }
+    }
+
+    fn handle_frames(
+        &mut self,
+        channel: &mut Channel,
+        signals: &SignalFd,
+        exchange: &Exchange,
+        log: &mut Log,
+    ) {
+        let mut stop = false;
+        let stopping = self.stopping.is_some();
+        let sessions = &mut self.sessions;
+        // In order: a session's first frames may come in the same read as its Exec.
+        let result = channel.drain_frames(|channel, frame| match frame {
+            HostFrame::Exec(id) => {
+                if stopping || sessions.contains_key(&id) {
+                    channel.send(GuestFrame::SessionGone(id));
+                    return;
+                }
+                match start(id, channel, signals, exchange, sessions) {
+                    Ok(session) => {
+                        log.step(&format!("session {id} started"));
+                        sessions.insert(id, session);
+                    }
+                    Err(e) => {
+                        log.error(&format!("session {id}: {e:#}"));
+                        channel.send(GuestFrame::SessionGone(id));
+                    }
+                }
+            }
+            HostFrame::Session { id, frame } => {
+                if let Some(s) = sessions.get_mut(&id) {
+                    if s.sock.is_some() {
+                        s.to_relay.extend_from_slice(frame);
+                    }
+                }
+            }
+            HostFrame::Shutdown => stop = true,
+            // The launcher forwards signals per session; the rest concern a run.
+            _ => {}
+        });
+        if let Err(e) = result {
+            log.error(&format!("bad frame from the launcher ({e}); stopping"));
+            stop = true;
+        }
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            self.pump(id, channel);
+        }
+        if stop && self.stopping.is_none() {
+            log.step("the launcher stops the guest: SIGTERM to every process");
+            reaper::signal_all(Signal::SIGTERM);
+            self.stopping = Some(Instant::now() + STOP_GRACE);
+        }
+    }
+
+    /// Moves what is ready between session `id`'s relay and the channel.
+    fn pump(&mut self, id: u32, channel: &mut Channel) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(sock) = &s.sock else { return };
+        while !s.to_relay.is_empty() {
+            match rustix::io::write(sock, &s.to_relay) {
+                Ok(n) => {
+                    s.to_relay.drain(..n);
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    s.to_relay.clear();
+                    break;
+                }
+            }
+        }
+        let mut buf = vec![0u8; MAX_PAYLOAD + 16];
+        let mut closed = false;
+        while channel.pending() < CHANNEL_HIGH_WATER {
+            match rustix::io::read(sock, &mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => s.from_relay.extend_from_slice(&buf[..n]),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+            forward_frames(id, &mut s.from_relay, channel, &mut closed);
+        }
+        forward_frames(id, &mut s.from_relay, channel, &mut closed);
+        if closed {
+            s.sock = None;
+            s.to_relay.clear();
+        }
+    }
+
+    /// Reaps every child that ended: a session's relay ends its session; any other is an
+    /// orphan a command left.
+    fn reap(&mut self, channel: &mut Channel) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { break };
+                    let id = self
+                        .sessions
+                        .iter()
+                        .find(|(_, s)| s.relay == pid)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = id {
+                        // Whatever it wrote before it went goes first.
+                        self.pump(id, channel);
+                        self.sessions.remove(&id);
+                        channel.send(GuestFrame::SessionGone(id));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Wraps each whole frame in `buf` for the channel; a relay that sends something else is cut
+/// off (`closed`).
+fn forward_frames(id: u32, buf: &mut Vec<u8>, channel: &mut Channel, closed: &mut bool) {
+    let mut pos = 0;
+    loop {
+        match GuestFrame::parse(&buf[pos..]) {
+            Ok(Some((_, used))) => {
+                channel.send(GuestFrame::Session {
+                    id,
+                    frame: &buf[pos..pos + used],
+                });
+                pos += used;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                *closed = true;
+                break;
+            }
+        }
+    }
+    buf.drain(..pos);
+}
+
+/// Forks session `id`'s relay.
+fn start(
+    id: u32,
+    channel: &Channel,
+    signals: &SignalFd,
+    exchange: &Exchange,
+    others: &BTreeMap<u32, Session>,
+) -> anyhow::Result<Session> {
+    use anyhow::Context;
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .context("socketpair")?;
+    // SAFETY: guest-init is single-threaded, so the child may go on running Rust code.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Session {
+            relay: child,
+            sock: Some(ours),
+            to_relay: Vec::new(),
+            from_relay: Vec::new(),
+        }),
+        nix::unistd::ForkResult::Child => {
+            // The channel and the other sessions are PID 1's alone.
+            close_pid1_fds(channel, others);
+            drop(ours);
+            session_main(id, theirs, signals, &exchange.for_session(id))
+        }
+    }
+}
+
+/// Closes in the session's relay what belongs to PID 1: a stray write there would corrupt
+/// the channel or another session's stream.
+fn close_pid1_fds(channel: &Channel, others: &BTreeMap<u32, Session>) {
+    let mut fds = vec![channel.fd().as_raw_fd()];
+    fds.extend(
+        others
+            .values()
+            .filter_map(|s| s.sock.as_ref().map(|f| f.as_fd().as_raw_fd())),
+    );
+    for fd in fds {
+        // SAFETY: the child has its own copies of these descriptors and never uses them again:
+        // the values that own them in PID 1's structures are never used or dropped here (the
+        // child ends in process::exit).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The session's relay: the command of request `exec-<id>`, relayed over `sock` like a run's.
+fn session_main(id: u32, sock: OwnedFd, signals: &SignalFd, exchange: &Exchange) -> ! {
+    let mut channel = Channel::over(sock);
+    report::set_session(&channel);
+    let mut log = Log::new();
+    let mut timeline = Timeline {
+        init_ns: clock::boottime_ns(),
+        ..Timeline::default()
+    };
+    // A session of its own: a command's setsid or a terminal's hangup stays within it.
+    let _ = nix::unistd::setsid();
+    let outcome = match exchange.read_exec_request(id) {
+        Err(e) => Outcome::GuestFailed {
+            message: format!("reading the exec request: {e:#}"),
+        },
+        Ok(request) => {
+            log.set_debug(request.debug);
+            // The caller's folder, as a run shows it: in a folder the guest covers with its own
+            // tmpfs, the host's folder is shown there (once: later sessions find it).
+            let cwd = std::path::Path::new(std::ffi::OsStr::from_bytes(&request.cwd));
+            let shown = if cwd.is_dir() {
+                Ok(())
+            } else {
+                mounts::keep_cwd_visible(&request.cwd, &request.volumes, &mut log)
+            };
+            match shown
+                .map_err(|e| Outcome::GuestFailed {
+                    message: format!("{e:#}"),
+                })
+                .and_then(|()| spawn::command(&request, &mut log))
+            {
+                Ok(command) => {
+                    timeline.exec_ns = clock::boottime_ns();
+                    channel.send(GuestFrame::Started);
+                    let outcome =
+                        relay::run_session(&mut channel, signals, exchange, command, &mut log);
+                    timeline.exit_ns = clock::boottime_ns();
+                    outcome
+                }
+                Err(outcome) => outcome,
+            }
+        }
+    };
+    log.flush(&mut channel);
+    timeline.report_ns = clock::boottime_ns();
+    let status = Status {
+        outcome,
+        timeline,
+        lpj: 0,
+    };
+    // What the command wrote reaches the host before `sekexe exec` returns.
+    nix::unistd::sync();
+    channel.send(GuestFrame::Status(&status.encode()));
+    channel.send(GuestFrame::End);
+    channel.end_handshake(report::END_ACK_WAIT);
+    std::process::exit(0)
+}

@@ -1,0 +1,712 @@
+//! A warm guest's launcher: `sekexe start` boots the kernel as `run` does, then stays behind,
+//! detached, in one single-threaded poll loop. It multiplexes the guest's channel between the
+//! `sekexe exec` sessions connected to its control socket (each session's frames travel
+//! wrapped in `Session{id}` frames; guest-init's PID 1 unwraps them for the session's relay),
+//! keeps the kernel console in the guest's folder, and stops the guest when asked, when idle
+//! for `--idle-timeout`, or when a termination signal comes. A kernel that dies is recorded in
+//! the folder and told to every session.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use sekexe_wire::frame::exec_request_name;
+use sekexe_wire::{GuestFrame, HostFrame, Request, Status};
+
+use super::control::{self, Ask, Reply};
+use super::folder::GuestDir;
+use crate::console::Console;
+use crate::rundir::Files;
+use crate::scratch::Scratch;
+use crate::session::channel::{each_frame, HostChannel};
+use crate::session::Io;
+use crate::uml::{self, Uml};
+use crate::{diagnose, signals};
+
+/// From `stop` (or the idle timeout) to killing the kernel: guest-init gives the commands
+/// 5 s between SIGTERM and SIGKILL, then powers off.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+/// A client that has not sent its whole ask by then is dropped.
+const ASK_WAIT: Duration = Duration::from_secs(10);
+/// The console log in the guest's folder stops growing here.
+const CONSOLE_LOG_MAX: u64 = 8 << 20;
+/// Stop reading sessions while this much waits for the guest's narrow channel.
+const CHANNEL_QUEUE_MAX: usize = 64 * 1024;
+/// Stop reading the guest while a session's client has this much unread (the other sessions
+/// wait too: the guest's output shares one channel).
+const CLIENT_QUEUE_MAX: usize = 4 << 20;
+const SCRATCH_CHECK: Duration = Duration::from_millis(250);
+
+/// A client whose first ask is not whole yet.
+struct Waiting {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    since: Instant,
+}
+
+/// A session's `sekexe exec`.
+struct Client {
+    /// None once it hung up.
+    sock: Option<UnixStream>,
+    to_client: Vec<u8>,
+    from_client: Vec<u8>,
+    /// The guest has said the session is over.
+    gone: bool,
+}
+
+pub struct Daemon {
+    chan: HostChannel,
+    console_fd: Option<OwnedFd>,
+    console: Console,
+    console_log: Option<std::fs::File>,
+    console_logged: u64,
+    uml: Uml,
+    signals: nix::sys::signalfd::SignalFd,
+    listener: UnixListener,
+    files: Files,
+    scratch: Scratch,
+    next_scratch_check: Instant,
+    waiting: Vec<Waiting>,
+    clients: BTreeMap<u32, Client>,
+    /// `stop`s waiting for the guest to be gone: their connections close when it is.
+    stoppers: Vec<UnixStream>,
+    next_id: u32,
+    /// guest-init serves sessions.
+    ready: bool,
+    /// Where `start` waits to hear that the guest is ready (or why it failed).
+    ready_pipe: Option<OwnedFd>,
+    /// A stop was asked: the kernel is killed at this instant if still up.
+    stopping: Option<Instant>,
+    idle_timeout: Option<Duration>,
+    idle_since: Instant,
+    /// What killed the guest, when the kernel went without being stopped.
+    failure: Option<String>,
+    /// guest-init's status record (only a failed setup sends one).
+    status: Option<String>,
+    memory_dir: String,
+}
+
+/// What the daemon needs from the boot.
+pub struct Parts {
+    pub io: Io,
+    pub uml: Uml,
+    pub listener: UnixListener,
+    pub ready_pipe: OwnedFd,
+    pub idle_timeout: Option<Duration>,
+    pub memory_dir: String,
+}
+
+impl Daemon {
+    pub fn new(parts: Parts, dir: &GuestDir) -> anyhow::Result<Daemon> {
+        use anyhow::Context;
+        let Parts {
+            io,
+            uml,
+            listener,
+            ready_pipe,
+            idle_timeout,
+            memory_dir,
+        } = parts;
+        listener
+            .set_nonblocking(true)
+            .context("make the control socket non-blocking")?;
+        let console_log = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.console_log())
+            .context("create the console log")?;
+        let now = Instant::now();
+        Ok(Daemon {
+            chan: HostChannel::new(io.channel),
+            console_fd: Some(io.console),
+            console: Console::new(false),
+            console_log: Some(console_log),
+            console_logged: 0,
+            uml,
+            signals: io.signals,
+            listener,
+            files: io.files,
+            scratch: io.scratch,
+            next_scratch_check: now,
+            waiting: Vec::new(),
+            clients: BTreeMap::new(),
+            stoppers: Vec::new(),
+            next_id: 1,
+            ready: false,
+            ready_pipe: Some(ready_pipe),
+            stopping: None,
+            idle_timeout,
+            idle_since: now,
+            failure: None,
+            status: None,
+            memory_dir,
+        })
+    }
+
+    /// Runs until the kernel is gone; then the reason, if it was not a stop, and the `stop`s
+    /// waiting (to close once the guest's folder is gone).
+    pub fn run(mut self) -> (Option<String>, Vec<UnixStream>) {
+        loop {
+            if let Some(status) = self.uml.try_wait() {
+                self.ended(status);
+                break;
+            }
+            let now = Instant::now();
+            if self.stopping.is_some_and(|at| now >= at) {
+                self.uml.kill_now();
+                continue;
+            }
+            self.check_scratch(now);
+            self.check_idle(now);
+            self.waiting.retain(|w| now < w.since + ASK_WAIT);
+            self.poll_once();
+        }
+        (self.failure.take(), std::mem::take(&mut self.stoppers))
+    }
+
+    /// The kernel is gone: read what it left, and say why to whoever waits.
+    fn ended(&mut self, status: std::process::ExitStatus) {
+        self.read_channel();
+        self.read_console();
+        self.scratch.forget_kernel();
+        if self.failure.is_none() {
+            self.failure = self.scratch.overrun_after_exit();
+        }
+        if self.failure.is_none() && self.stopping.is_none() {
+            let why = self.status.clone().unwrap_or_else(|| {
+                diagnose::cause(&self.console.text(), Some(status), &self.memory_dir)
+                    .unwrap_or_else(|| format!("its kernel {}", uml::describe(status)))
+            });
+            self.failure = Some(why);
+        }
+        let why = self
+            .failure
+            .clone()
+            .unwrap_or_else(|| "the warm guest was stopped".into());
+        if !self.ready {
+            self.tell_start(&format!("err\n{why}"));
+        }
+        let lost = format!("the warm guest is gone: {why}");
+        for client in self.clients.values_mut() {
+            if let Some(sock) = client.sock.as_mut() {
+                let mut out = std::mem::take(&mut client.to_client);
+                if !client.gone {
+                    GuestFrame::Lost(lost.as_bytes()).encode_into(&mut out);
+                }
+                let _ = sock.set_nonblocking(false);
+                let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = sock.write_all(&out);
+            }
+        }
+    }
+
+    fn check_scratch(&mut self, now: Instant) {
+        if now < self.next_scratch_check {
+            return;
+        }
+        self.next_scratch_check = now + SCRATCH_CHECK;
+        if let Some(why) = self.scratch.overrun() {
+            self.failure = Some(why);
+            self.uml.kill_now();
+        }
+    }
+
+    fn check_idle(&mut self, now: Instant) {
+        if !self.clients.is_empty() || !self.waiting.is_empty() {
+            self.idle_since = now;
+            return;
+        }
+        if let Some(t) = self.idle_timeout {
+            if self.ready && now >= self.idle_since + t {
+                self.begin_stop();
+            }
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stopping.is_none() {
+            self.chan.send(HostFrame::Shutdown);
+            self.stopping = Some(Instant::now() + STOP_WAIT);
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut at = self.next_scratch_check;
+        if let Some(s) = self.stopping {
+            at = at.min(s);
+        }
+        if let (Some(t), true) = (self.idle_timeout, self.clients.is_empty()) {
+            at = at.min(self.idle_since + t);
+        }
+        at
+    }
+
+    fn poll_once(&mut self) {
+        let read_guest = self
+            .clients
+            .values()
+            .all(|c| c.to_client.len() < CLIENT_QUEUE_MAX);
+        let read_clients = self.chan.queued() < CHANNEL_QUEUE_MAX;
+        let mut chan_events = PollFlags::empty();
+        if read_guest {
+            chan_events |= PollFlags::IN;
+        }
+        if self.chan.wants_write() {
+            chan_events |= PollFlags::OUT;
+        }
+        let timeout = Timespec::try_from(
+            self.next_deadline()
+                .saturating_duration_since(Instant::now()),
+        )
+        .ok();
+        let (chan, console, sig, accept, waiting, clients) = {
+            let mut fds = vec![
+                PollFd::new(self.chan.fd(), chan_events),
+                PollFd::new(&self.signals, PollFlags::IN),
+                PollFd::new(&self.listener, PollFlags::IN),
+            ];
+            if let Some(c) = &self.console_fd {
+                fds.push(PollFd::new(c, PollFlags::IN));
+            }
+            let first_waiting = fds.len();
+            for w in &self.waiting {
+                fds.push(PollFd::new(&w.sock, PollFlags::IN));
+            }
+            let first_client = fds.len();
+            let mut ids = Vec::new();
+            for (id, c) in &self.clients {
+                let Some(sock) = &c.sock else { continue };
+                let mut events = PollFlags::empty();
+                if read_clients && !c.gone {
+                    events |= PollFlags::IN;
+                }
+                if !c.to_client.is_empty() {
+                    events |= PollFlags::OUT;
+                }
+                ids.push(*id);
+                fds.push(PollFd::new(sock, events));
+            }
+            if let Err(e) = rustix::event::poll(&mut fds, timeout.as_ref()) {
+                if e != rustix::io::Errno::INTR {
+                    self.failure = Some(format!("the warm guest's launcher failed: poll: {e}"));
+                    self.uml.kill_now();
+                }
+                return;
+            }
+            let ready = |i: usize| !fds[i].revents().is_empty();
+            let waiting: Vec<usize> = (0..self.waiting.len())
+                .filter(|i| ready(first_waiting + i))
+                .collect();
+            let clients: Vec<u32> = ids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| ready(first_client + i))
+                .map(|(_, id)| *id)
+                .collect();
+            // The order of the slots above: channel, signals, listener, console.
+            (
+                ready(0),
+                self.console_fd.is_some() && ready(3),
+                ready(1),
+                ready(2),
+                waiting,
+                clients,
+            )
+        };
+        if chan {
+            self.chan.flush();
+            if read_guest {
+                self.read_channel();
+            }
+        }
+        if console {
+            self.read_console();
+        }
+        if sig {
+            self.handle_signals();
+        }
+        if accept {
+            self.accept();
+        }
+        for i in waiting.into_iter().rev() {
+            self.read_ask(i);
+        }
+        for id in clients {
+            self.pump_client(id);
+        }
+        self.chan.flush();
+    }
+
+    fn handle_signals(&mut self) {
+        for sig in signals::drain(&self.signals) {
+            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
+                self.begin_stop();
+            }
+        }
+    }
+
+    fn read_channel(&mut self) {
+        while self.chan.read() {
+            let buf = self.chan.take_input();
+            let mut frames = Vec::new();
+            let (used, result) = each_frame(&buf, |f| frames.push(owned(f)));
+            self.chan.put_back(&buf[used..]);
+            for f in frames {
+                self.handle_frame(f);
+            }
+            if let Err(e) = result {
+                self.failure = Some(format!("the guest sent a malformed frame ({e})"));
+                self.chan.close();
+                self.uml.kill_now();
+                return;
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Owned) {
+        match frame {
+            Owned::Hello => self.chan.set_ready(),
+            Owned::Started => {
+                if !self.ready {
+                    self.ready = true;
+                    self.idle_since = Instant::now();
+                    if !self.tell_start("ok\n") {
+                        // Nobody waits for this guest: it would run unknown to anyone.
+                        self.begin_stop();
+                    }
+                    detach_stdio();
+                }
+            }
+            Owned::Credit(n) => self.chan.credit(n),
+            Owned::Log(line) => {
+                let mut text = b"[init] ".to_vec();
+                text.extend_from_slice(&line);
+                text.push(b'\n');
+                self.log_console(&text);
+            }
+            Owned::Status(record) => {
+                self.status = Some(match Status::decode(&record) {
+                    Ok(s) => match s.outcome {
+                        sekexe_wire::Outcome::GuestFailed { message } => {
+                            format!("the guest failed: {message}")
+                        }
+                        o => format!("guest-init ended: {o:?}"),
+                    },
+                    Err(e) => format!("the guest's status record is malformed: {e}"),
+                });
+            }
+            Owned::End => {
+                self.chan.send(HostFrame::EndAck);
+                self.chan.flush();
+                // Everything is synced: power-off would only cost time.
+                self.uml.kill_now();
+            }
+            Owned::Session(id, frame) => {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    if c.sock.is_some() {
+                        c.to_client.extend_from_slice(&frame);
+                    }
+                }
+                self.pump_client(id);
+            }
+            Owned::SessionGone(id) => {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.gone = true;
+                }
+                self.files.remove(&exec_request_name(id));
+                self.files
+                    .remove_prefixed(&format!("{}-", exec_request_name(id)));
+                self.pump_client(id);
+            }
+            Owned::Other => {}
+        }
+    }
+
+    /// Writes to `start`'s pipe; false if nobody reads it any more.
+    fn tell_start(&mut self, text: &str) -> bool {
+        let Some(pipe) = self.ready_pipe.take() else {
+            return true;
+        };
+        std::fs::File::from(pipe).write_all(text.as_bytes()).is_ok()
+    }
+
+    fn read_console(&mut self) {
+        let mut buf = [0u8; 16384];
+        while let Some(fd) = &self.console_fd {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => self.console_fd = None,
+                Ok(n) => {
+                    self.console.feed(&buf[..n]);
+                    let data = buf[..n].to_vec();
+                    self.log_console(&data);
+                    if n < buf.len() {
+                        return;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Appends to the console log, up to its bound.
+    fn log_console(&mut self, data: &[u8]) {
+        let Some(f) = self.console_log.as_mut() else {
+            return;
+        };
+        let room = CONSOLE_LOG_MAX.saturating_sub(self.console_logged) as usize;
+        let take = data.len().min(room);
+        let _ = f.write_all(&data[..take]);
+        self.console_logged += take as u64;
+        if take < data.len() {
+            let _ = f.write_all(b"\n[sekexe] the console log is full; later lines are not kept\n");
+            self.console_log = None;
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => {
+                    if !control::peer_is_us(sock.as_fd()) {
+                        let _ = control::send_reply(
+                            sock.as_fd(),
+                            &Reply::Refused(
+                                "this warm guest belongs to another user: only the user who started it can reach it".into(),
+                            ),
+                            None,
+                        );
+                        continue;
+                    }
+                    if sock.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    self.waiting.push(Waiting {
+                        sock,
+                        buf: Vec::new(),
+                        since: Instant::now(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads waiting client `i`'s first ask, and answers it once whole.
+    fn read_ask(&mut self, i: usize) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let w = &mut self.waiting[i];
+        loop {
+            match w.sock.read(&mut buf) {
+                Ok(0) => {
+                    self.waiting.remove(i);
+                    return;
+                }
+                Ok(n) => w.buf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.waiting.remove(i);
+                    return;
+                }
+            }
+        }
+        let parsed = Ask::parse(&w.buf);
+        let (ask, used) = match parsed {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => {
+                let w = self.waiting.remove(i);
+                let _ =
+                    control::send_reply(w.sock.as_fd(), &Reply::Refused(format!("{e:#}")), None);
+                return;
+            }
+        };
+        let w = self.waiting.remove(i);
+        let rest = w.buf[used..].to_vec();
+        match ask {
+            Ask::Info => {
+                let _ = control::send_reply(
+                    w.sock.as_fd(),
+                    &Reply::About(self.clients.len() as u32),
+                    None,
+                );
+            }
+            Ask::Stop => {
+                self.begin_stop();
+                self.stoppers.push(w.sock);
+            }
+            Ask::Exec(request) => self.start_session(w.sock, &request, rest),
+        }
+    }
+
+    fn start_session(&mut self, sock: UnixStream, request: &[u8], rest: Vec<u8>) {
+        let refuse = |sock: &UnixStream, why: String| {
+            let _ = control::send_reply(sock.as_fd(), &Reply::Refused(why), None);
+        };
+        if !self.ready || self.stopping.is_some() {
+            return refuse(&sock, "the warm guest is stopping".into());
+        }
+        match Request::decode(request) {
+            Ok(r) if !r.serve => {}
+            _ => return refuse(&sock, "a malformed exec request".into()),
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Err(e) = self.files.create(&exec_request_name(id), request) {
+            return refuse(&sock, format!("{e:#}"));
+        }
+        if control::send_reply(sock.as_fd(), &Reply::Accepted(id), Some(self.files.fd())).is_err() {
+            self.files.remove(&exec_request_name(id));
+            return;
+        }
+        self.chan.send(HostFrame::Exec(id));
+        self.clients.insert(
+            id,
+            Client {
+                sock: Some(sock),
+                to_client: Vec::new(),
+                from_client: rest,
+                gone: false,
+            },
+        );
+        self.forward_from_client(id);
+    }
+
+    /// Moves what is ready between session `id`'s client and the channel; drops the client
+    /// once the guest is done with the session and the client has it all.
+    fn pump_client(&mut self, id: u32) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut hung_up = false;
+        if let Some(sock) = c.sock.as_mut() {
+            while !c.to_client.is_empty() {
+                match sock.write(&c.to_client) {
+                    Ok(n) => {
+                        c.to_client.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        hung_up = true;
+                        break;
+                    }
+                }
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            while !hung_up && !c.gone && self.chan.queued() < CHANNEL_QUEUE_MAX {
+                match sock.read(&mut buf) {
+                    Ok(0) => hung_up = true,
+                    Ok(n) => {
+                        c.from_client.extend_from_slice(&buf[..n]);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => hung_up = true,
+                }
+            }
+        }
+        self.forward_from_client(id);
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if hung_up {
+            c.sock = None;
+            c.to_client.clear();
+            if !c.gone {
+                // `exec` went away (killed, or a second Ctrl-C): the command goes too.
+                let mut frame = Vec::new();
+                HostFrame::Shutdown.encode_into(&mut frame);
+                self.chan.send(HostFrame::Session { id, frame: &frame });
+            }
+        }
+        let c = &self.clients[&id];
+        if c.gone && (c.sock.is_none() || c.to_client.is_empty()) {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// Wraps each whole frame the client sent for the guest; a client that sends anything
+    /// else is cut off.
+    fn forward_from_client(&mut self, id: u32) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut pos = 0;
+        let mut bad = false;
+        loop {
+            match HostFrame::parse(&c.from_client[pos..]) {
+                Ok(Some((HostFrame::Exec(_) | HostFrame::Session { .. }, _))) | Err(_) => {
+                    bad = true;
+                    break;
+                }
+                Ok(Some((_, used))) => {
+                    self.chan.send(HostFrame::Session {
+                        id,
+                        frame: &c.from_client[pos..pos + used],
+                    });
+                    pos += used;
+                }
+                Ok(None) => break,
+            }
+        }
+        c.from_client.drain(..pos);
+        if bad {
+            c.sock = None;
+            c.from_client.clear();
+            let mut frame = Vec::new();
+            HostFrame::Shutdown.encode_into(&mut frame);
+            self.chan.send(HostFrame::Session { id, frame: &frame });
+        }
+    }
+}
+
+/// The frames the daemon acts on, copied out of the read buffer.
+enum Owned {
+    Hello,
+    Started,
+    Credit(u32),
+    Log(Vec<u8>),
+    Status(Vec<u8>),
+    End,
+    Session(u32, Vec<u8>),
+    SessionGone(u32),
+    Other,
+}
+
+fn owned(f: GuestFrame<'_>) -> Owned {
+    match f {
+        GuestFrame::Hello => Owned::Hello,
+        GuestFrame::Started => Owned::Started,
+        GuestFrame::ChannelCredit(n) => Owned::Credit(n),
+        GuestFrame::Log(l) => Owned::Log(l.to_vec()),
+        GuestFrame::Status(s) => Owned::Status(s.to_vec()),
+        GuestFrame::End => Owned::End,
+        GuestFrame::Session { id, frame } => Owned::Session(id, frame.to_vec()),
+        GuestFrame::SessionGone(id) => Owned::SessionGone(id),
+        _ => Owned::Other,
+    }
+}
+
+/// Once `start` has returned, the daemon writes nowhere the user sees: its stdio goes to
+/// /dev/null, so a `$(sekexe start)` or a CI step's pipe is not held open.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto the standard descriptors, which this process owns; `null`
+            // stays open for the call.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+        }
+    }
+}
