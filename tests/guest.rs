@@ -3,54 +3,10 @@
 //! unprivileged host user, Docker included.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use sekexe_tests::*;
-
-/// A tiny root file system: static busybox and its applets, the folders a guest needs, and a
-/// command that exists only there. Readable by everyone.
-fn busybox_root(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "run", "sys", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static (scripts/setup --tests installs it)");
-    for applet in ["sh", "ls", "cat", "echo", "id", "mount", "chroot", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("etc/os-release"), "NAME=\"sekexe test root\"\n").unwrap();
-    script(
-        &root.join("bin"),
-        "only-in-this-root",
-        "#!/bin/sh\necho found in the root\n",
-    );
-    for p in walk(&root) {
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        if !m.file_type().is_symlink() {
-            let mode = if m.is_dir() || m.permissions().mode() & 0o100 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-    root
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
 
 fn run(s: &Scratch, args: &[&str]) -> Output {
     sekexe(s, args).timeout(Duration::from_secs(120)).run()

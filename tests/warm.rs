@@ -407,3 +407,71 @@ fn bad_start_options_are_clear_errors_that_leave_nothing() {
     assert_eq!(g.stop().code, 0);
     assert_all_gone(&s);
 }
+
+#[test]
+fn a_docker_daemon_started_by_one_exec_serves_the_next() {
+    let s = unprivileged();
+    let dir = guest_visible_dir("warm-docker-");
+    let root = busybox_root(dir.path());
+    let tarball = dir.path().join("image.tar");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tarball, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        Path::new("/usr/sbin/dockerd").exists(),
+        "docker.io is missing: scripts/setup --tests installs it"
+    );
+    let g = Guest::start(&s, "docker", &["--overlay", "--mem", "1G"]);
+    let out = g
+        .exec(
+            &[],
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /var/lib/docker /etc/docker
+                 mount -t tmpfs tmpfs /var/lib/docker && mount -t tmpfs tmpfs /etc/docker
+                 dockerd --iptables=false --bridge=none > /var/log/dockerd.log 2>&1 &
+                 for i in $(seq 1 600); do docker info >/dev/null 2>&1 && exit 0; sleep 0.2; done
+                 tail -20 /var/log/dockerd.log; exit 1",
+            ],
+        )
+        .timeout(Duration::from_secs(300))
+        .run();
+    assert_eq!(out.code, 0, "dockerd did not come up: {out:?}");
+    let import = g
+        .exec(
+            &[],
+            &["docker", "import", &tarball.to_string_lossy(), "local/tiny"],
+        )
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert_eq!(import.code, 0, "{import:?}");
+    for i in 0..3 {
+        let out = g
+            .exec(
+                &[],
+                &[
+                    "docker",
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "local/tiny",
+                    "/bin/only-in-this-root",
+                ],
+            )
+            .timeout(Duration::from_secs(120))
+            .run();
+        assert_eq!(out.ok(), "found in the root\n", "docker run #{i}");
+    }
+    assert_eq!(g.stop().code, 0);
+    assert_all_gone(&s);
+}

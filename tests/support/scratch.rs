@@ -168,3 +168,35 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A tiny root file system: static busybox and its applets, the folders a guest needs, and a
+/// command that exists only there. Readable by everyone.
+pub fn busybox_root(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "run", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static (scripts/setup --tests installs it)");
+    for applet in ["sh", "ls", "cat", "echo", "id", "mount", "chroot", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/os-release"), "NAME=\"sekexe test root\"\n").unwrap();
+    script(
+        &root.join("bin"),
+        "only-in-this-root",
+        "#!/bin/sh\necho found in the root\n",
+    );
+    for p in walk(&root) {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if !m.file_type().is_symlink() {
+            let mode = if m.is_dir() || m.permissions().mode() & 0o100 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    root
+}
