@@ -201,8 +201,13 @@ impl Mux {
         }
     }
 
-    /// Moves what is ready between session `id`'s relay and the channel.
+    /// Moves what is ready between session `id`'s relay and the channel; `all` reads the
+    /// relay's socket to its end, however much waits for the channel (a relay that ended).
     fn pump(&mut self, id: u32, channel: &mut Channel) {
+        self.pump_some(id, channel, false)
+    }
+
+    fn pump_some(&mut self, id: u32, channel: &mut Channel, all: bool) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -222,7 +227,7 @@ impl Mux {
         }
         let mut buf = vec![0u8; MAX_PAYLOAD + 16];
         let mut closed = false;
-        while channel.pending() < CHANNEL_HIGH_WATER {
+        while all || channel.pending() < CHANNEL_HIGH_WATER {
             match rustix::io::read(sock, &mut buf) {
                 Ok(0) => {
                     closed = true;
@@ -259,8 +264,8 @@ impl Mux {
                         .find(|(_, s)| s.relay == pid)
                         .map(|(id, _)| *id);
                     if let Some(id) = id {
-                        // Whatever it wrote before it went goes first.
-                        self.pump(id, channel);
+                        // Whatever it wrote before it went goes first, all of it.
+                        self.pump_some(id, channel, true);
                         self.sessions.remove(&id);
                         channel.send(GuestFrame::SessionGone(id));
                     }
@@ -276,6 +281,14 @@ fn forward_frames(id: u32, buf: &mut Vec<u8>, channel: &mut Channel, closed: &mu
     let mut pos = 0;
     loop {
         match GuestFrame::parse(&buf[pos..]) {
+            // A relay speaks a run's frames, never a warm guest's own.
+            Ok(Some((
+                GuestFrame::Session { .. } | GuestFrame::SessionGone(_) | GuestFrame::Lost(_),
+                _,
+            ))) => {
+                *closed = true;
+                break;
+            }
             Ok(Some((_, used))) => {
                 channel.send(GuestFrame::Session {
                     id,
@@ -393,8 +406,10 @@ fn session_main(id: u32, sock: OwnedFd, signals: &SignalFd, exchange: &Exchange)
         timeline,
         lpj: 0,
     };
-    // What the command wrote reaches the host before `sekexe exec` returns.
-    nix::unistd::sync();
+    // No sync here (it costs a quarter of a short exec): hostfs writes through to the host
+    // at each write, so what the command wrote to a volume is there already; block devices
+    // (the overlay image, --disk) are synced when the guest stops, before the host reads
+    // them. (A shared mapping's dirty pages still wait for writeback, as on the host.)
     channel.send(GuestFrame::Status(&status.encode()));
     channel.send(GuestFrame::End);
     channel.end_handshake(report::END_ACK_WAIT);

@@ -8,7 +8,7 @@
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -261,8 +261,9 @@ impl Client {
             let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
             let ts = Timespec::try_from(left).ok();
             let _ = rustix::event::poll(&mut fds, ts.as_ref());
-            match rustix::io::read(self.sock.as_fd(), &mut buf) {
-                Ok(0) | Err(rustix::io::Errno::CONNRESET) => return true,
+            // Never blocking: a launcher that says nothing must not hold `stop` past the limit.
+            match rustix::net::recv(&self.sock, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => return true,
                 _ => {}
             }
         }
@@ -272,6 +273,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn asks_and_replies_round_trip_and_wait_for_their_end() {

@@ -88,6 +88,8 @@ pub struct Daemon {
     /// guest-init's status record (only a failed setup sends one).
     status: Option<String>,
     memory_dir: String,
+    /// Port forwards still to set up; guest-init waits for `NetReady`.
+    forwarder: Option<crate::net::Forwarder>,
 }
 
 /// What the daemon needs from the boot.
@@ -98,6 +100,7 @@ pub struct Parts {
     pub ready_pipe: OwnedFd,
     pub idle_timeout: Option<Duration>,
     pub memory_dir: String,
+    pub forwarder: Option<crate::net::Forwarder>,
 }
 
 impl Daemon {
@@ -110,6 +113,7 @@ impl Daemon {
             ready_pipe,
             idle_timeout,
             memory_dir,
+            forwarder,
         } = parts;
         listener
             .set_nonblocking(true)
@@ -144,6 +148,7 @@ impl Daemon {
             failure: None,
             status: None,
             memory_dir,
+            forwarder,
         })
     }
 
@@ -160,8 +165,17 @@ impl Daemon {
                 self.uml.kill_now();
                 continue;
             }
+            if !self.chan.is_open() {
+                // A kernel that closed its end of the channel can serve no one.
+                self.failure
+                    .get_or_insert_with(|| "the guest closed its channel".into());
+                self.uml.kill_now();
+                continue;
+            }
             self.check_scratch(now);
             self.check_idle(now);
+            self.advance_forwarder();
+            self.reap_strays();
             self.waiting.retain(|w| now < w.since + ASK_WAIT);
             self.poll_once();
         }
@@ -215,8 +229,52 @@ impl Daemon {
         }
     }
 
+    /// Adds the port forwards once slirp4netns can take them, then lets the guest go on.
+    fn advance_forwarder(&mut self) {
+        let Some(f) = self.forwarder.as_mut() else {
+            return;
+        };
+        match f.try_add() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.forwarder = None;
+                self.chan.send(HostFrame::NetReady);
+            }
+            Err(e) => {
+                self.forwarder = None;
+                self.failure = Some(format!("{e:#}"));
+                self.uml.kill_now();
+            }
+        }
+    }
+
+    /// Reaps what the kernel left behind (the launcher is their subreaper), never the kernel
+    /// itself, which `Uml` reaps: a long-lived guest must not fill the process table.
+    fn reap_strays(&mut self) {
+        use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+        let kernel = self.uml.pid();
+        for _ in 0..64 {
+            let peek = waitid(
+                Id::All,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+            );
+            let pid = match peek {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => match status.pid() {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
+            if pid.as_raw() == kernel {
+                return;
+            }
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        }
+    }
+
     fn check_idle(&mut self, now: Instant) {
-        if !self.clients.is_empty() || !self.waiting.is_empty() {
+        // A `sekexe ls` asking how many commands run is no command.
+        if !self.clients.is_empty() {
             self.idle_since = now;
             return;
         }
@@ -239,17 +297,27 @@ impl Daemon {
         if let Some(s) = self.stopping {
             at = at.min(s);
         }
-        if let (Some(t), true) = (self.idle_timeout, self.clients.is_empty()) {
-            at = at.min(self.idle_since + t);
+        if let (Some(t), true, None) = (self.idle_timeout, self.ready, self.stopping) {
+            if self.clients.is_empty() {
+                at = at.min(self.idle_since + t);
+            }
+        }
+        if self.forwarder.is_some() {
+            // It waits for slirp4netns's API socket to appear.
+            at = at.min(Instant::now() + Duration::from_millis(2));
         }
         at
     }
 
-    fn poll_once(&mut self) {
-        let read_guest = self
-            .clients
+    /// Whether the guest may be read: no client is too far behind.
+    fn may_read_guest(&self) -> bool {
+        self.clients
             .values()
-            .all(|c| c.to_client.len() < CLIENT_QUEUE_MAX);
+            .all(|c| c.to_client.len() < CLIENT_QUEUE_MAX)
+    }
+
+    fn poll_once(&mut self) {
+        let read_guest = self.may_read_guest();
         let read_clients = self.chan.queued() < CHANNEL_QUEUE_MAX;
         let mut chan_events = PollFlags::empty();
         if read_guest {
@@ -286,6 +354,11 @@ impl Daemon {
                 }
                 if !c.to_client.is_empty() {
                     events |= PollFlags::OUT;
+                }
+                if events.is_empty() {
+                    // Polled with no events it would still wake the loop with a hang-up,
+                    // which is only read when reading is allowed.
+                    continue;
                 }
                 ids.push(*id);
                 fds.push(PollFd::new(sock, events));
@@ -350,7 +423,8 @@ impl Daemon {
     }
 
     fn read_channel(&mut self) {
-        while self.chan.read() {
+        // One buffer at a time, so that a client falling behind stops the reading at once.
+        while self.may_read_guest() && self.chan.read() {
             let buf = self.chan.take_input();
             let mut frames = Vec::new();
             let (used, result) = each_frame(&buf, |f| frames.push(owned(f)));
@@ -406,17 +480,30 @@ impl Daemon {
                 self.uml.kill_now();
             }
             Owned::Session(id, frame) => {
-                if let Some(c) = self.clients.get_mut(&id) {
-                    if c.sock.is_some() {
+                // Only a run's frames go to `exec`; a warm guest's own (a `Lost` would put
+                // the guest's words in the launcher's mouth) are the guest's mistake.
+                let run_frame = matches!(
+                    GuestFrame::parse(&frame),
+                    Ok(Some((f, _))) if !matches!(
+                        f,
+                        GuestFrame::Session { .. } | GuestFrame::SessionGone(_) | GuestFrame::Lost(_)
+                    )
+                );
+                if let (Some(c), true) = (self.clients.get_mut(&id), run_frame) {
+                    if c.sock.is_some() && !c.gone {
                         c.to_client.extend_from_slice(&frame);
                     }
                 }
                 self.pump_client(id);
             }
             Owned::SessionGone(id) => {
-                if let Some(c) = self.clients.get_mut(&id) {
-                    c.gone = true;
+                let Some(c) = self.clients.get_mut(&id) else {
+                    return;
+                };
+                if c.gone {
+                    return;
                 }
+                c.gone = true;
                 self.files.remove(&exec_request_name(id));
                 self.files
                     .remove_prefixed(&format!("{}-", exec_request_name(id)));
@@ -549,8 +636,11 @@ impl Daemon {
         let refuse = |sock: &UnixStream, why: String| {
             let _ = control::send_reply(sock.as_fd(), &Reply::Refused(why), None);
         };
-        if !self.ready || self.stopping.is_some() {
+        if self.stopping.is_some() {
             return refuse(&sock, "the warm guest is stopping".into());
+        }
+        if !self.ready {
+            return refuse(&sock, "the warm guest is still starting: try again".into());
         }
         match Request::decode(request) {
             Ok(r) if !r.serve => {}
@@ -661,6 +751,7 @@ impl Daemon {
         if bad {
             c.sock = None;
             c.from_client.clear();
+            c.to_client.clear();
             let mut frame = Vec::new();
             HostFrame::Shutdown.encode_into(&mut frame);
             self.chan.send(HostFrame::Session { id, frame: &frame });

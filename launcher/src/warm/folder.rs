@@ -7,6 +7,7 @@
 //! most a cap (`safefile`).
 
 use std::fs::{DirBuilder, File};
+
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -139,19 +140,40 @@ impl GuestDir {
             }
             dir.remove();
         }
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&dir.path)
-            .with_context(|| format!("create {}", units::shown(&dir.path)))?;
-        let lock = rustix::fs::open(
-            dir.path.join(LOCK),
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::RUSR | Mode::WUSR,
-        )
-        .context("create the guest's lock")?;
-        rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
-            .context("lock the guest's folder")?;
-        Ok((dir, File::from(lock)))
+        // Made and locked under a hidden name, then named: no one ever sees it unlocked (and
+        // takes it for a gone guest's), and of two `start`s with one name, one wins.
+        let new = tempfile::Builder::new()
+            .prefix(".new-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(guests)
+            .with_context(|| format!("create a folder in {}", units::shown(guests)))?
+            .keep();
+        let made = (|| {
+            let lock = rustix::fs::open(
+                new.join(LOCK),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::RUSR | Mode::WUSR,
+            )
+            .context("create the guest's lock")?;
+            rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
+                .context("lock the guest's folder")?;
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &new,
+                rustix::fs::CWD,
+                &dir.path,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|_| anyhow::anyhow!("a warm guest named {name} is running: stop it (sekexe stop {name}) or choose another --name"))?;
+            Ok(File::from(lock))
+        })();
+        match made {
+            Ok(lock) => Ok((dir, lock)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&new);
+                Err(e)
+            }
+        }
     }
 
     /// Up while its launcher holds the lock.

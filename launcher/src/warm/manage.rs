@@ -83,8 +83,17 @@ pub fn logs(name: &str) -> Result<u8> {
     if std::fs::symlink_metadata(&dir.path).is_err() {
         bail!("no warm guest named {name}: `sekexe ls` lists yours");
     }
-    let log = safefile::read_small(&dir.console_log(), 9 << 20)
+    let mut log = safefile::read_small(&dir.console_log(), 9 << 20)
         .with_context(|| format!("the warm guest {name} has no console log yet"))?;
+    // The guest wrote it: on a terminal its control characters (escape sequences) are shown,
+    // not obeyed.
+    if rustix::termios::isatty(std::io::stdout()) {
+        for b in log.iter_mut() {
+            if (*b < 0x20 && !matches!(*b, b'\n' | b'\t')) || *b == 0x7f {
+                *b = b'?';
+            }
+        }
+    }
     std::io::stdout().write_all(&log)?;
     Ok(0)
 }

@@ -46,14 +46,27 @@ pub fn start(args: StartArgs) -> Result<u8> {
     let caller = Caller::current();
     let cfg = RunConfig::from_args(*args.run, &caller)?;
     let guests = folder::guests_dir()?;
-    let name = args.name.unwrap_or_else(|| folder::free_name(&guests));
-    let (dir, lock) = GuestDir::create(&guests, &name)?;
+    let (name, dir, lock) = match args.name {
+        Some(name) => {
+            let (dir, lock) = GuestDir::create(&guests, &name)?;
+            (name, dir, lock)
+        }
+        // Another `start` may take the free name first: then the next one.
+        None => loop {
+            let name = folder::free_name(&guests);
+            match GuestDir::create(&guests, &name) {
+                Ok((dir, lock)) => break (name, dir, lock),
+                Err(_) if GuestDir::at(&guests, &name).liveness() == folder::Liveness::Up => {}
+                Err(e) => return Err(e),
+            }
+        },
+    };
     let (ready_r, ready_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
     // SAFETY: the launcher is single-threaded here (nothing has started a thread yet), so the
     // child may run Rust code after the fork.
     match unsafe { nix::unistd::fork() }.context("fork")? {
-        nix::unistd::ForkResult::Parent { .. } => {
+        nix::unistd::ForkResult::Parent { child } => {
             drop(ready_w);
             drop(lock);
             let mut said = String::new();
@@ -62,8 +75,13 @@ pub fn start(args: StartArgs) -> Result<u8> {
                 println!("{name}");
                 return Ok(0);
             }
+            // The launcher has given up: it stops the kernel and removes what it made; the
+            // error comes once that is done.
+            let _ = nix::sys::wait::waitpid(child, None);
             let why = said.strip_prefix("err\n").unwrap_or("");
-            dir.remove();
+            if dir.liveness() != folder::Liveness::Up {
+                dir.remove();
+            }
             if why.is_empty() {
                 bail!("the warm guest's launcher ended before the guest was ready");
             }
@@ -88,6 +106,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
                     1
                 }
                 Err(e) => {
+                    dir.remove();
                     if let Some(pipe) = ready.take() {
                         let _ = std::io::Write::write_all(
                             &mut std::fs::File::from(pipe),
@@ -95,7 +114,6 @@ pub fn start(args: StartArgs) -> Result<u8> {
                                 .as_bytes(),
                         );
                     }
-                    dir.remove();
                     125
                 }
             };
@@ -138,6 +156,7 @@ fn serve(
     let run::Booted {
         io,
         uml,
+        options,
         run_dir: _run_dir,
         memory_dir,
         network: _network,
@@ -151,6 +170,7 @@ fn serve(
         ready_pipe: ready.take().context("the pipe to `sekexe start`")?,
         idle_timeout,
         memory_dir: memory_dir.display().to_string(),
+        forwarder: options.forwarder,
     };
     let daemon = Daemon::new(parts, dir)?;
     Ok(daemon.run())
