@@ -9,21 +9,6 @@ use std::time::{Duration, Instant};
 
 use sekexe_tests::*;
 
-/// Bytes that are hard to pass through shells and kernel command lines.
-fn awkward_args() -> Vec<Vec<u8>> {
-    vec![
-        b"two words".to_vec(),
-        b"".to_vec(),
-        b"'single' \"double\" `back` $HOME \\ ;|&".to_vec(),
-        b"new\nline\ttab".to_vec(),
-        "unicode: \u{e9}\u{3b1}\u{1f600}".as_bytes().to_vec(),
-        b"\xff\xfe not utf-8".to_vec(),
-        b"--".to_vec(),
-        b"-c".to_vec(),
-        b"key=value.with.dots".to_vec(),
-    ]
-}
-
 #[test]
 fn argv_arrives_exactly_as_given() {
     let s = Scratch::new();

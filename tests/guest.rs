@@ -2,7 +2,6 @@
 //! root, disks and loop images, identity and memory, and real root-only work done by an
 //! unprivileged host user, Docker included.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -476,22 +475,7 @@ fn root_only_work_as_an_unprivileged_host_user() {
 fn docker_runs_a_container_in_the_guest() {
     let s = unprivileged();
     let dir = guest_visible_dir("docker-");
-    let root = busybox_root(dir.path());
-    let tarball = dir.path().join("image.tar");
-    let tar = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    std::fs::set_permissions(&tarball, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(
-        Path::new("/usr/sbin/dockerd").exists(),
-        "docker.io is missing: scripts/setup --tests installs it"
-    );
+    let tarball = docker_image_tarball(dir.path());
     let script = format!(
         "mkdir -p /var/lib/docker && mount -t tmpfs tmpfs /var/lib/docker
          mkdir -p /etc/docker && mount -t tmpfs tmpfs /etc/docker

@@ -87,17 +87,6 @@ fn assert_all_gone(s: &Scratch) {
     s.assert_clean();
 }
 
-fn awkward_args() -> Vec<Vec<u8>> {
-    vec![
-        b"two words".to_vec(),
-        b"".to_vec(),
-        b"'single' \"double\" `back` $HOME \\ ;|&".to_vec(),
-        b"new\nline\ttab".to_vec(),
-        b"\xff\xfe not utf-8".to_vec(),
-        b"--".to_vec(),
-    ]
-}
-
 #[test]
 fn exec_has_runs_semantics_as_root_and_as_an_unprivileged_user() {
     for user in users() {
@@ -426,23 +415,7 @@ fn bad_start_options_are_clear_errors_that_leave_nothing() {
 fn a_docker_daemon_started_by_one_exec_serves_the_next() {
     let s = unprivileged();
     let dir = guest_visible_dir("warm-docker-");
-    let root = busybox_root(dir.path());
-    let tarball = dir.path().join("image.tar");
-    let tar = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tarball, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(
-        Path::new("/usr/sbin/dockerd").exists(),
-        "docker.io is missing: scripts/setup --tests installs it"
-    );
+    let tarball = docker_image_tarball(dir.path());
     let g = Guest::start(&s, "docker", &["--overlay", "--mem", "1G"]);
     let out = g
         .exec(

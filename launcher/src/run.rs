@@ -567,7 +567,6 @@ fn conclude(
     failure: &Failure,
     report: &mut Option<Report>,
 ) -> u8 {
-    let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
     if session.interruption.is_none() {
         if let Some(Ok(s)) = &session.status {
             if s.lpj > 0 {
@@ -575,18 +574,7 @@ fn conclude(
             }
         }
     }
-    let verdict = verdict::decide(&verdict::Ending {
-        interruption: session.interruption.as_ref(),
-        status: session.status.as_ref(),
-        timed_out: session.timed_out,
-        command: &argv0,
-    });
-    let mut message = verdict.message.unwrap_or_default();
-    if matches!(verdict.code, 126 | 127) && !message.is_empty() {
-        if let Some(hint) = cfg.hidden_command_hint() {
-            message = format!("{message} ({hint})");
-        }
-    }
+    let (verdict, mut message) = verdict_of(cfg, session);
     if verdict.unreported {
         let kernel = session.uml.as_mut().and_then(Uml::try_wait);
         let why = if !run_dir.path().is_dir() {
@@ -631,6 +619,25 @@ fn conclude(
         r.log = log.as_deref().map(report::text);
     }
     verdict.code
+}
+
+/// The verdict on a session that ended (a run's or an exec's), and its message with the hint
+/// for a command the guest's own /tmp hides.
+pub(crate) fn verdict_of(cfg: &RunConfig, session: &Session) -> (verdict::Verdict, String) {
+    let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
+    let verdict = verdict::decide(&verdict::Ending {
+        interruption: session.interruption.as_ref(),
+        status: session.status.as_ref(),
+        timed_out: session.timed_out,
+        command: &argv0,
+    });
+    let mut message = verdict.message.clone().unwrap_or_default();
+    if matches!(verdict.code, 126 | 127) && !message.is_empty() {
+        if let Some(hint) = cfg.hidden_command_hint() {
+            message = format!("{message} ({hint})");
+        }
+    }
+    (verdict, message)
 }
 
 /// Says why the guest failed, with the console's last lines; keeps the whole log and

@@ -200,3 +200,40 @@ pub fn busybox_root(dir: &Path) -> PathBuf {
     }
     root
 }
+
+/// [`busybox_root`] as a tarball for `docker import` (readable by everyone), on a host with
+/// dockerd for the guest to run.
+pub fn docker_image_tarball(dir: &Path) -> PathBuf {
+    let root = busybox_root(dir);
+    let tarball = dir.join("image.tar");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    std::fs::set_permissions(&tarball, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        Path::new("/usr/sbin/dockerd").exists(),
+        "docker.io is missing: scripts/setup --tests installs it"
+    );
+    tarball
+}
+
+/// Bytes that are hard to pass through shells and kernel command lines.
+pub fn awkward_args() -> Vec<Vec<u8>> {
+    vec![
+        b"two words".to_vec(),
+        b"".to_vec(),
+        b"'single' \"double\" `back` $HOME \\ ;|&".to_vec(),
+        b"new\nline\ttab".to_vec(),
+        "unicode: \u{e9}\u{3b1}\u{1f600}".as_bytes().to_vec(),
+        b"\xff\xfe not utf-8".to_vec(),
+        b"--".to_vec(),
+        b"-c".to_vec(),
+        b"key=value.with.dots".to_vec(),
+    ]
+}

@@ -16,7 +16,7 @@ use crate::cli::{Cli, Command, ExecArgs, RunArgs};
 use crate::config::{Caller, RunConfig};
 use crate::rundir::Files;
 use crate::session::{ExecIo, Options, Session};
-use crate::{run, signals, verdict};
+use crate::{run, signals};
 
 /// How long the guest's launcher has to take the command.
 const ACCEPT_WAIT: Duration = Duration::from_secs(30);
@@ -104,19 +104,7 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
 }
 
 fn conclude(cfg: &RunConfig, session: &Session, name: &str) -> u8 {
-    let argv0 = String::from_utf8_lossy(&cfg.argv[0]).into_owned();
-    let verdict = verdict::decide(&verdict::Ending {
-        interruption: session.interruption.as_ref(),
-        status: session.status.as_ref(),
-        timed_out: session.timed_out,
-        command: &argv0,
-    });
-    let mut message = verdict.message.unwrap_or_default();
-    if matches!(verdict.code, 126 | 127) && !message.is_empty() {
-        if let Some(hint) = cfg.hidden_command_hint() {
-            message = format!("{message} ({hint})");
-        }
-    }
+    let (verdict, mut message) = run::verdict_of(cfg, session);
     if verdict.unreported {
         message = format!(
             "{message}: the warm guest's launcher closed the connection (`sekexe ls` and `sekexe logs {name}` say more)"
