@@ -299,6 +299,22 @@ fn an_idle_guest_stops_itself() {
 }
 
 #[test]
+fn a_command_that_kills_every_process_leaves_the_guest_serving() {
+    let s = Scratch::new();
+    let g = Guest::start(&s, "killall", &[]);
+    // `kill -9 -1` takes every process but PID 1: the session's relay (so its exec fails
+    // with 125 and says so) and the relay PID 1 keeps ready for the next exec.
+    let out = g.exec(&[], &["sh", "-c", "kill -9 -1; sleep 5"]).run();
+    assert_eq!(out.code, 125, "{out:?}");
+    assert!(out.stderr_str().contains("status"), "{out:?}");
+    for i in 0..3 {
+        assert_eq!(g.sh(&format!("echo next-{i}")).ok(), format!("next-{i}\n"));
+    }
+    assert_eq!(g.stop().code, 0);
+    assert_all_gone(&s);
+}
+
+#[test]
 fn a_kernel_killed_from_outside_is_reported_and_cleaned_up() {
     let s = Scratch::new();
     let g = Guest::start(&s, "doomed", &[]);

@@ -7,6 +7,10 @@
 //! does (`relay::run_session`), speaking the run's frames over the socket pair to its own
 //! `sekexe exec`. PID 1 only moves whole frames between the channel and the sessions, reaps
 //! every orphan, and on `Shutdown` stops what runs and powers off.
+//!
+//! A fork of PID 1 costs a few milliseconds under UML (a host process to create and fill), as
+//! much as the rest of a short `exec`. So PID 1 forks each relay ahead of need, while the guest
+//! is idle: a spare that waits for the id of the session it will serve.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -44,8 +48,17 @@ struct Session {
     from_relay: Vec<u8>,
 }
 
+/// A relay forked ahead of need, waiting on its socket pair for its session's id.
+struct Spare {
+    relay: Pid,
+    sock: OwnedFd,
+}
+
 struct Mux {
     sessions: BTreeMap<u32, Session>,
+    spare: Option<Spare>,
+    /// Where relays' bytes are read into: one buffer for the guest's life, not one per read.
+    buf: Vec<u8>,
     /// `Shutdown` came: when the survivors get SIGKILL.
     stopping: Option<Instant>,
 }
@@ -54,6 +67,8 @@ struct Mux {
 pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: &mut Log) -> ! {
     let mut mux = Mux {
         sessions: BTreeMap::new(),
+        spare: None,
+        buf: vec![0u8; MAX_PAYLOAD + 16],
         stopping: None,
     };
     log.step("serving sessions");
@@ -69,8 +84,14 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
                 break;
             }
         }
+        // The guest is idle (no session, nothing to write): the time to fork the next relay.
+        if mux.sessions.is_empty() && channel.pending() == 0 {
+            mux.prepare_spare(channel, signals, exchange, log);
+        }
         mux.poll_once(channel, signals, exchange, log);
     }
+    // Closing its socket pair ends the spare at once (it blocks SIGTERM, as PID 1 does).
+    mux.spare = None;
     reaper::terminate_leftovers(signals);
     log.flush(channel);
     nix::unistd::sync();
@@ -80,6 +101,23 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
 }
 
 impl Mux {
+    /// Forks a spare relay, unless there is one or the guest is stopping.
+    fn prepare_spare(
+        &mut self,
+        channel: &Channel,
+        signals: &SignalFd,
+        exchange: &Exchange,
+        log: &mut Log,
+    ) {
+        if self.spare.is_some() || self.stopping.is_some() {
+            return;
+        }
+        match fork_relay(channel, signals, exchange, &self.sessions) {
+            Ok(spare) => self.spare = Some(spare),
+            Err(e) => log.error(&format!("forking a relay: {e:#}")),
+        }
+    }
+
     fn poll_once(
         &mut self,
         channel: &mut Channel,
@@ -158,6 +196,7 @@ impl Mux {
         let mut stop = false;
         let stopping = self.stopping.is_some();
         let sessions = &mut self.sessions;
+        let spare = &mut self.spare;
         // In order: a session's first frames may come in the same read as its Exec.
         let result = channel.drain_frames(|channel, frame| match frame {
             HostFrame::Exec(id) => {
@@ -165,7 +204,7 @@ impl Mux {
                     channel.send(GuestFrame::SessionGone(id));
                     return;
                 }
-                match start(id, channel, signals, exchange, sessions) {
+                match start(id, spare, sessions, channel, signals, exchange) {
                     Ok(session) => {
                         log.step(&format!("session {id} started"));
                         sessions.insert(id, session);
@@ -225,10 +264,10 @@ impl Mux {
                 }
             }
         }
-        let mut buf = vec![0u8; MAX_PAYLOAD + 16];
+        let buf = &mut self.buf;
         let mut closed = false;
         while all || channel.pending() < CHANNEL_HIGH_WATER {
-            match rustix::io::read(sock, &mut buf) {
+            match rustix::io::read(sock, &mut buf[..]) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -258,6 +297,11 @@ impl Mux {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { break };
+                    if self.spare.as_ref().is_some_and(|s| s.relay == pid) {
+                        // Killed from inside the guest: the next idle moment forks another.
+                        self.spare = None;
+                        continue;
+                    }
                     let id = self
                         .sessions
                         .iter()
@@ -306,14 +350,53 @@ fn forward_frames(id: u32, buf: &mut Vec<u8>, channel: &mut Channel, closed: &mu
     buf.drain(..pos);
 }
 
-/// Forks session `id`'s relay.
+/// Starts session `id` in the spare relay, or in one forked now if there is none (or it
+/// died).
 fn start(
     id: u32,
+    spare: &mut Option<Spare>,
+    sessions: &BTreeMap<u32, Session>,
     channel: &Channel,
     signals: &SignalFd,
     exchange: &Exchange,
-    others: &BTreeMap<u32, Session>,
 ) -> anyhow::Result<Session> {
+    use anyhow::Context;
+    let mut last = None;
+    for _ in 0..2 {
+        let spare = match spare.take() {
+            Some(spare) => spare,
+            None => fork_relay(channel, signals, exchange, sessions)?,
+        };
+        // Four bytes into an empty socket pair: never blocks, never short.
+        match rustix::net::send(
+            &spare.sock,
+            &id.to_le_bytes(),
+            rustix::net::SendFlags::NOSIGNAL,
+        ) {
+            Ok(4) => {
+                return Ok(Session {
+                    relay: spare.relay,
+                    sock: Some(spare.sock),
+                    to_relay: Vec::new(),
+                    from_relay: Vec::new(),
+                })
+            }
+            // A spare killed from inside the guest: its exit is reaped as an orphan's.
+            Ok(_) => last = Some(anyhow::anyhow!("short write")),
+            Err(e) => last = Some(anyhow::Error::new(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no relay")))
+        .context("handing a session to its relay")
+}
+
+/// Forks a relay that waits for its session's id, then serves that session.
+fn fork_relay(
+    channel: &Channel,
+    signals: &SignalFd,
+    exchange: &Exchange,
+    sessions: &BTreeMap<u32, Session>,
+) -> anyhow::Result<Spare> {
     use anyhow::Context;
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -324,19 +407,41 @@ fn start(
     .context("socketpair")?;
     // SAFETY: guest-init is single-threaded, so the child may go on running Rust code.
     match unsafe { nix::unistd::fork() }.context("fork")? {
-        nix::unistd::ForkResult::Parent { child } => Ok(Session {
+        nix::unistd::ForkResult::Parent { child } => Ok(Spare {
             relay: child,
-            sock: Some(ours),
-            to_relay: Vec::new(),
-            from_relay: Vec::new(),
+            sock: ours,
         }),
         nix::unistd::ForkResult::Child => {
             // The channel and the other sessions are PID 1's alone.
-            close_pid1_fds(channel, others);
+            close_pid1_fds(channel, sessions);
             drop(ours);
-            session_main(id, theirs, signals, &exchange.for_session(id))
+            match wait_for_id(&theirs) {
+                Some(id) => session_main(id, theirs, signals, &exchange.for_session(id)),
+                // PID 1 closed its end: the guest is stopping.
+                None => std::process::exit(0),
+            }
         }
     }
+}
+
+/// The session id PID 1 hands a spare relay; none once PID 1 closed its end.
+fn wait_for_id(sock: &OwnedFd) -> Option<u32> {
+    let mut id = [0u8; 4];
+    let mut got = 0;
+    while got < id.len() {
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+        match rustix::io::read(sock, &mut id[got..]) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(u32::from_le_bytes(id))
 }
 
 /// Closes in the session's relay what belongs to PID 1: a stray write there would corrupt

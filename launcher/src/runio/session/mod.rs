@@ -309,8 +309,13 @@ impl Session {
         loop {
             let gone = match self.uml.as_mut() {
                 Some(uml) => uml.try_wait().is_some(),
-                // exec: the warm guest's launcher closes the connection after the session.
-                None => !self.chan.is_open(),
+                // exec: done once the session's End is acknowledged (everything before it is
+                // written out); the relay's own exit and cleanup in the guest need no waiting.
+                // The warm guest's launcher closes the connection if the guest goes first.
+                None => {
+                    self.chan.flush();
+                    !self.chan.is_open() || (self.events.end.is_some() && self.chan.queued() == 0)
+                }
             };
             if gone {
                 self.events.exited = Some(Instant::now());
