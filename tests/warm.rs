@@ -409,8 +409,9 @@ fn only_the_user_who_started_a_guest_can_reach_it() {
 fn bad_start_options_are_clear_errors_that_leave_nothing() {
     let s = Scratch::new();
     for (args, says) in [
-        (vec!["start", "--", "true"], "takes no a command"),
-        (vec!["start", "--timeout", "5s"], "takes no --timeout"),
+        (vec!["start", "--", "true"], "go to `sekexe exec NAME`"),
+        (vec!["start", "--timeout", "5s"], "go to `sekexe exec NAME`"),
+        (vec!["start", "-e", "A=1"], "go to `sekexe exec NAME`"),
         (vec!["start", "--name", "../x"], "--name"),
         (vec!["start", "--mem", "1"], "mem"),
     ] {

@@ -54,7 +54,11 @@ fn main() {
                 let _ = e.print();
                 std::process::exit(0);
             }
-            eprintln!("sekexe: {}", usage_error_line(&e.render().to_string()));
+            let sub = std::env::args().nth(1);
+            eprintln!(
+                "sekexe: {}",
+                usage_error_line(&e.render().to_string(), sub.as_deref())
+            );
             std::process::exit(ExitCode::Failed.code() as i32);
         }
     };
@@ -87,8 +91,9 @@ fn main() {
 }
 
 /// The first paragraph of clap's error on one line, without its "error: " prefix, and where
-/// to look next.
-fn usage_error_line(rendered: &str) -> String {
+/// to look next: the help of the subcommand given, if it is one.
+fn usage_error_line(rendered: &str, subcommand: Option<&str>) -> String {
+    use clap::CommandFactory;
     let first: Vec<&str> = rendered
         .lines()
         .take_while(|l| !l.trim().is_empty())
@@ -96,7 +101,17 @@ fn usage_error_line(rendered: &str) -> String {
         .collect();
     let text = first.join(" ");
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    format!("{text} (see 'sekexe --help' or 'sekexe run --help')")
+    let sub = subcommand
+        .filter(|s| !s.starts_with('-') && cli::Cli::command().find_subcommand(s).is_some());
+    match sub {
+        // `start` has run's guest options only; the rest belongs to each command.
+        Some("start") if text.starts_with("unexpected argument") => format!(
+            "{text}: `sekexe start` takes the guest's options; a command and its options \
+             (-c, -e, -w, -u, -t, --timeout) go to `sekexe exec NAME` (see 'sekexe start --help')"
+        ),
+        Some(sub) => format!("{text} (see 'sekexe {sub} --help')"),
+        None => format!("{text} (see 'sekexe --help' or 'sekexe run --help')"),
+    }
 }
 
 /// io::Error text ends in " (os error N)", which tells users nothing the words did not.
@@ -121,9 +136,29 @@ mod tests {
     fn usage_errors_are_one_line() {
         use clap::Parser;
         let e = crate::cli::Cli::try_parse_from(["sekexe", "run", "--no-such"]).unwrap_err();
-        let line = super::usage_error_line(&e.render().to_string());
+        let line = super::usage_error_line(&e.render().to_string(), Some("run"));
         assert!(line.contains("--no-such") && !line.contains('\n'), "{line}");
         assert!(!line.starts_with("error:"), "{line}");
+        assert!(line.contains("'sekexe run --help'"), "{line}");
+    }
+
+    #[test]
+    fn a_commands_option_given_to_start_points_to_exec() {
+        use clap::Parser;
+        for args in [
+            &["--timeout", "5s"][..],
+            &["-e", "A=1"],
+            &["--", "true"],
+            &["true"],
+        ] {
+            let e = crate::cli::Cli::try_parse_from(["sekexe", "start"].iter().chain(args))
+                .unwrap_err();
+            let line = super::usage_error_line(&e.render().to_string(), Some("start"));
+            assert!(
+                line.contains("sekexe exec NAME") && !line.contains('\n'),
+                "{line}"
+            );
+        }
     }
 
     #[test]

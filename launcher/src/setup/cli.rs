@@ -98,6 +98,44 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub cmd: CommandArgs,
+
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    /// Keep the run's exchange folder afterwards and print its path
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Write how the run ended to FILE as one JSON object (exit code, signal, timeout, the
+    /// cause of a failure, kernel, boot timeline, peak memory, kept log): see the README
+    #[arg(long, value_name = "FILE")]
+    pub result: Option<PathBuf>,
+
+    /// When a guest-init step or the command fails, open a shell in the guest before it
+    /// powers off (exit the shell to end the run)
+    #[arg(long)]
+    pub debug_shell: bool,
+
+    /// The command and its arguments, passed exactly as given
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// `run` with no options given: what `start` and `exec` fill in.
+    pub fn defaults() -> RunArgs {
+        match Cli::parse_from(["sekexe", "run"]).command {
+            Command::Run(run) => *run,
+            _ => unreachable!("parsed as run"),
+        }
+    }
+}
+
+/// The options of `run` that belong to one command: `exec` takes the same.
+#[derive(Args, Debug)]
+pub struct CommandArgs {
     /// Run STRING with /bin/sh -c (further arguments become $0, $1, ...)
     #[arg(short = 'c', value_name = "STRING")]
     pub shell_string: Option<OsString>,
@@ -118,6 +156,33 @@ pub struct RunArgs {
     #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
     pub user: Option<String>,
 
+    /// Give the command a terminal (the default for a shell when stdin is a terminal)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Stop the command after DURATION (90, 30s, 5m, 1h): SIGTERM, then SIGKILL after
+    /// --kill-after, then power the guest off; exit status 124
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// After --timeout's SIGTERM, wait this long before SIGKILL
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "timeout",
+        value_parser = crate::units::parse_duration
+    )]
+    pub kill_after: Duration,
+
+    /// Show the kernel console, guest-init's steps and a boot timeline on stderr
+    #[arg(long)]
+    pub debug: bool,
+}
+
+/// The options of `run` that make the guest: `start` takes the same.
+#[derive(Args, Debug)]
+pub struct GuestArgs {
     /// Guest memory, e.g. 256M or 1G
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::config::parse_mem)]
     pub mem: u64,
@@ -134,21 +199,6 @@ pub struct RunArgs {
     /// CPUs in the guest (SMP: Linux 6.19+ kernels, under seccomp userspace)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
-
-    /// Stop the command after DURATION (90, 30s, 5m, 1h): SIGTERM, then SIGKILL after
-    /// --kill-after, then power the guest off; exit status 124
-    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
-    pub timeout: Option<Duration>,
-
-    /// After --timeout's SIGTERM, wait this long before SIGKILL
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "10s",
-        requires = "timeout",
-        value_parser = crate::units::parse_duration
-    )]
-    pub kill_after: Duration,
 
     /// How long the guest trusts what it learned of the host's files (names, attributes, data)
     /// before asking the host again; an open always asks [default: 1s; 0: always ask; needs
@@ -223,10 +273,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", default_value = "sekexe")]
     pub hostname: String,
 
-    /// Give the command a terminal (the default for a shell when stdin is a terminal)
-    #[arg(short = 't', long)]
-    pub tty: bool,
-
     /// Append a raw argument to the kernel command line (repeatable), e.g. initcall_debug
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
@@ -240,28 +286,6 @@ pub struct RunArgs {
     /// the guest can then write to the host with your rights
     #[arg(long)]
     pub no_sandbox: bool,
-
-    /// Keep the run's exchange folder afterwards and print its path
-    #[arg(long)]
-    pub keep: bool,
-
-    /// Show the kernel console, guest-init's steps and a boot timeline on stderr
-    #[arg(long)]
-    pub debug: bool,
-
-    /// Write how the run ended to FILE as one JSON object (exit code, signal, timeout, the
-    /// cause of a failure, kernel, boot timeline, peak memory, kept log): see the README
-    #[arg(long, value_name = "FILE")]
-    pub result: Option<PathBuf>,
-
-    /// When a guest-init step or the command fails, open a shell in the guest before it
-    /// powers off (exit the shell to end the run)
-    #[arg(long)]
-    pub debug_shell: bool,
-
-    /// The command and its arguments, passed exactly as given
-    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
-    pub command: Vec<OsString>,
 }
 
 const WARM_EXAMPLES: &str = "\
@@ -278,7 +302,7 @@ Examples:
 exec's exit status is the command's, as run's: 128+N if killed by signal N; 124 on
 timeout; 125 if sekexe or the guest failed; 126 cannot execute; 127 not found.";
 
-/// `sekexe start`: a guest with `run`'s options, and no command.
+/// `sekexe start`: a guest with `run`'s guest options, and no command.
 #[derive(Args, Debug)]
 pub struct StartArgs {
     /// The guest's name, for exec, ls, logs and stop [default: guest-1, guest-2, ...]
@@ -289,54 +313,19 @@ pub struct StartArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
+    /// Show the boot's steps and timeline on stderr
+    #[arg(long)]
+    pub debug: bool,
+
     #[command(flatten)]
-    pub run: Box<RunArgs>,
+    pub guest: Box<GuestArgs>,
 }
 
 /// `sekexe exec`: the options of `run` that belong to one command.
 #[derive(Args, Debug)]
 pub struct ExecArgs {
-    /// Run STRING with /bin/sh -c (further arguments become $0, $1, ...)
-    #[arg(short = 'c', value_name = "STRING")]
-    pub shell_string: Option<OsString>,
-
-    /// Set an environment variable (KEY=VALUE), or pass the caller's KEY through
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    pub env: Vec<OsString>,
-
-    /// Start from a minimal environment (PATH, HOME, TERM) instead of the caller's
-    #[arg(long)]
-    pub clear_env: bool,
-
-    /// Working directory in the guest [default: the current directory]
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    pub workdir: Option<PathBuf>,
-
-    /// Run as this user and group (numeric, or names from /etc/passwd) [default: 0:0]
-    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
-    pub user: Option<String>,
-
-    /// Give the command a terminal (the default for a shell when stdin is a terminal)
-    #[arg(short = 't', long)]
-    pub tty: bool,
-
-    /// Stop the command after DURATION: SIGTERM, then SIGKILL after --kill-after; exit 124
-    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
-    pub timeout: Option<Duration>,
-
-    /// After --timeout's SIGTERM, wait this long before SIGKILL
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "10s",
-        requires = "timeout",
-        value_parser = crate::units::parse_duration
-    )]
-    pub kill_after: Duration,
-
-    /// Show guest-init's steps for this command on stderr
-    #[arg(long)]
-    pub debug: bool,
+    #[command(flatten)]
+    pub cmd: CommandArgs,
 
     /// The warm guest (see `sekexe ls`)
     #[arg(value_name = "NAME")]
@@ -405,7 +394,7 @@ mod tests {
             panic!()
         };
         assert_eq!(run.command, ["ls", "-la", "--mem", "1G"]);
-        assert_eq!(run.mem, 256 << 20);
+        assert_eq!(run.guest.mem, 256 << 20);
     }
 
     #[test]
@@ -420,6 +409,6 @@ mod tests {
             panic!()
         };
         assert_eq!(run.command, ["-x", "--"]);
-        assert_eq!(run.mem, 1 << 30);
+        assert_eq!(run.guest.mem, 1 << 30);
     }
 }

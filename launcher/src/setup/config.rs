@@ -167,28 +167,29 @@ impl Caller {
 
 impl RunConfig {
     pub fn from_args(args: RunArgs, caller: &Caller) -> Result<RunConfig> {
-        let mem = args.mem;
+        let mem = args.guest.mem;
         let (argv, shell_mode) = argv(&args, caller)?;
-        let (uid, gid) = match &args.user {
+        let (uid, gid) = match &args.cmd.user {
             Some(spec) => parse_user(spec)?,
             None => (0, 0),
         };
-        let root = match &args.root {
+        let root = match &args.guest.root {
             Some(dir) => Some(existing_dir(dir, caller, "--root")?),
             None => None,
         };
         let volumes = args
+            .guest
             .volumes
             .iter()
             .map(|v| parse_volume(v, caller))
             .collect::<Result<Vec<_>>>()?;
         let cwd = match &root {
-            Some(root) => workdir_in_root(args.workdir.as_deref(), root)?,
-            None => workdir(args.workdir.as_deref(), caller, &volumes)?,
+            Some(root) => workdir_in_root(args.cmd.workdir.as_deref(), root)?,
+            None => workdir(args.cmd.workdir.as_deref(), caller, &volumes)?,
         };
         // In the host's root guest-init makes the mount points a volume needs, mirroring the
         // folders on the way; another root stays as it is.
-        let overlaid = args.overlay || args.overlay_dir.is_some();
+        let overlaid = args.guest.overlay || args.guest.overlay_dir.is_some();
         for v in &volumes {
             match (&root, overlaid) {
                 (Some(root), false) => check_mount_point(&v.guest, root)?,
@@ -197,24 +198,25 @@ impl RunConfig {
             }
         }
         let disks = args
+            .guest
             .disks
             .iter()
             .map(|d| parse_disk(d, caller))
             .collect::<Result<Vec<_>>>()?;
-        let overlay = match (&args.overlay_dir, args.overlay) {
+        let overlay = match (&args.guest.overlay_dir, args.guest.overlay) {
             (Some(dir), _) => OverlayChoice::Dir(absolute(dir, caller)?),
             (None, true) => OverlayChoice::Tmpfs,
             (None, false) => OverlayChoice::None,
         };
-        check_hostname(&args.hostname)?;
+        check_hostname(&args.guest.hostname)?;
         let net = network(&args)?;
-        let tty = args.tty || (shell_mode && caller.stdin_is_tty);
-        let env = environment(&args.env, args.clear_env, tty, caller)?;
-        let timeout = args.timeout.map(|after| Timeout {
+        let tty = args.cmd.tty || (shell_mode && caller.stdin_is_tty);
+        let env = environment(&args.cmd.env, args.cmd.clear_env, tty, caller)?;
+        let timeout = args.cmd.timeout.map(|after| Timeout {
             after,
-            kill_after: args.kill_after,
+            kill_after: args.cmd.kill_after,
         });
-        check_kernel_args(&args.kernel_args)?;
+        check_kernel_args(&args.guest.kernel_args)?;
         Ok(RunConfig {
             argv,
             env,
@@ -223,21 +225,21 @@ impl RunConfig {
             gid,
             tty,
             mem,
-            kernel: args.kernel,
-            userspace: args.userspace,
-            cpus: args.cpus,
-            fs_cache: args.fs_cache.unwrap_or(DEFAULT_FS_CACHE),
-            fs_cache_given: args.fs_cache.is_some(),
-            pin: !args.no_pin,
+            kernel: args.guest.kernel,
+            userspace: args.guest.userspace,
+            cpus: args.guest.cpus,
+            fs_cache: args.guest.fs_cache.unwrap_or(DEFAULT_FS_CACHE),
+            fs_cache_given: args.guest.fs_cache.is_some(),
+            pin: !args.guest.no_pin,
             keep: args.keep,
-            debug: args.debug,
-            hostname: args.hostname.clone(),
+            debug: args.cmd.debug,
+            hostname: args.guest.hostname.clone(),
             timeout,
-            kernel_args: args.kernel_args,
-            full_boot: args.full_boot,
+            kernel_args: args.guest.kernel_args,
+            full_boot: args.guest.full_boot,
             debug_shell: args.debug_shell,
-            sandbox: !args.no_sandbox,
-            cgroups: match args.cgroup {
+            sandbox: !args.guest.no_sandbox,
+            cgroups: match args.guest.cgroup {
                 crate::cli::CgroupArg::V2 => Cgroups::V2,
                 crate::cli::CgroupArg::V1 => Cgroups::V1,
                 crate::cli::CgroupArg::None => Cgroups::None,
@@ -254,7 +256,7 @@ impl RunConfig {
 /// The command's argv, and whether this is shell mode (no command given).
 fn argv(args: &RunArgs, caller: &Caller) -> Result<(Vec<Vec<u8>>, bool)> {
     let rest = args.command.iter().map(|a| a.as_bytes().to_vec());
-    if let Some(script) = &args.shell_string {
+    if let Some(script) = &args.cmd.shell_string {
         let mut argv = vec![
             b"/bin/sh".to_vec(),
             b"-c".to_vec(),
@@ -280,16 +282,16 @@ fn argv(args: &RunArgs, caller: &Caller) -> Result<(Vec<Vec<u8>>, bool)> {
 }
 
 fn network(args: &RunArgs) -> Result<NetConfig> {
-    let static_ip = args.ip.map(|(address, prefix)| net::Static {
+    let static_ip = args.guest.ip.map(|(address, prefix)| net::Static {
         address,
         prefix,
-        gateway: args.gateway,
-        dns: args.dns.clone(),
+        gateway: args.guest.gateway,
+        dns: args.guest.dns.clone(),
     });
     let cfg = NetConfig {
-        mode: args.net.clone(),
-        forwards: args.publish.clone(),
-        restrict: args.net_restrict,
+        mode: args.guest.net.clone(),
+        forwards: args.guest.publish.clone(),
+        restrict: args.guest.net_restrict,
         static_ip,
     };
     net::check(&cfg)?;

@@ -7,12 +7,11 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use sekexe_wire::Overlay;
 
 use super::control::{Ask, Client, Reply};
 use super::folder::{self, GuestDir, Liveness};
-use crate::cli::{Cli, Command, ExecArgs, RunArgs};
+use crate::cli::{ExecArgs, RunArgs};
 use crate::config::{Caller, RunConfig};
 use crate::rundir::Files;
 use crate::session::{ExecIo, Options, Session};
@@ -38,30 +37,6 @@ pub fn find(name: &str) -> Result<GuestDir> {
     Ok(dir)
 }
 
-/// `run`'s options for this command: the defaults, the guest's root and volumes, and what
-/// was given to `exec`.
-fn run_args(args: ExecArgs, state: &folder::State) -> Result<RunArgs> {
-    let Command::Run(mut run) = Cli::try_parse_from(["sekexe", "run"])
-        .context("the default options")?
-        .command
-    else {
-        unreachable!("parsed as run")
-    };
-    run.root = state.root.clone();
-    run.volumes = state.volumes.clone();
-    run.shell_string = args.shell_string;
-    run.env = args.env;
-    run.clear_env = args.clear_env;
-    run.workdir = args.workdir;
-    run.user = args.user;
-    run.tty = args.tty;
-    run.timeout = args.timeout;
-    run.kill_after = args.kill_after;
-    run.debug = args.debug;
-    run.command = args.command;
-    Ok(*run)
-}
-
 pub fn exec(args: ExecArgs) -> Result<u8> {
     let name = args.name.clone();
     let dir = find(&name)?;
@@ -69,7 +44,13 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
         .state()
         .with_context(|| format!("the warm guest {name} is still starting: try again"))?;
     let caller = Caller::current();
-    let cfg = RunConfig::from_args(run_args(args, &state)?, &caller)?;
+    // `run`'s options: the defaults, the guest's root and volumes, and what was given here.
+    let mut run = RunArgs::defaults();
+    run.guest.root = state.root.clone();
+    run.guest.volumes = state.volumes.clone();
+    run.cmd = args.cmd;
+    run.command = args.command;
+    let cfg = RunConfig::from_args(run, &caller)?;
     let request = run::request(&cfg, Overlay::None);
     // From here on signals wait in the signalfd, as in a run.
     let signals = signals::block()?;

@@ -10,41 +10,21 @@ use anyhow::{bail, Context, Result};
 
 use super::daemon::{Daemon, Parts};
 use super::folder::{self, GuestDir, State};
-use crate::cli::StartArgs;
+use crate::cli::{RunArgs, StartArgs};
 use crate::config::{Caller, RunConfig};
 use crate::run;
 
-/// Options of `run` that belong to each command, not to the guest: `exec` takes them.
-fn check_run_only(args: &StartArgs) -> Result<()> {
-    let r = &args.run;
-    let given = [
-        (!r.command.is_empty(), "a command"),
-        (r.shell_string.is_some(), "-c"),
-        (!r.env.is_empty(), "-e"),
-        (r.clear_env, "--clear-env"),
-        (r.workdir.is_some(), "-w"),
-        (r.user.is_some(), "-u"),
-        (r.tty, "-t"),
-        (r.timeout.is_some(), "--timeout"),
-        (r.result.is_some(), "--result"),
-        (r.debug_shell, "--debug-shell"),
-        (r.keep, "--keep"),
-    ];
-    if let Some((_, what)) = given.iter().find(|(g, _)| *g) {
-        bail!(
-            "sekexe start takes no {what}: give it to each command, `sekexe exec [OPTIONS] NAME -- COMMAND`"
-        );
-    }
-    Ok(())
-}
-
 pub fn start(args: StartArgs) -> Result<u8> {
-    check_run_only(&args)?;
     if let Some(name) = &args.name {
         folder::check_name(name)?;
     }
     let caller = Caller::current();
-    let cfg = RunConfig::from_args(*args.run, &caller)?;
+    let mut run = RunArgs {
+        guest: *args.guest,
+        ..RunArgs::defaults()
+    };
+    run.cmd.debug = args.debug;
+    let cfg = RunConfig::from_args(run, &caller)?;
     let guests = folder::guests_dir()?;
     let (name, dir, lock) = match args.name {
         Some(name) => {
