@@ -56,6 +56,8 @@ struct Client {
     from_client: Vec<u8>,
     /// The guest has said the session is over.
     gone: bool,
+    /// The session's relay sent its End: the command has ended and been reported.
+    ended: bool,
 }
 
 pub struct Daemon {
@@ -482,14 +484,17 @@ impl Daemon {
             Owned::Session(id, frame) => {
                 // Only a run's frames go to `exec`; a warm guest's own (a `Lost` would put
                 // the guest's words in the launcher's mouth) are the guest's mistake.
+                let parsed = GuestFrame::parse(&frame);
                 let run_frame = matches!(
-                    GuestFrame::parse(&frame),
+                    parsed,
                     Ok(Some((f, _))) if !matches!(
                         f,
                         GuestFrame::Session { .. } | GuestFrame::SessionGone(_) | GuestFrame::Lost(_)
                     )
                 );
+                let end = matches!(parsed, Ok(Some((GuestFrame::End, _))));
                 if let (Some(c), true) = (self.clients.get_mut(&id), run_frame) {
+                    c.ended |= end;
                     if c.sock.is_some() && !c.gone {
                         c.to_client.extend_from_slice(&frame);
                     }
@@ -663,6 +668,7 @@ impl Daemon {
                 to_client: Vec::new(),
                 from_client: rest,
                 gone: false,
+                ended: false,
             },
         );
         self.forward_from_client(id);
@@ -710,8 +716,9 @@ impl Daemon {
         if hung_up {
             c.sock = None;
             c.to_client.clear();
-            if !c.gone {
-                // `exec` went away (killed, or a second Ctrl-C): the command goes too.
+            // An `exec` leaves once it has its End; one that went before (killed, or a second
+            // Ctrl-C) takes its command with it.
+            if !c.gone && !c.ended {
                 let mut frame = Vec::new();
                 HostFrame::Shutdown.encode_into(&mut frame);
                 self.chan.send(HostFrame::Session { id, frame: &frame });
