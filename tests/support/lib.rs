@@ -14,11 +14,13 @@ use std::time::Duration;
 mod procs;
 mod run;
 mod scratch;
+mod through_exec;
 mod tmux;
 
 pub use procs::*;
 pub use run::*;
 pub use scratch::*;
+pub use through_exec::*;
 pub use tmux::*;
 
 /// The unprivileged user tests drop to when they run as root.

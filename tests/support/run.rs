@@ -69,18 +69,21 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 }
 
 /// One sekexe invocation.
+#[derive(Clone)]
 pub struct Sekexe {
-    args: Vec<OsString>,
-    stdin: Option<Vec<u8>>,
-    stdin_null: bool,
-    env: Vec<(OsString, Option<OsString>)>,
-    user: Option<u32>,
-    timeout: Duration,
-    tmpdir: Option<PathBuf>,
-    cwd: Option<PathBuf>,
-    netns: Option<String>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) stdin: Option<Vec<u8>>,
+    pub(crate) stdin_null: bool,
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) user: Option<u32>,
+    pub(crate) timeout: Duration,
+    pub(crate) tmpdir: Option<PathBuf>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) netns: Option<String>,
     /// A command sekexe runs under (its arguments then sekexe's command line follow).
-    wrapper: Vec<OsString>,
+    pub(crate) wrapper: Vec<OsString>,
+    /// A `run` made as `start` + `exec` + `stop` instead (see [`Sekexe::through_exec`]).
+    pub(crate) through_exec: bool,
 }
 
 pub fn sekexe<I, S>(scratch: &Scratch, args: I) -> Sekexe
@@ -106,6 +109,7 @@ where
         cwd: None,
         netns: None,
         wrapper: Vec::new(),
+        through_exec: false,
     }
 }
 
@@ -113,6 +117,8 @@ where
 pub struct Running {
     pub child: Child,
     deadline: Instant,
+    /// The warm guest a run made through exec runs in: stopped once the exec has ended.
+    guest: Option<WarmGuest>,
 }
 
 impl Sekexe {
@@ -163,6 +169,15 @@ impl Sekexe {
     /// Leave TMPDIR as the test process has it (usually unset).
     pub fn default_tmpdir(mut self) -> Self {
         self.tmpdir = None;
+        self
+    }
+
+    /// Makes this `sekexe run` as `sekexe start` of a fresh warm guest with the run's guest
+    /// options, `sekexe exec` of the command in it with the run's per-command options (and
+    /// this builder's stdin, environment, folder and timeout), then `sekexe stop`: the same
+    /// test then checks that exec behaves exactly as run.
+    pub fn through_exec(mut self) -> Self {
+        self.through_exec = true;
         self
     }
 
@@ -228,6 +243,12 @@ impl Sekexe {
     /// Runs to completion and returns what came back; kills it and fails the test at the
     /// timeout.
     pub fn run(self) -> Output {
+        if self.through_exec {
+            let (guest, exec) = self.into_warm();
+            let out = exec.run();
+            guest.stop();
+            return out;
+        }
         let mut cmd = self.command();
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.stdin(if self.stdin.is_some() {
@@ -259,6 +280,12 @@ impl Sekexe {
 
     /// Starts it with piped stdin, stdout and stderr.
     pub fn spawn(self) -> Running {
+        if self.through_exec {
+            let (guest, exec) = self.into_warm();
+            let mut running = exec.spawn();
+            running.guest = Some(guest);
+            return running;
+        }
         let mut cmd = self.command();
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -266,6 +293,7 @@ impl Sekexe {
         Running {
             child: cmd.spawn().expect("spawn sekexe"),
             deadline: Instant::now() + self.timeout,
+            guest: None,
         }
     }
 }
@@ -322,11 +350,15 @@ impl Running {
         let status = wait_or_kill(&mut self.child, self.deadline, &[]);
         let collect =
             |h: Option<JoinHandle<Vec<u8>>>| h.map(|h| h.join().unwrap()).unwrap_or_default();
-        Output {
+        let out = Output {
             code: exit_code(status),
             stdout: collect(out),
             stderr: collect(err),
+        };
+        if let Some(guest) = self.guest.take() {
+            guest.stop();
         }
+        out
     }
 }
 

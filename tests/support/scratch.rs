@@ -99,14 +99,26 @@ impl Scratch {
         }
     }
 
+    /// Warm guests' folders left in this TMPDIR (a guest that is up, or one whose kernel died
+    /// and that no `ls` has named yet).
+    pub fn leftover_guests(&self) -> Vec<String> {
+        match std::fs::read_dir(self.user_base().join("guests")) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Host processes whose command line mentions this TMPDIR (kernels and helpers of runs
     /// made here).
     pub fn leftover_processes(&self) -> Vec<String> {
         processes_mentioning(self.path())
     }
 
-    /// Asserts that no run folder and no process is left, waiting up to 3 s for processes
-    /// that are already dying.
+    /// Asserts that no run folder, no warm guest and no process is left, waiting up to 3 s
+    /// for processes that are already dying.
     pub fn assert_clean(&self) {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
@@ -125,6 +137,33 @@ impl Scratch {
             Vec::<String>::new(),
             "run folders left behind"
         );
+        assert_eq!(
+            self.leftover_guests(),
+            Vec::<String>::new(),
+            "warm guests left behind"
+        );
+    }
+}
+
+impl Drop for Scratch {
+    /// A warm guest outlives everything else a test made (its launcher is a daemon): one left
+    /// here is stopped, and fails a test that otherwise passed.
+    fn drop(&mut self) {
+        let left = self.leftover_guests();
+        if left.is_empty() {
+            return;
+        }
+        for name in &left {
+            let stop = sekexe(self, ["stop", name]).timeout(Duration::from_secs(40));
+            // During a panic a second one would abort the whole test binary.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stop.run()));
+        }
+        for pid in launcher_pids(self) {
+            kill(pid, libc::SIGKILL);
+        }
+        if !std::thread::panicking() {
+            panic!("warm guests left running: {left:?}");
+        }
     }
 }
 
