@@ -14,7 +14,7 @@ use super::folder::{self, GuestDir, Liveness};
 use crate::cli::{ExecArgs, RunArgs};
 use crate::config::{Caller, RunConfig};
 use crate::rundir::Files;
-use crate::session::{ExecIo, Options, Session};
+use crate::session::{ExecIo, Interruption, Options, Session};
 use crate::{run, signals};
 
 /// How long the guest's launcher has to take the command.
@@ -89,6 +89,11 @@ fn conclude(cfg: &RunConfig, session: &Session, name: &str) -> u8 {
     if verdict.unreported {
         message = format!(
             "{message}: the warm guest's launcher closed the connection (`sekexe ls` and `sekexe logs {name}` say more)"
+        );
+    } else if session.interruption == Some(Interruption::Unresponsive) {
+        // A run kills its own kernel here; exec has none to kill, and the guest is shared.
+        message = format!(
+            "the warm guest {name} stopped responding after --timeout: `sekexe stop {name}` ends it (`sekexe logs {name}` shows the kernel console)"
         );
     } else if verdict.show_console {
         message = format!("{message} (`sekexe logs {name}` shows the kernel console)");

@@ -244,8 +244,14 @@ impl Session {
                 self.send(HostFrame::Signal(Signal::SIGTERM as i32 as u8));
             }
             Action::Kill => {
+                // exec's Shutdown ends its own session; the warm guest stays up.
+                let guest = if self.uml.is_some() {
+                    " and stopping the guest"
+                } else {
+                    ""
+                };
                 eprintln!(
-                    "sekexe: the command outlived --kill-after {}: killing it and stopping the guest",
+                    "sekexe: the command outlived --kill-after {}: killing it{guest}",
                     crate::units::format_duration(t.kill_after)
                 );
                 self.send(HostFrame::Signal(Signal::SIGKILL as i32 as u8));
