@@ -1,6 +1,8 @@
 //! The core run path through `sekexe run` (the cases shared with exec are in core_cases.rs),
-//! and what only a run has: a guest that fails to boot, leftovers ended with the guest, the
-//! run folder, --keep, and TMPDIR. Every test boots the real kernel.
+//! and what only a run has: a guest that fails to boot (`start` fails instead), leftovers
+//! ended with the guest (a warm guest keeps them, and an exec waits for output they hold
+//! open, as the README says), the run folder, --keep, and TMPDIR (where exec finds its
+//! guest). Every test boots the real kernel.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
