@@ -34,6 +34,8 @@ use crate::{clock, mounts, reaper, relay, report, spawn};
 
 /// Stop reading sessions while this much waits for the channel.
 const CHANNEL_HIGH_WATER: usize = 4 * MAX_PAYLOAD;
+/// After a spare relay could not be forked, how long before the next try.
+const SPARE_RETRY: Duration = Duration::from_secs(1);
 /// After `Shutdown`, how long the commands have between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -57,6 +59,8 @@ struct Spare {
 struct Mux {
     sessions: BTreeMap<u32, Session>,
     spare: Option<Spare>,
+    /// When forking a spare last failed (out of memory or processes).
+    spare_failed: Option<Instant>,
     /// Where relays' bytes are read into: one buffer for the guest's life, not one per read.
     buf: Vec<u8>,
     /// `Shutdown` came: when the survivors get SIGKILL.
@@ -68,6 +72,7 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
     let mut mux = Mux {
         sessions: BTreeMap::new(),
         spare: None,
+        spare_failed: None,
         buf: vec![0u8; MAX_PAYLOAD + 16],
         stopping: None,
     };
@@ -85,6 +90,8 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
             }
         }
         // The guest is idle (no session, nothing to write): the time to fork the next relay.
+        // (Not as soon as every command has ended: forking while relays exit made execs in a
+        // row slower, not faster.)
         if mux.sessions.is_empty() && channel.pending() == 0 {
             mux.prepare_spare(channel, signals, exchange, log);
         }
@@ -109,12 +116,19 @@ impl Mux {
         exchange: &Exchange,
         log: &mut Log,
     ) {
-        if self.spare.is_some() || self.stopping.is_some() {
+        let failed_lately = self
+            .spare_failed
+            .is_some_and(|at| at.elapsed() < SPARE_RETRY);
+        if self.spare.is_some() || self.stopping.is_some() || failed_lately {
             return;
         }
         match fork_relay(channel, signals, exchange, &self.sessions) {
             Ok(spare) => self.spare = Some(spare),
-            Err(e) => log.error(&format!("forking a relay: {e:#}")),
+            Err(e) => {
+                // Sessions fork their own relay meanwhile; no loop of failing forks.
+                self.spare_failed = Some(Instant::now());
+                log.error(&format!("forking a relay: {e:#}"));
+            }
         }
     }
 
@@ -381,8 +395,9 @@ fn start(
                     from_relay: Vec::new(),
                 })
             }
-            // A spare killed from inside the guest: its exit is reaped as an orphan's.
             Ok(_) => last = Some(anyhow::anyhow!("short write")),
+            // A spare killed from inside the guest (EPIPE): its exit is reaped as an orphan's,
+            // and a relay forked now takes the session.
             Err(e) => last = Some(anyhow::Error::new(e)),
         }
     }

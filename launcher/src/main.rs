@@ -54,10 +54,18 @@ fn main() {
                 let _ = e.print();
                 std::process::exit(0);
             }
-            let sub = std::env::args().nth(1);
+            let sub = std::env::args_os().nth(1);
+            let invalid = match e.get(clap::error::ContextKind::InvalidArg) {
+                Some(clap::error::ContextValue::String(arg)) => Some(arg.as_str()),
+                _ => None,
+            };
             eprintln!(
                 "sekexe: {}",
-                usage_error_line(&e.render().to_string(), sub.as_deref())
+                usage_error_line(
+                    &e.render().to_string(),
+                    sub.as_ref().and_then(|s| s.to_str()),
+                    invalid
+                )
             );
             std::process::exit(ExitCode::Failed.code() as i32);
         }
@@ -92,7 +100,7 @@ fn main() {
 
 /// The first paragraph of clap's error on one line, without its "error: " prefix, and where
 /// to look next: the help of the subcommand given, if it is one.
-fn usage_error_line(rendered: &str, subcommand: Option<&str>) -> String {
+fn usage_error_line(rendered: &str, subcommand: Option<&str>, invalid: Option<&str>) -> String {
     use clap::CommandFactory;
     let first: Vec<&str> = rendered
         .lines()
@@ -104,8 +112,8 @@ fn usage_error_line(rendered: &str, subcommand: Option<&str>) -> String {
     let sub = subcommand
         .filter(|s| !s.starts_with('-') && cli::Cli::command().find_subcommand(s).is_some());
     match sub {
-        // `start` has run's guest options only; the rest belongs to each command.
-        Some("start") if text.starts_with("unexpected argument") => format!(
+        // `start` has run's guest options only; a command and its options go to exec.
+        Some("start") if invalid.is_some_and(cli::is_for_a_command) => format!(
             "{text}: `sekexe start` takes the guest's options; a command and its options \
              (-c, -e, -w, -u, -t, --timeout) go to `sekexe exec NAME` (see 'sekexe start --help')"
         ),
@@ -136,7 +144,7 @@ mod tests {
     fn usage_errors_are_one_line() {
         use clap::Parser;
         let e = crate::cli::Cli::try_parse_from(["sekexe", "run", "--no-such"]).unwrap_err();
-        let line = super::usage_error_line(&e.render().to_string(), Some("run"));
+        let line = super::usage_error_line(&e.render().to_string(), Some("run"), None);
         assert!(line.contains("--no-such") && !line.contains('\n'), "{line}");
         assert!(!line.starts_with("error:"), "{line}");
         assert!(line.contains("'sekexe run --help'"), "{line}");
@@ -144,20 +152,36 @@ mod tests {
 
     #[test]
     fn a_commands_option_given_to_start_points_to_exec() {
+        use clap::error::{ContextKind, ContextValue};
         use clap::Parser;
+        let line_for = |args: &[&str]| {
+            let e = crate::cli::Cli::try_parse_from(["sekexe", "start"].iter().chain(args))
+                .unwrap_err();
+            let invalid = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(a)) => Some(a.clone()),
+                _ => None,
+            };
+            super::usage_error_line(&e.render().to_string(), Some("start"), invalid.as_deref())
+        };
         for args in [
             &["--timeout", "5s"][..],
+            &["--timeout=5s"],
             &["-e", "A=1"],
+            &["-tc", "x"],
             &["--", "true"],
             &["true"],
         ] {
-            let e = crate::cli::Cli::try_parse_from(["sekexe", "start"].iter().chain(args))
-                .unwrap_err();
-            let line = super::usage_error_line(&e.render().to_string(), Some("start"));
+            let line = line_for(args);
             assert!(
                 line.contains("sekexe exec NAME") && !line.contains('\n'),
-                "{line}"
+                "{args:?}: {line}"
             );
+        }
+        // A mistyped guest option, or one only run has, is no command's option.
+        for args in [&["--mme", "1G"][..], &["--keep"]] {
+            let line = line_for(args);
+            assert!(!line.contains("exec"), "{args:?}: {line}");
+            assert!(line.contains("'sekexe start --help'"), "{args:?}: {line}");
         }
     }
 

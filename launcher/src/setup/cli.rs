@@ -123,6 +123,26 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// Whether `arg`, as the user typed it, is a command or one of a command's options (what
+/// `exec` takes and `start` does not).
+pub fn is_for_a_command(arg: &str) -> bool {
+    let Some(option) = arg.strip_prefix('-') else {
+        return true;
+    };
+    let cmd = CommandArgs::augment_args(clap::Command::new("exec"));
+    let mut args = cmd.get_arguments();
+    match option.strip_prefix('-') {
+        Some(long) => {
+            let long = long.split('=').next().unwrap_or(long);
+            args.any(|a| a.get_long() == Some(long))
+        }
+        None => {
+            let first = option.chars().next();
+            args.any(|a| a.get_short().is_some() && a.get_short() == first)
+        }
+    }
+}
+
 impl RunArgs {
     /// `run` with no options given: what `start` and `exec` fill in.
     pub fn defaults() -> RunArgs {
@@ -161,7 +181,7 @@ pub struct CommandArgs {
     pub tty: bool,
 
     /// Stop the command after DURATION (90, 30s, 5m, 1h): SIGTERM, then SIGKILL after
-    /// --kill-after, then power the guest off; exit status 124
+    /// --kill-after; exit status 124 (run then powers its guest off; a warm guest stays up)
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub timeout: Option<Duration>,
 
@@ -175,7 +195,8 @@ pub struct CommandArgs {
     )]
     pub kill_after: Duration,
 
-    /// Show the kernel console, guest-init's steps and a boot timeline on stderr
+    /// Show guest-init's steps for the command on stderr (run: also the kernel console and a
+    /// boot timeline)
     #[arg(long)]
     pub debug: bool,
 }

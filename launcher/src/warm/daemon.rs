@@ -681,6 +681,9 @@ impl Daemon {
             return;
         };
         let mut hung_up = false;
+        // The client left (an exec leaves once it has its End): what it sent before, its
+        // EndAck among it, is still to be read and forwarded.
+        let mut left = false;
         if let Some(sock) = c.sock.as_mut() {
             while !c.to_client.is_empty() {
                 match sock.write(&c.to_client) {
@@ -690,7 +693,8 @@ impl Daemon {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => {
-                        hung_up = true;
+                        left = true;
+                        c.to_client.clear();
                         break;
                     }
                 }
@@ -701,7 +705,9 @@ impl Daemon {
                     Ok(0) => hung_up = true,
                     Ok(n) => {
                         c.from_client.extend_from_slice(&buf[..n]);
-                        break;
+                        if !left {
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -713,7 +719,7 @@ impl Daemon {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        if hung_up {
+        if hung_up || left {
             c.sock = None;
             c.to_client.clear();
             // An `exec` leaves once it has its End; one that went before (killed, or a second
