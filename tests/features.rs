@@ -177,6 +177,38 @@ fn a_handler_on_an_autodisarm_alternate_stack_runs_there_every_time() {
 }
 
 #[test]
+fn ps_lists_processes_with_their_start_times() {
+    let check = kernel_check();
+    let s = Scratch::new();
+    // A sleeping child, so that the listing has more than ps itself.
+    let out = sh(
+        &s,
+        "sleep 30 & ps -eo pid,lstart,args; s=$?; kill $!; tail -c 2 /proc/cpuinfo | od -An -c; exit $s",
+    );
+    if check_says_ok(&check, "/proc/cpuinfo") {
+        assert_eq!(out.code, 0, "{out:?}");
+        let listing = out.stdout_str();
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.trim_start().starts_with("1 ") && l.contains("sekexe-init")),
+            "PID 1 with its start time: {out:?}"
+        );
+        assert!(listing.contains("sleep 30"), "{out:?}");
+        assert!(
+            listing.trim_end().ends_with("\\n  \\n"),
+            "an empty line ends the entry: {out:?}"
+        );
+    } else {
+        // The bug the fix is for: the last entry ends without an empty line.
+        assert!(
+            !out.stdout_str().trim_end().ends_with("\\n  \\n"),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
 fn address_sanitizer_runs_where_the_address_space_is_large_enough() {
     let check = kernel_check();
     let dir = guest_visible_dir("asan-");

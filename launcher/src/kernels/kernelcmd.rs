@@ -43,6 +43,11 @@ const FIXES: &[(&str, &str, &str)] = &[
         "unpatched UML kernels with SMP (6.19+) mask the IPI signal at every interrupt toggle, even with one CPU (slower boots and system calls)",
     ),
     (
+        "SEKEXE_FIX_CPUINFO",
+        "/proc/cpuinfo's entries end with an empty line, so ps shows start times",
+        "UML's /proc/cpuinfo has no empty line after an entry: ps of procps 4.0.2 (Debian 12) fails with \"Unable to get system boot time\"",
+    ),
+    (
         "SEKEXE_FIX_VECTOR_TAP_SMP",
         "--net tap on an SMP kernel",
         "unpatched UML kernels with SMP (6.19+) panic when a tap transport comes up",
@@ -321,7 +326,7 @@ mod tests {
              CONFIG_PGTABLE_LEVELS=4\n\
              CONFIG_SEKEXE_FIX_ALTSTACK=y\nCONFIG_SEKEXE_FIX_VECTOR_TAP_SMP=y\nCONFIG_SEKEXE_FIX_HOSTFS_WALK=y\n\
              CONFIG_SEKEXE_FIX_HOSTFS_CACHE=y\nCONFIG_SEKEXE_FIX_SMP_ONE_CPU=y\n\
-             CONFIG_SEKEXE_FIX_HOSTFS_DIRECT_READ=y\n{}",
+             CONFIG_SEKEXE_FIX_HOSTFS_DIRECT_READ=y\nCONFIG_SEKEXE_FIX_CPUINFO=y\n{}",
             crate::kconfig::param_lines("seccomp=<on/auto/off>\nncpus=<# of CPUs>\n")
         );
         let r = report(&Kconfig::parse(&new), true);
