@@ -41,10 +41,11 @@ pub fn acquire(
                     limit.as_secs()
                 )
             })?;
-        log.step(&format!(
-            "DHCP offer of {} from {:?}",
-            offer.your_address, offer.server
-        ));
+        let from = match offer.server {
+            Some(server) => format!("server {server}"),
+            None => "a server that did not say its address".to_string(),
+        };
+        log.step(&format!("DHCP offer of {} from {from}", offer.your_address));
         let request = dhcp::request(xid, mac, hostname, offer.your_address, offer.server);
         let reply = ask
             .exchange(xid, Kind::Ack, &request, log)
@@ -86,14 +87,15 @@ impl Ask<'_> {
                 let Some(payload) = dhcp::client_payload(&packet) else {
                     continue;
                 };
-                if log.is_debug() {
-                    let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
-                    log.step(&format!("DHCP reply received: {hex}"));
-                }
+                log.step(&format!("DHCP reply received ({} bytes)", payload.len()));
                 match dhcp::parse(payload, xid, self.mac) {
                     Ok(r) if r.kind == want || r.kind == Kind::Nak => return Ok(r),
                     Ok(_) => {}
-                    Err(e) => log.step(&format!("ignored a DHCP packet: {e}")),
+                    // The bytes only where they explain something: the lease line says the rest.
+                    Err(e) => {
+                        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+                        log.step(&format!("ignored a DHCP packet: {e}: {hex}"));
+                    }
                 }
             }
         }
