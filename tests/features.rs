@@ -183,7 +183,7 @@ fn ps_lists_processes_with_their_start_times() {
     // A sleeping child, so that the listing has more than ps itself.
     let out = sh(
         &s,
-        "sleep 30 & ps -eo pid,lstart,args; s=$?; kill $!; tail -c 2 /proc/cpuinfo | od -An -c; exit $s",
+        "sleep 30 & ps -ww -eo pid,lstart,args; s=$?; kill $!; tail -c 2 /proc/cpuinfo | od -An -c; exit $s",
     );
     if check_says_ok(&check, "/proc/cpuinfo") {
         assert_eq!(out.code, 0, "{out:?}");

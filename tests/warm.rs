@@ -309,9 +309,18 @@ fn a_command_that_kills_every_process_leaves_the_guest_serving() {
     assert!(out.stderr_str().contains("without reporting"), "{out:?}");
     assert_eq!(g.sh("echo next").ok(), "next\n");
     // From an orphan while no command runs, it takes the relay PID 1 forked ahead for the
-    // next exec: that one and the next get relays all the same.
-    g.sh("(sleep 1; kill -9 -1) > /dev/null 2>&1 &");
+    // next exec (the orphan lists the processes first: PID 1 and that relay are guest-init's):
+    // that exec and the next get relays all the same.
+    g.sh(
+        "(sleep 1; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done > /tmp/before; \
+         kill -9 -1) > /dev/null 2>&1 &",
+    );
     std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        g.sh("grep -c sekexe-init /tmp/before").ok(),
+        "2\n",
+        "PID 1 and a relay waiting for the next exec"
+    );
     for i in 0..3 {
         assert_eq!(g.sh(&format!("echo next-{i}")).ok(), format!("next-{i}\n"));
     }

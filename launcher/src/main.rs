@@ -55,8 +55,13 @@ fn main() {
                 std::process::exit(0);
             }
             let sub = std::env::args_os().nth(1);
+            // The word clap did not expect (not one it took but found fault with).
             let invalid = match e.get(clap::error::ContextKind::InvalidArg) {
-                Some(clap::error::ContextValue::String(arg)) => Some(arg.as_str()),
+                Some(clap::error::ContextValue::String(arg))
+                    if e.kind() == clap::error::ErrorKind::UnknownArgument =>
+                {
+                    Some(arg.as_str())
+                }
                 _ => None,
             };
             eprintln!(
@@ -115,7 +120,7 @@ fn usage_error_line(rendered: &str, subcommand: Option<&str>, invalid: Option<&s
         // `start` has run's guest options only; a command and its options go to exec.
         Some("start") if invalid.is_some_and(cli::is_for_a_command) => format!(
             "{text}: `sekexe start` takes the guest's options; a command and its options \
-             (-c, -e, -w, -u, -t, --timeout) go to `sekexe exec NAME` (see 'sekexe start --help')"
+             (-c, -e, --clear-env, -w, -u, -t, --timeout, --kill-after) go to `sekexe exec NAME` (see 'sekexe start --help')"
         ),
         Some(sub) => format!("{text} (see 'sekexe {sub} --help')"),
         None => format!("{text} (see 'sekexe --help' or 'sekexe run --help')"),
@@ -152,13 +157,15 @@ mod tests {
 
     #[test]
     fn a_commands_option_given_to_start_points_to_exec() {
-        use clap::error::{ContextKind, ContextValue};
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
         use clap::Parser;
         let line_for = |args: &[&str]| {
             let e = crate::cli::Cli::try_parse_from(["sekexe", "start"].iter().chain(args))
                 .unwrap_err();
             let invalid = match e.get(ContextKind::InvalidArg) {
-                Some(ContextValue::String(a)) => Some(a.clone()),
+                Some(ContextValue::String(a)) if e.kind() == ErrorKind::UnknownArgument => {
+                    Some(a.clone())
+                }
                 _ => None,
             };
             super::usage_error_line(&e.render().to_string(), Some("start"), invalid.as_deref())
@@ -178,7 +185,7 @@ mod tests {
             );
         }
         // A mistyped guest option, or one only run has, is no command's option.
-        for args in [&["--mme", "1G"][..], &["--keep"]] {
+        for args in [&["--mme", "1G"][..], &["--keep"], &["--debug", "--debug"]] {
             let line = line_for(args);
             assert!(!line.contains("exec"), "{args:?}: {line}");
             assert!(line.contains("'sekexe start --help'"), "{args:?}: {line}");

@@ -700,7 +700,13 @@ impl Daemon {
                 }
             }
             let mut buf = vec![0u8; 64 * 1024];
-            while !hung_up && !c.gone && self.chan.queued() < CHANNEL_QUEUE_MAX {
+            // A client that left is read to its end whatever the channel holds (its last
+            // frames are few), but never past the same bound.
+            while !hung_up
+                && !c.gone
+                && (self.chan.queued() < CHANNEL_QUEUE_MAX || left)
+                && c.from_client.len() < CHANNEL_QUEUE_MAX
+            {
                 match sock.read(&mut buf) {
                     Ok(0) => hung_up = true,
                     Ok(n) => {
