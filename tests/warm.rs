@@ -301,25 +301,45 @@ fn an_idle_guest_stops_itself() {
 #[test]
 fn a_command_that_kills_every_process_leaves_the_guest_serving() {
     let s = Scratch::new();
-    let g = Guest::start(&s, "killall", &[]);
+    // Where a process of the guest leaves word for the test (the host is read-only to it).
+    let shared = guest_visible_dir("warm-killall-");
+    let dir = shared.path().to_str().unwrap();
+    let g = Guest::start(&s, "killall", &["-v", &format!("{dir}:{dir}:rw")]);
     // `kill -9 -1` takes every process but PID 1 and the caller: here the session's own
     // relay, so its exec fails with 125 and says why.
     let out = g.exec(&[], &["sh", "-c", "kill -9 -1; sleep 5"]).run();
     assert_eq!(out.code, 125, "{out:?}");
     assert!(out.stderr_str().contains("without reporting"), "{out:?}");
     assert_eq!(g.sh("echo next").ok(), "next\n");
-    // From an orphan while no command runs, it takes the relay PID 1 forked ahead for the
-    // next exec (the orphan lists the processes first: PID 1 and that relay are guest-init's):
-    // that exec and the next get relays all the same.
-    g.sh(
-        "(sleep 1; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done > /tmp/before; \
-         kill -9 -1) > /dev/null 2>&1 &",
-    );
-    std::thread::sleep(Duration::from_secs(3));
+    // From an orphan while no command runs, it takes the relay PID 1 forks ahead for the
+    // next exec; that exec and the next get relays all the same. The orphan waits until the
+    // last exec's relay is surely gone (it waits 2 s at most for its End's answer) and the
+    // spare is there (guest-init's second process), and lists the processes before the kill.
+    let list = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done";
+    g.sh(&format!(
+        "(sleep 3; until [ $({list} | grep -c '^[^ ]*/sekexe-init ') -ge 2 ]; do sleep 0.1; done; \
+         {list} > {dir}/before; kill -9 -1; touch {dir}/killed) > /dev/null 2>&1 &"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !shared.path().join("killed").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no relay waiting for the next exec within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = std::fs::read_to_string(shared.path().join("before")).unwrap();
     assert_eq!(
-        g.sh("grep -c sekexe-init /tmp/before").ok(),
-        "2\n",
-        "PID 1 and a relay waiting for the next exec"
+        // By the program run, not the words: the orphan's own script names it too.
+        before
+            .lines()
+            .filter(|l| l
+                .split(' ')
+                .next()
+                .is_some_and(|w| w.ends_with("/sekexe-init")))
+            .count(),
+        2,
+        "PID 1 and the relay for the next exec: {before}"
     );
     for i in 0..3 {
         assert_eq!(g.sh(&format!("echo next-{i}")).ok(), format!("next-{i}\n"));
