@@ -3,21 +3,12 @@
 //! per-command options, then `sekexe stop`. They assert the same bytes and exit statuses as
 //! through run: exec must give what run gives. Every test boots the real kernel.
 
-use std::ffi::OsStr;
-
 use sekexe_tests::*;
+// The cases' `sekexe`: the support's, made through exec.
+use sekexe_tests::sekexe_through_exec as sekexe;
 
 #[path = "core_cases.rs"]
 mod cases;
-
-/// The cases' `sekexe`: the support's, made through exec.
-fn sekexe<I, S>(scratch: &Scratch, args: I) -> Sekexe
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    sekexe_tests::sekexe(scratch, args).through_exec()
-}
 
 /// The cases' `run`: the support's, made through exec.
 fn run(scratch: &Scratch, args: &[&str]) -> Output {

@@ -3,21 +3,12 @@
 //! for the tmux tests) with its per-command options, then `sekexe stop`. They assert the same
 //! screens and exit statuses as through run. Every test boots the real kernel.
 
-use std::ffi::OsStr;
-
 use sekexe_tests::*;
+// The cases' `sekexe`: the support's, made through exec.
+use sekexe_tests::sekexe_through_exec as sekexe;
 
 #[path = "terminal_cases.rs"]
 mod cases;
-
-/// The cases' `sekexe`: the support's, made through exec.
-fn sekexe<I, S>(scratch: &Scratch, args: I) -> Sekexe
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    sekexe_tests::sekexe(scratch, args).through_exec()
-}
 
 /// The cases' command line for a terminal: start, exec, stop, with exec's exit status.
 fn sekexe_shell_command(scratch: &Scratch, args: &str) -> String {

@@ -68,6 +68,16 @@ const GUEST_PATHS: &[&str] = &[
 /// `run`'s options exec has no equivalent of: tests that use them stay run-only.
 const RUN_ONLY: &[&str] = &["--keep", "--result", "--debug-shell"];
 
+/// [`sekexe`] made through a warm guest: the `sekexe` of the test targets that run the run
+/// tests through exec.
+pub fn sekexe_through_exec<I, S>(scratch: &Scratch, args: I) -> Sekexe
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    sekexe(scratch, args).through_exec()
+}
+
 /// A `sekexe run` command line, split for `start` and `exec`.
 #[derive(Debug, Default, PartialEq)]
 pub struct SplitRun {

@@ -233,17 +233,10 @@ impl Daemon {
 
     /// Adds the port forwards once slirp4netns can take them, then lets the guest go on.
     fn advance_forwarder(&mut self) {
-        let Some(f) = self.forwarder.as_mut() else {
-            return;
-        };
-        match f.try_add() {
-            Ok(false) => {}
-            Ok(true) => {
-                self.forwarder = None;
-                self.chan.send(HostFrame::NetReady);
-            }
-            Err(e) => {
-                self.forwarder = None;
+        match crate::net::advance_forwards(&mut self.forwarder) {
+            None => {}
+            Some(Ok(())) => self.chan.send(HostFrame::NetReady),
+            Some(Err(e)) => {
                 self.failure = Some(format!("{e:#}"));
                 self.uml.kill_now();
             }

@@ -209,19 +209,10 @@ impl Session {
 
     /// Adds the port forwards once slirp4netns can take them, then lets the guest go on.
     fn advance_forwarder(&mut self) {
-        let Some(f) = self.forwarder.as_mut() else {
-            return;
-        };
-        match f.try_add() {
-            Ok(false) => {}
-            Ok(true) => {
-                self.forwarder = None;
-                self.send(HostFrame::NetReady);
-            }
-            Err(e) => {
-                self.forwarder = None;
-                self.interruption = Some(Interruption::Setup(format!("{e:#}")));
-            }
+        match crate::net::advance_forwards(&mut self.forwarder) {
+            None => {}
+            Some(Ok(())) => self.send(HostFrame::NetReady),
+            Some(Err(e)) => self.interruption = Some(Interruption::Setup(format!("{e:#}"))),
         }
     }
 

@@ -19,6 +19,20 @@ pub struct Forwarder {
     deadline: Instant,
 }
 
+/// Moves pending forwards on: `Some(Ok(()))` once all are in place (the guest may then use
+/// its network), `Some(Err)` if they cannot be, `None` while slirp4netns's API is not up yet or
+/// nothing is pending. Done or failed, `pending` is emptied.
+pub fn advance(pending: &mut Option<Forwarder>) -> Option<Result<()>> {
+    let result = pending.as_mut()?.try_add();
+    match result {
+        Ok(false) => None,
+        done => {
+            *pending = None;
+            Some(done.map(|_| ()))
+        }
+    }
+}
+
 impl Forwarder {
     pub fn new(api: PathBuf, forwards: Vec<Forward>, guest: Ipv4Addr) -> Forwarder {
         Forwarder {

@@ -18,7 +18,7 @@
 mod forward;
 mod options;
 
-pub use forward::Forwarder;
+pub use forward::{advance as advance_forwards, Forwarder};
 pub use options::*;
 
 use std::fs::File;
