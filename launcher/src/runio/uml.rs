@@ -257,14 +257,23 @@ impl Uml {
             return;
         }
         self.terminate();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.try_wait().is_some() {
-                return;
+        if self.wait_up_to(grace).is_none() {
+            self.kill_now();
+        }
+    }
+
+    /// The kernel's exit status if it ends within `limit` (reaps it).
+    pub fn wait_up_to(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.kill_now();
     }
 }
 

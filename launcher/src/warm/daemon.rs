@@ -40,6 +40,8 @@ const CHANNEL_QUEUE_MAX: usize = 64 * 1024;
 /// wait too: the guest's output shares one channel).
 const CLIENT_QUEUE_MAX: usize = 4 << 20;
 const SCRATCH_CHECK: Duration = Duration::from_millis(250);
+/// How long a kernel whose channel closed may take to exit before it is killed.
+const CHANNEL_CLOSED_GRACE: Duration = Duration::from_secs(1);
 
 /// A client whose first ask is not whole yet.
 struct Waiting {
@@ -168,6 +170,12 @@ impl Daemon {
                 continue;
             }
             if !self.chan.is_open() {
+                // A dying kernel closes its files before its parent can reap it: give it a
+                // moment, so a kernel killed from outside or panicking is reported as such.
+                if let Some(status) = self.uml.wait_up_to(CHANNEL_CLOSED_GRACE) {
+                    self.ended(status);
+                    break;
+                }
                 // A kernel that closed its end of the channel can serve no one.
                 self.failure
                     .get_or_insert_with(|| "the guest closed its channel".into());
