@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{Mode, OFlags};
 use rustix::termios::{self, OptionalActions};
 use sekexe_wire::names::CHANNEL_TTY;
+use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 
 /// Read this much at a time from the tty (n_tty hands out at most 4 KiB per read anyway).
@@ -18,8 +19,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Channel {
     fd: OwnedFd,
-    out: Vec<u8>,
-    out_start: usize,
+    out: ByteQueue,
     inbuf: Vec<u8>,
     /// The host end is gone (EOF or EIO on read, EIO on write).
     closed: bool,
@@ -43,8 +43,7 @@ impl Channel {
             .with_context(|| format!("tcsetattr {CHANNEL_TTY}"))?;
         Ok(Channel {
             fd,
-            out: Vec::with_capacity(READ_CHUNK * 2),
-            out_start: 0,
+            out: ByteQueue::with_capacity(READ_CHUNK * 2),
             inbuf: Vec::with_capacity(READ_CHUNK),
             closed: false,
         })
@@ -55,8 +54,7 @@ impl Channel {
     pub(crate) fn over(fd: OwnedFd) -> Channel {
         Channel {
             fd,
-            out: Vec::new(),
-            out_start: 0,
+            out: ByteQueue::default(),
             inbuf: Vec::new(),
             closed: false,
         }
@@ -75,35 +73,27 @@ impl Channel {
         if self.closed {
             return;
         }
-        frame.encode_into(&mut self.out);
+        self.out.append_with(|v| frame.encode_into(v));
         self.flush_some();
     }
 
     /// Bytes queued but not yet taken by the tty.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.out_start
+        self.out.len()
     }
 
     /// Writes as much of the queue as the tty takes without blocking.
     pub fn flush_some(&mut self) {
         while self.pending() > 0 && !self.closed {
-            match rustix::io::write(&self.fd, &self.out[self.out_start..]) {
-                Ok(n) => self.out_start += n,
+            match rustix::io::write(&self.fd, self.out.unsent()) {
+                Ok(n) => self.out.advance(n),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => {
                     self.closed = true;
                     self.out.clear();
-                    self.out_start = 0;
                 }
             }
-        }
-        if self.out_start == self.out.len() {
-            self.out.clear();
-            self.out_start = 0;
-        } else if self.out_start > self.out.len() / 2 {
-            self.out.drain(..self.out_start);
-            self.out_start = 0;
         }
     }
 
@@ -170,7 +160,7 @@ impl Channel {
     }
 
     /// Waits for `NetReady`. The launcher sends nothing else before it but signals (ignored:
-    /// there is no command yet) or a shutdown (an error here).
+    /// there is no command yet), nudges (ignored) or a shutdown (an error here).
     pub fn wait_for_net_ready(&mut self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
@@ -187,7 +177,7 @@ impl Channel {
                     stop = true;
                     false
                 }
-                HostFrame::Signal(_) => true,
+                HostFrame::Signal(_) | HostFrame::Nudge => true,
                 f => {
                     other = Some(format!("{f:?}"));
                     false
@@ -347,6 +337,7 @@ pub(crate) mod tests {
             &host,
             &[
                 HostFrame::Signal(15),
+                HostFrame::Nudge,
                 HostFrame::NetReady,
                 HostFrame::Stdin(b"x"),
             ],

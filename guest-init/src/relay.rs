@@ -390,8 +390,10 @@ impl<P: Procs> Relay<P> {
                 log.step("launcher asked for shutdown: killing every process");
                 self.kill_everything();
             }
-            // A warm guest's frames reach PID 1's multiplexer, never a relay.
+            // A warm guest's frames reach PID 1's multiplexer, never a relay; a nudge has
+            // done its work by arriving.
             HostFrame::EndAck
+            | HostFrame::Nudge
             | HostFrame::NetReady
             | HostFrame::Exec(_)
             | HostFrame::Session { .. } => {

@@ -37,6 +37,8 @@
 //!        <---------------------------------- EndAck        may kill the kernel now
 //!        <---------------------------------- Shutdown      at any time: --timeout's last
 //!                                                           step, a second Ctrl-C
+//!        <---------------------------------- Nudge         at any time, after a silence:
+//!                                                           ignored
 //! ```
 
 use std::fmt;
@@ -142,6 +144,11 @@ pub enum HostFrame<'a> {
     Exec(u32),
     /// A warm guest: one whole frame for session `id`'s relay.
     Session { id: u32, frame: &'a [u8] },
+    /// Nothing to do: the launcher sends it when the guest has been silent for a while.
+    /// UML's interrupt loop can miss the moment its console's host socket has room again
+    /// (its epoll is edge-triggered), and then holds the guest's output until something else
+    /// happens on that socket: a byte from the host is that something.
+    Nudge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +202,7 @@ mod tag {
     pub const NET_READY: u8 = 0x8a;
     pub const EXEC: u8 = 0x8b;
     pub const HOST_SESSION: u8 = 0x8c;
+    pub const NUDGE: u8 = 0x8d;
 }
 
 fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
@@ -348,6 +356,7 @@ impl<'a> HostFrame<'a> {
             HostFrame::EndAck => put(out, tag::END_ACK, &[]),
             HostFrame::Shutdown => put(out, tag::SHUTDOWN, &[]),
             HostFrame::NetReady => put(out, tag::NET_READY, &[]),
+            HostFrame::Nudge => put(out, tag::NUDGE, &[]),
             HostFrame::StdinFile { seq, len } => {
                 let mut p = [0u8; 8];
                 p[..4].copy_from_slice(&seq.to_le_bytes());
@@ -396,6 +405,7 @@ impl<'a> HostFrame<'a> {
             tag::END_ACK => empty(t, p).map(|_| HostFrame::EndAck)?,
             tag::SHUTDOWN => empty(t, p).map(|_| HostFrame::Shutdown)?,
             tag::NET_READY => empty(t, p).map(|_| HostFrame::NetReady)?,
+            tag::NUDGE => empty(t, p).map(|_| HostFrame::Nudge)?,
             tag::EXEC => HostFrame::Exec(u32_payload(t, p)?),
             tag::HOST_SESSION => {
                 let (id, frame) = session_payload(t, p)?;
@@ -449,6 +459,7 @@ mod tests {
                 len: 1 << 20,
             },
             HostFrame::Exec(9),
+            HostFrame::Nudge,
             HostFrame::Session {
                 id: 9,
                 frame: &[0x83, 1, 0, 0, 0, 15],

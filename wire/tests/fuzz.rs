@@ -518,6 +518,7 @@ enum Host {
     EndAck,
     Shutdown,
     NetReady,
+    Nudge,
     Exec(u32),
     Session { id: u32, frame: Vec<u8> },
 }
@@ -535,6 +536,7 @@ impl Host {
             Host::EndAck => HostFrame::EndAck,
             Host::Shutdown => HostFrame::Shutdown,
             Host::NetReady => HostFrame::NetReady,
+            Host::Nudge => HostFrame::Nudge,
             Host::Exec(id) => HostFrame::Exec(id),
             Host::Session { id, ref frame } => HostFrame::Session { id, frame },
         }
@@ -553,6 +555,7 @@ impl Host {
             HostFrame::EndAck => Host::EndAck,
             HostFrame::Shutdown => Host::Shutdown,
             HostFrame::NetReady => Host::NetReady,
+            HostFrame::Nudge => Host::Nudge,
             HostFrame::Exec(id) => Host::Exec(id),
             HostFrame::Session { id, frame } => Host::Session {
                 id,
@@ -586,6 +589,7 @@ fn host_frame() -> impl Strategy<Value = Host> {
         Just(Host::EndAck),
         Just(Host::Shutdown),
         Just(Host::NetReady),
+        Just(Host::Nudge),
         any::<u32>().prop_map(Host::Exec),
         (any::<u32>(), payload(MAX_INLINE_STDIN)).prop_map(|(id, data)| {
             let mut frame = Vec::new();

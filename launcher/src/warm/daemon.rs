@@ -13,8 +13,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use rustix::buffer::spare_capacity;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use sekexe_wire::frame::exec_request_name;
+use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::{GuestFrame, HostFrame, Request, Status};
 
 use super::control::{self, Ask, Reply};
@@ -40,6 +42,8 @@ const CHANNEL_QUEUE_MAX: usize = 64 * 1024;
 /// wait too: the guest's output shares one channel).
 const CLIENT_QUEUE_MAX: usize = 4 << 20;
 const SCRATCH_CHECK: Duration = Duration::from_millis(250);
+/// The most read from a client at a time.
+const CLIENT_READ: usize = 64 * 1024;
 /// How long a kernel whose channel closed may take to exit before it is killed.
 const CHANNEL_CLOSED_GRACE: Duration = Duration::from_secs(1);
 
@@ -54,7 +58,7 @@ struct Waiting {
 struct Client {
     /// None once it hung up.
     sock: Option<UnixStream>,
-    to_client: Vec<u8>,
+    to_client: ByteQueue,
     from_client: Vec<u8>,
     /// The guest has said the session is over.
     gone: bool,
@@ -184,6 +188,9 @@ impl Daemon {
             }
             self.check_scratch(now);
             self.check_idle(now);
+            if self.may_have_output() {
+                self.chan.nudge_if_silent(now);
+            }
             self.advance_forwarder();
             self.reap_strays();
             self.waiting.retain(|w| now < w.since + ASK_WAIT);
@@ -217,7 +224,7 @@ impl Daemon {
         let lost = format!("the warm guest is gone: {why}");
         for client in self.clients.values_mut() {
             if let Some(sock) = client.sock.as_mut() {
-                let mut out = std::mem::take(&mut client.to_client);
+                let mut out = std::mem::take(&mut client.to_client).into_unsent();
                 if !client.gone {
                     GuestFrame::Lost(lost.as_bytes()).encode_into(&mut out);
                 }
@@ -275,6 +282,12 @@ impl Daemon {
         }
     }
 
+    /// Whether the guest may have output waiting: while it boots, or serves a session (an
+    /// idle guest is not nudged).
+    fn may_have_output(&self) -> bool {
+        !self.ready || !self.clients.is_empty()
+    }
+
     fn check_idle(&mut self, now: Instant) {
         // A `sekexe ls` asking how many commands run is no command.
         if !self.clients.is_empty() {
@@ -297,6 +310,9 @@ impl Daemon {
 
     fn next_deadline(&self) -> Instant {
         let mut at = self.next_scratch_check;
+        if let Some(n) = self.chan.next_nudge().filter(|_| self.may_have_output()) {
+            at = at.min(n);
+        }
         if let Some(s) = self.stopping {
             at = at.min(s);
         }
@@ -429,12 +445,8 @@ impl Daemon {
         // One buffer at a time, so that a client falling behind stops the reading at once.
         while self.may_read_guest() && self.chan.read() {
             let buf = self.chan.take_input();
-            let mut frames = Vec::new();
-            let (used, result) = each_frame(&buf, |f| frames.push(owned(f)));
-            self.chan.put_back(&buf[used..]);
-            for f in frames {
-                self.handle_frame(f);
-            }
+            let (used, result) = each_frame(&buf, |f| self.handle_frame(f));
+            self.chan.put_back(buf, used);
             if let Err(e) = result {
                 self.failure = Some(format!("the guest sent a malformed frame ({e})"));
                 self.chan.close();
@@ -444,29 +456,27 @@ impl Daemon {
         }
     }
 
-    fn handle_frame(&mut self, frame: Owned) {
+    fn handle_frame(&mut self, frame: GuestFrame<'_>) {
         match frame {
-            Owned::Hello => self.chan.set_ready(),
-            Owned::Started => {
-                if !self.ready {
-                    self.ready = true;
-                    self.idle_since = Instant::now();
-                    if !self.tell_start("ok\n") {
-                        // Nobody waits for this guest: it would run unknown to anyone.
-                        self.begin_stop();
-                    }
-                    detach_stdio();
+            GuestFrame::Hello => self.chan.set_ready(),
+            GuestFrame::Started if !self.ready => {
+                self.ready = true;
+                self.idle_since = Instant::now();
+                if !self.tell_start("ok\n") {
+                    // Nobody waits for this guest: it would run unknown to anyone.
+                    self.begin_stop();
                 }
+                detach_stdio();
             }
-            Owned::Credit(n) => self.chan.credit(n),
-            Owned::Log(line) => {
+            GuestFrame::ChannelCredit(n) => self.chan.credit(n),
+            GuestFrame::Log(line) => {
                 let mut text = b"[init] ".to_vec();
-                text.extend_from_slice(&line);
+                text.extend_from_slice(line);
                 text.push(b'\n');
                 self.log_console(&text);
             }
-            Owned::Status(record) => {
-                self.status = Some(match Status::decode(&record) {
+            GuestFrame::Status(record) => {
+                self.status = Some(match Status::decode(record) {
                     Ok(s) => match s.outcome {
                         sekexe_wire::Outcome::GuestFailed { message } => {
                             format!("the guest failed: {message}")
@@ -476,16 +486,16 @@ impl Daemon {
                     Err(e) => format!("the guest's status record is malformed: {e}"),
                 });
             }
-            Owned::End => {
+            GuestFrame::End => {
                 self.chan.send(HostFrame::EndAck);
                 self.chan.flush();
                 // Everything is synced: power-off would only cost time.
                 self.uml.kill_now();
             }
-            Owned::Session(id, frame) => {
+            GuestFrame::Session { id, frame } => {
                 // Only a run's frames go to `exec`; a warm guest's own (a `Lost` would put
                 // the guest's words in the launcher's mouth) are the guest's mistake.
-                let parsed = GuestFrame::parse(&frame);
+                let parsed = GuestFrame::parse(frame);
                 let run_frame = matches!(
                     parsed,
                     Ok(Some((f, _))) if !matches!(
@@ -497,12 +507,12 @@ impl Daemon {
                 if let (Some(c), true) = (self.clients.get_mut(&id), run_frame) {
                     c.ended |= end;
                     if c.sock.is_some() && !c.gone {
-                        c.to_client.extend_from_slice(&frame);
+                        c.to_client.push(frame);
                     }
                 }
-                self.pump_client(id);
+                self.pump_client_some(id, false);
             }
-            Owned::SessionGone(id) => {
+            GuestFrame::SessionGone(id) => {
                 let Some(c) = self.clients.get_mut(&id) else {
                     return;
                 };
@@ -515,7 +525,7 @@ impl Daemon {
                     .remove_prefixed(&format!("{}-", exec_request_name(id)));
                 self.pump_client(id);
             }
-            Owned::Other => {}
+            _ => {}
         }
     }
 
@@ -666,7 +676,7 @@ impl Daemon {
             id,
             Client {
                 sock: Some(sock),
-                to_client: Vec::new(),
+                to_client: ByteQueue::default(),
                 from_client: rest,
                 gone: false,
                 ended: false,
@@ -678,6 +688,13 @@ impl Daemon {
     /// Moves what is ready between session `id`'s client and the channel; drops the client
     /// once the guest is done with the session and the client has it all.
     fn pump_client(&mut self, id: u32) {
+        self.pump_client_some(id, true)
+    }
+
+    /// As [`pump_client`](Self::pump_client); `read` false only writes out what the guest
+    /// sent (a client that left is still read to its end), as each of the guest's frames
+    /// arrives: a read there would find the client's socket empty nearly every time.
+    fn pump_client_some(&mut self, id: u32, read: bool) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -687,10 +704,8 @@ impl Daemon {
         let mut left = false;
         if let Some(sock) = c.sock.as_mut() {
             while !c.to_client.is_empty() {
-                match sock.write(&c.to_client) {
-                    Ok(n) => {
-                        c.to_client.drain(..n);
-                    }
+                match sock.write(c.to_client.unsent()) {
+                    Ok(n) => c.to_client.advance(n),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => {
@@ -700,24 +715,25 @@ impl Daemon {
                     }
                 }
             }
-            let mut buf = vec![0u8; 64 * 1024];
             // A client that left is read to its end whatever the channel holds (its last
             // frames are few), but never past the same bound.
-            while !hung_up
+            while (read || left)
+                && !hung_up
                 && !c.gone
                 && (self.chan.queued() < CHANNEL_QUEUE_MAX || left)
                 && c.from_client.len() < CHANNEL_QUEUE_MAX
             {
-                match sock.read(&mut buf) {
+                c.from_client.reserve(CLIENT_READ);
+                let room = spare_capacity(&mut c.from_client);
+                match rustix::io::read(&*sock, room) {
                     Ok(0) => hung_up = true,
-                    Ok(n) => {
-                        c.from_client.extend_from_slice(&buf[..n]);
+                    Ok(_) => {
                         if !left {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::AGAIN) => break,
                     Err(_) => hung_up = true,
                 }
             }
@@ -776,33 +792,6 @@ impl Daemon {
             HostFrame::Shutdown.encode_into(&mut frame);
             self.chan.send(HostFrame::Session { id, frame: &frame });
         }
-    }
-}
-
-/// The frames the daemon acts on, copied out of the read buffer.
-enum Owned {
-    Hello,
-    Started,
-    Credit(u32),
-    Log(Vec<u8>),
-    Status(Vec<u8>),
-    End,
-    Session(u32, Vec<u8>),
-    SessionGone(u32),
-    Other,
-}
-
-fn owned(f: GuestFrame<'_>) -> Owned {
-    match f {
-        GuestFrame::Hello => Owned::Hello,
-        GuestFrame::Started => Owned::Started,
-        GuestFrame::ChannelCredit(n) => Owned::Credit(n),
-        GuestFrame::Log(l) => Owned::Log(l.to_vec()),
-        GuestFrame::Status(s) => Owned::Status(s.to_vec()),
-        GuestFrame::End => Owned::End,
-        GuestFrame::Session { id, frame } => Owned::Session(id, frame.to_vec()),
-        GuestFrame::SessionGone(id) => Owned::SessionGone(id),
-        _ => Owned::Other,
     }
 }
 

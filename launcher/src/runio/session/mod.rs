@@ -180,6 +180,8 @@ impl Session {
         } = io;
         let mut chan = HostChannel::new(channel);
         chan.set_ready();
+        // The warm guest's launcher nudges its kernel; this end talks to that launcher.
+        chan.never_nudge();
         Session {
             chan,
             stdin: StdinPump::new(files, session),
@@ -258,12 +260,13 @@ impl Session {
     }
 
     /// When the next of the run's own deadlines is due: the stop grace, a --timeout step, the
-    /// scratch watch.
+    /// scratch watch, a nudge to a silent guest.
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.stopping.map(|(_, at)| at + STOP_WAIT),
             self.clock.next_due(),
             Some(self.next_scratch_check),
+            self.chan.next_nudge(),
         ]
         .into_iter()
         .flatten()
@@ -275,6 +278,7 @@ impl Session {
         self.check_timeout();
         self.check_stop();
         self.check_scratch();
+        self.chan.nudge_if_silent(Instant::now());
     }
 
     /// Ends the run once a forwarded SIGINT/SIGTERM has had STOP_WAIT to work.
@@ -449,7 +453,7 @@ impl Session {
         while self.chan.read() {
             let buf = self.chan.take_input();
             let (used, result) = channel::each_frame(&buf, |f| self.handle_frame(f));
-            self.chan.put_back(&buf[used..]);
+            self.chan.put_back(buf, used);
             if let Err(e) = result {
                 self.interruption = Some(Interruption::Protocol(format!(
                     "the guest sent a malformed frame ({e})"
