@@ -8,13 +8,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rustix::buffer::spare_capacity;
 use rustix::fs::{Mode, OFlags};
 use rustix::termios::{self, OptionalActions};
 use sekexe_wire::names::CHANNEL_TTY;
 use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 
-/// Read this much at a time from the tty (n_tty hands out at most 4 KiB per read anyway).
+/// Room made for each read from the tty (n_tty hands out at most 4 KiB per read anyway).
 const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Channel {
@@ -100,15 +101,15 @@ impl Channel {
     /// Reads what the tty has, and returns the launcher that much credit; marks the channel
     /// closed when the host end is gone.
     pub fn read_some(&mut self) {
-        let mut buf = [0u8; READ_CHUNK];
         loop {
-            match rustix::io::read(&self.fd, &mut buf) {
+            // Straight into the input's spare room: no buffer to zero and copy from per read.
+            self.inbuf.reserve(READ_CHUNK);
+            match rustix::io::read(&self.fd, spare_capacity(&mut self.inbuf)) {
                 Ok(0) => {
                     self.closed = true;
                     return;
                 }
                 Ok(n) => {
-                    self.inbuf.extend_from_slice(&buf[..n]);
                     self.send(GuestFrame::ChannelCredit(n as u32));
                 }
                 Err(rustix::io::Errno::INTR) => continue,

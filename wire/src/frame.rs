@@ -37,8 +37,8 @@
 //!        <---------------------------------- EndAck        may kill the kernel now
 //!        <---------------------------------- Shutdown      at any time: --timeout's last
 //!                                                           step, a second Ctrl-C
-//!        <---------------------------------- Nudge         at any time, after a silence:
-//!                                                           ignored
+//!        <---------------------------------- Nudge         after Hello, after a silence of
+//!                                                           the guest: ignored
 //! ```
 
 use std::fmt;

@@ -4,8 +4,8 @@
 //! launcher writes into the exchange folder, the status record guest-init sends back, the
 //! frames multiplexed over the console channel, the exit codes, the signals passed on to the
 //! command, how an outcome is worded, and the names of the files, folders and devices both
-//! sides agree on, and the byte queue both ends' channels write from. Decoders treat their input as hostile: they never panic and
-//! never allocate more than the input's own size.
+//! sides agree on; and the byte queue both ends' channels write from. Decoders treat their
+//! input as hostile: they never panic and never allocate more than the input's own size.
 
 pub mod codec;
 pub mod exit;

@@ -25,6 +25,7 @@ use proptest::test_runner::TestCaseError;
 
 use sekexe_wire::frame::{HEADER_LEN, MAX_INLINE_STDIN, MAX_PAYLOAD};
 use sekexe_wire::names::{decode_param, encode_param};
+use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::status::Timeline;
 use sekexe_wire::Net;
 use sekexe_wire::{
@@ -798,5 +799,27 @@ proptest! {
     #[test]
     fn param_decoding_follows_the_escape_grammar(text in param_text()) {
         prop_assert_eq!(decode_param(&text), escape_grammar(&text));
+    }
+}
+
+proptest! {
+    /// The queue both ends' channels write from gives back what was pushed, in order, whatever
+    /// the pieces pushed and written (against a `VecDeque` as the model).
+    #[test]
+    fn the_byte_queue_gives_back_its_bytes_in_order(
+        steps in vec((vec(any::<u8>(), 0..100), 0usize..150), 0..200)
+    ) {
+        let mut q = ByteQueue::default();
+        let mut model = std::collections::VecDeque::new();
+        for (pushed, written) in steps {
+            q.push(&pushed);
+            model.extend(pushed);
+            let written = written.min(q.len());
+            let expected: Vec<u8> = model.drain(..written).collect();
+            prop_assert_eq!(&q.unsent()[..written], expected.as_slice());
+            q.advance(written);
+            prop_assert_eq!(q.len(), model.len());
+        }
+        prop_assert_eq!(q.into_unsent(), Vec::from(model));
     }
 }

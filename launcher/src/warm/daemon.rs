@@ -42,7 +42,9 @@ const CHANNEL_QUEUE_MAX: usize = 64 * 1024;
 /// wait too: the guest's output shares one channel).
 const CLIENT_QUEUE_MAX: usize = 4 << 20;
 const SCRATCH_CHECK: Duration = Duration::from_millis(250);
-/// The most read from a client at a time.
+/// The most buffers read from the guest between two looks at the clients.
+const READS_PER_WAKE: usize = 8;
+/// Room made for each read from a client (a read may fill more, if the queue has it).
 const CLIENT_READ: usize = 64 * 1024;
 /// How long a kernel whose channel closed may take to exit before it is killed.
 const CHANNEL_CLOSED_GRACE: Duration = Duration::from_secs(1);
@@ -188,7 +190,7 @@ impl Daemon {
             }
             self.check_scratch(now);
             self.check_idle(now);
-            if self.may_have_output() {
+            if self.may_nudge() {
                 self.chan.nudge_if_silent(now);
             }
             self.advance_forwarder();
@@ -282,10 +284,11 @@ impl Daemon {
         }
     }
 
-    /// Whether the guest may have output waiting: while it boots, or serves a session (an
-    /// idle guest is not nudged).
-    fn may_have_output(&self) -> bool {
-        !self.ready || !self.clients.is_empty()
+    /// Whether a silent guest is nudged: while it boots, serves a session or stops (an idle
+    /// guest is not), and only while its output is read (else the silence is ours).
+    fn may_nudge(&self) -> bool {
+        (!self.ready || !self.clients.is_empty() || self.stopping.is_some())
+            && self.may_read_guest()
     }
 
     fn check_idle(&mut self, now: Instant) {
@@ -310,7 +313,7 @@ impl Daemon {
 
     fn next_deadline(&self) -> Instant {
         let mut at = self.next_scratch_check;
-        if let Some(n) = self.chan.next_nudge().filter(|_| self.may_have_output()) {
+        if let Some(n) = self.chan.next_nudge().filter(|_| self.may_nudge()) {
             at = at.min(n);
         }
         if let Some(s) = self.stopping {
@@ -412,7 +415,7 @@ impl Daemon {
         if chan {
             self.chan.flush();
             if read_guest {
-                self.read_channel();
+                self.read_channel_some(READS_PER_WAKE);
             }
         }
         if console {
@@ -442,8 +445,16 @@ impl Daemon {
     }
 
     fn read_channel(&mut self) {
+        self.read_channel_some(usize::MAX)
+    }
+
+    /// As [`read_channel`](Self::read_channel), `reads` buffers at most: the clients' input
+    /// (a Ctrl-C) waits for no more than that of a guest streaming output.
+    fn read_channel_some(&mut self, reads: usize) {
+        let mut left = reads;
         // One buffer at a time, so that a client falling behind stops the reading at once.
-        while self.may_read_guest() && self.chan.read() {
+        while left > 0 && self.may_read_guest() && self.chan.read() {
+            left -= 1;
             let buf = self.chan.take_input();
             let (used, result) = each_frame(&buf, |f| self.handle_frame(f));
             self.chan.put_back(buf, used);

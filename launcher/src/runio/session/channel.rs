@@ -8,14 +8,23 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
-use sekexe_wire::frame::{CHANNEL_WINDOW, MAX_PAYLOAD};
+use sekexe_wire::frame::{CHANNEL_WINDOW, HEADER_LEN, MAX_PAYLOAD};
 use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 
-/// The most read from the guest at a time.
+/// Room made for each read from the guest.
 const READ_MAX: usize = 4 * MAX_PAYLOAD;
 /// After this long without a byte from the guest, the launcher sends it a `Nudge`.
 pub const NUDGE_AFTER: Duration = Duration::from_millis(500);
+/// A guest that answers nudges with their credit only is nudged less and less often, down to
+/// this (a command that sleeps, a shell waiting for input).
+const NUDGE_SLOWEST: Duration = Duration::from_secs(8);
+/// What guest-init answers a nudge with (a `ChannelCredit`): a read of no more is no output.
+const CREDIT_LEN: usize = HEADER_LEN + 4;
+/// How far past the window a nudge may write (a window full of unread bytes must not keep
+/// the guest's credits, held with its output, from being freed). The guest's tty has room to
+/// spare: the window stays far below 4 KiB.
+const NUDGE_OVERDRAFT: usize = 16;
 
 pub struct HostChannel {
     fd: OwnedFd,
@@ -28,8 +37,11 @@ pub struct HostChannel {
     input: Vec<u8>,
     /// When the guest last sent something, or was last nudged.
     last_heard: Instant,
-    /// None when the other end is no kernel's console (`sekexe exec`'s connection).
+    /// How long a silence is nudged after; none when the other end is no kernel's console
+    /// (`sekexe exec`'s connection).
     nudge_after: Option<Duration>,
+    /// Bytes a nudge may write past the window, until something is written.
+    overdraft: usize,
 }
 
 impl HostChannel {
@@ -44,6 +56,7 @@ impl HostChannel {
             input: Vec::new(),
             last_heard: Instant::now(),
             nudge_after: Some(NUDGE_AFTER),
+            overdraft: 0,
         }
     }
 
@@ -58,16 +71,30 @@ impl HostChannel {
         (self.ready && self.open).then(|| self.last_heard + after)
     }
 
-    /// Sends a `Nudge` if the guest has been silent for [`NUDGE_AFTER`]. UML's interrupt loop
-    /// is edge-triggered and can miss the moment the host took the console's bytes; the
-    /// guest's output then waits, its tty full, until the next event on the socket. A
-    /// `run -- cat` of 64 MiB stalled so about once in 100 runs, and went on at the next byte
-    /// from the host.
+    /// Nudges the guest if it has been silent long enough (see [`NUDGE_AFTER`]). UML's
+    /// interrupt loop is edge-triggered and can miss the moment the host took the console's
+    /// bytes; the guest's output then waits, its tty full, until the next event on the
+    /// socket. A `run -- cat` of 64 MiB stalled so about once in 100 runs, and went on at the
+    /// next byte from the host. Bytes already queued are such an event: a nudge then only
+    /// lets them past the window.
     pub fn nudge_if_silent(&mut self, now: Instant) {
-        if self.next_nudge().is_some_and(|at| now >= at) {
-            self.send(HostFrame::Nudge);
-            self.last_heard = now;
+        let (Some(at), Some(after)) = (self.next_nudge(), self.nudge_after) else {
+            return;
+        };
+        if now < at {
+            return;
         }
+        if self.out.is_empty() {
+            self.send(HostFrame::Nudge);
+        }
+        self.overdraft = NUDGE_OVERDRAFT;
+        self.last_heard = now;
+        self.nudge_after = Some((after * 2).min(NUDGE_SLOWEST));
+    }
+
+    /// The most that may be written but not yet credited.
+    fn limit(&self) -> usize {
+        CHANNEL_WINDOW + self.overdraft
     }
 
     pub fn fd(&self) -> &OwnedFd {
@@ -94,7 +121,7 @@ impl HostChannel {
 
     /// Whether a write could make progress now (for poll's OUT interest).
     pub fn wants_write(&self) -> bool {
-        self.ready && self.open && !self.out.is_empty() && self.unacked < CHANNEL_WINDOW
+        self.ready && self.open && !self.out.is_empty() && self.unacked < self.limit()
     }
 
     /// guest-init has read `n` more bytes.
@@ -107,12 +134,13 @@ impl HostChannel {
         if !self.ready {
             return;
         }
-        while !self.out.is_empty() && self.open && self.unacked < CHANNEL_WINDOW {
-            let room = (CHANNEL_WINDOW - self.unacked).min(self.out.len());
+        while !self.out.is_empty() && self.open && self.unacked < self.limit() {
+            let room = (self.limit() - self.unacked).min(self.out.len());
             match rustix::io::write(&self.fd, &self.out.unsent()[..room]) {
                 Ok(n) => {
                     self.out.advance(n);
                     self.unacked += n;
+                    self.overdraft = 0;
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => break,
@@ -124,17 +152,20 @@ impl HostChannel {
         }
     }
 
-    /// Reads at most one buffer's worth into the input; `true` when something arrived. One
-    /// buffer per call, so that the caller handles frames (and their back-pressure) between
-    /// reads and the input never grows past a buffer and a partial frame.
+    /// Reads once into the input; `true` when something arrived. One read per call, so that
+    /// the caller handles frames (and their back-pressure) between reads, and the input stays
+    /// within the room made for a read (twice [`READ_MAX`] at most) and a partial frame.
     pub fn read(&mut self) -> bool {
         while self.open {
             // Straight into the input's spare room: no buffer to zero, and no copy, per read.
             self.input.reserve(READ_MAX);
             match rustix::io::read(&self.fd, spare_capacity(&mut self.input)) {
                 Ok(0) => self.open = false,
-                Ok(_) => {
+                Ok(n) => {
                     self.last_heard = Instant::now();
+                    if n > CREDIT_LEN && self.nudge_after.is_some() {
+                        self.nudge_after = Some(NUDGE_AFTER);
+                    }
                     return true;
                 }
                 Err(rustix::io::Errno::INTR) => continue,
@@ -211,8 +242,14 @@ mod tests {
         out
     }
 
+    fn nudge_bytes() -> Vec<u8> {
+        let mut nudge = Vec::new();
+        HostFrame::Nudge.encode_into(&mut nudge);
+        nudge
+    }
+
     #[test]
-    fn a_silent_guest_is_nudged_and_one_that_talks_is_not() {
+    fn a_silent_guest_is_nudged_less_and_less_and_one_that_talks_is_not() {
         let (mut c, guest) = pair();
         let start = Instant::now();
         c.nudge_if_silent(start + NUDGE_AFTER * 2);
@@ -228,19 +265,65 @@ mod tests {
         let later = start + NUDGE_AFTER * 3;
         c.nudge_if_silent(later);
         c.flush();
-        let mut nudge = Vec::new();
-        HostFrame::Nudge.encode_into(&mut nudge);
-        assert_eq!(read_all(&guest), nudge);
-        assert_eq!(c.next_nudge(), Some(later + NUDGE_AFTER), "one per silence");
-        c.nudge_if_silent(later + NUDGE_AFTER / 2);
+        assert_eq!(read_all(&guest), nudge_bytes());
+        assert_eq!(
+            c.next_nudge(),
+            Some(later + NUDGE_AFTER * 2),
+            "one per silence, each longer"
+        );
+        c.nudge_if_silent(later + NUDGE_AFTER);
         c.flush();
         assert!(read_all(&guest).is_empty());
-        // A byte from the guest starts the silence again.
-        rustix::io::write(&guest, &[0]).unwrap();
+        // A credit alone is no output: the wait stays long. More is: it is short again.
+        let before = Instant::now();
+        rustix::io::write(&guest, &[0; CREDIT_LEN]).unwrap();
         assert!(c.read());
-        assert!(c.next_nudge().unwrap() > Instant::now());
+        assert!(c.next_nudge().unwrap() >= before + NUDGE_AFTER * 2);
+        let before = Instant::now();
+        rustix::io::write(&guest, &[0; CREDIT_LEN + 1]).unwrap();
+        assert!(c.read());
+        let next = c.next_nudge().unwrap();
+        assert!(next >= before + NUDGE_AFTER && next < before + NUDGE_AFTER * 2);
         c.never_nudge();
         assert_eq!(c.next_nudge(), None);
+    }
+
+    #[test]
+    fn a_nudge_gets_past_a_full_window_once_and_never_piles_up() {
+        let (mut c, guest) = pair();
+        c.set_ready();
+        let mut stdin = Vec::new();
+        for _ in 0..3 * CHANNEL_WINDOW / 64 {
+            c.send(HostFrame::Stdin(&[7; 64]));
+            HostFrame::Stdin(&[7; 64]).encode_into(&mut stdin);
+        }
+        c.flush();
+        assert!(read_all(&guest) == stdin[..CHANNEL_WINDOW]);
+        let queued = c.queued();
+        // Bytes are queued: no nudge is added, but a few of them may go.
+        c.nudge_if_silent(Instant::now() + NUDGE_AFTER);
+        assert_eq!(c.queued(), queued);
+        assert!(c.wants_write());
+        c.flush();
+        let past = read_all(&guest);
+        assert!(past == stdin[CHANNEL_WINDOW..CHANNEL_WINDOW + NUDGE_OVERDRAFT]);
+        assert!(!c.wants_write(), "once");
+        c.flush();
+        assert!(read_all(&guest).is_empty());
+        // Credited, the rest goes, and the queue holds no nudge.
+        let mut rest = Vec::new();
+        while c.queued() > 0 {
+            c.credit(u32::MAX);
+            c.flush();
+            rest.extend(read_all(&guest));
+        }
+        assert!(rest == stdin[CHANNEL_WINDOW + NUDGE_OVERDRAFT..]);
+        // Silent with nothing queued: one nudge, however long the silence.
+        let far = Instant::now() + NUDGE_SLOWEST * 4;
+        c.nudge_if_silent(far);
+        c.nudge_if_silent(far);
+        c.flush();
+        assert_eq!(read_all(&guest), nudge_bytes());
     }
 
     #[test]

@@ -260,13 +260,12 @@ impl Session {
     }
 
     /// When the next of the run's own deadlines is due: the stop grace, a --timeout step, the
-    /// scratch watch, a nudge to a silent guest.
+    /// scratch watch.
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.stopping.map(|(_, at)| at + STOP_WAIT),
             self.clock.next_due(),
             Some(self.next_scratch_check),
-            self.chan.next_nudge(),
         ]
         .into_iter()
         .flatten()
@@ -278,7 +277,6 @@ impl Session {
         self.check_timeout();
         self.check_stop();
         self.check_scratch();
-        self.chan.nudge_if_silent(Instant::now());
     }
 
     /// Ends the run once a forwarded SIGINT/SIGTERM has had STOP_WAIT to work.
@@ -342,6 +340,9 @@ impl Session {
             if self.interruption.is_some() {
                 continue;
             }
+            // Here only, where the loop reads the guest: not while it waits for our stdout,
+            // when the silence is ours.
+            self.chan.nudge_if_silent(Instant::now());
             self.poll_once();
         }
         // The kernel is gone: collect what it wrote before it went.
@@ -378,6 +379,7 @@ impl Session {
         }
         let wake = [
             self.next_deadline(),
+            self.chan.next_nudge(),
             // The forwarder waits for slirp4netns's API socket to appear.
             self.forwarder
                 .as_ref()
