@@ -10,7 +10,8 @@
 //! and once the guest tty's 4 KiB input buffer fills, UML stops reading it for good (its
 //! `line_throttle` removes the fd from epoll and `line_unthrottle` never adds it back, in 6.1
 //! and 6.12 alike). So the launcher never has more than [`CHANNEL_WINDOW`] bytes unread in
-//! the guest (guest-init returns `ChannelCredit` as it reads), sends only small stdin chunks
+//! the guest (guest-init returns `ChannelCredit` as it reads; a `Nudge` may go up to
+//! [`NUDGE_OVERDRAFT_MAX`] past it), sends only small stdin chunks
 //! inline, and hands bulk stdin over as files in the exchange folder (`StdinFile`), which
 //! hostfs reads fast.
 //!
@@ -42,6 +43,10 @@
 //! ```
 
 use std::fmt;
+
+/// How far past [`CHANNEL_WINDOW`] the launcher's nudges may write, all told, while the
+/// guest credits nothing: still within the guest tty's buffer.
+pub const NUDGE_OVERDRAFT_MAX: usize = 1024;
 
 /// The largest payload a frame may carry; longer data is sent as several frames.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -586,6 +591,6 @@ mod tests {
     #[test]
     fn the_channel_window_fits_the_guest_tty_buffer() {
         // n_tty throttles when less than 128 of its 4096 bytes are free.
-        const { assert!(CHANNEL_WINDOW < 4096 - 128) };
+        const { assert!(CHANNEL_WINDOW + NUDGE_OVERDRAFT_MAX < 4096 - 128) };
     }
 }

@@ -5,7 +5,8 @@
 //! spliced or given huge lengths) and must answer `Ok` or `Err`, never panic, and never
 //! allocate more than a small multiple of its input. Every valid value must come back unchanged
 //! from an encode and a decode, whatever a decoder accepts must be exactly what the encoder
-//! writes, and frames must reassemble from a stream cut anywhere.
+//! writes, and frames must reassemble from a stream cut anywhere. The byte queue both ends'
+//! channels write from is checked against a model too.
 //!
 //! Each property runs `PROPTEST_CASES` cases (proptest's default, 256, when unset). To fuzz for
 //! longer:

@@ -203,7 +203,7 @@ impl Daemon {
 
     /// The kernel is gone: read what it left, and say why to whoever waits.
     fn ended(&mut self, status: std::process::ExitStatus) {
-        self.read_channel();
+        self.read_channel_left();
         self.read_console();
         self.scratch.forget_kernel();
         if self.failure.is_none() {
@@ -415,7 +415,7 @@ impl Daemon {
         if chan {
             self.chan.flush();
             if read_guest {
-                self.read_channel_some(READS_PER_WAKE);
+                self.read_channel_some(READS_PER_WAKE, true);
             }
         }
         if console {
@@ -444,16 +444,19 @@ impl Daemon {
         }
     }
 
-    fn read_channel(&mut self) {
-        self.read_channel_some(usize::MAX)
+    /// Reads all the kernel left once it is gone, however far behind a client is: what is
+    /// left is bounded by the socket's buffer, and holds other sessions' Status and End.
+    fn read_channel_left(&mut self) {
+        self.read_channel_some(usize::MAX, false)
     }
 
-    /// As [`read_channel`](Self::read_channel), `reads` buffers at most: the clients' input
-    /// (a Ctrl-C) waits for no more than that of a guest streaming output.
-    fn read_channel_some(&mut self, reads: usize) {
+    /// Reads `reads` buffers at most (the clients' input, a Ctrl-C, waits for no more than
+    /// that of a guest streaming output), and with `heed_clients` none while a client is too
+    /// far behind.
+    fn read_channel_some(&mut self, reads: usize, heed_clients: bool) {
         let mut left = reads;
         // One buffer at a time, so that a client falling behind stops the reading at once.
-        while left > 0 && self.may_read_guest() && self.chan.read() {
+        while left > 0 && (!heed_clients || self.may_read_guest()) && self.chan.read() {
             left -= 1;
             let buf = self.chan.take_input();
             let (used, result) = each_frame(&buf, |f| self.handle_frame(f));

@@ -1,14 +1,14 @@
 //! The launcher's end of the framed channel: the mirror of guest-init's `channel`. Frames to
 //! the guest are queued and written without blocking, never before the guest's `Hello` (its tty
 //! is not raw until then and would echo them back) and never more than [`CHANNEL_WINDOW`] bytes
-//! beyond what guest-init has credited as read. Bytes from the guest are gathered and cut into
-//! frames.
+//! beyond what guest-init has credited as read (a nudge may go a little further, see
+//! [`HostChannel::nudge_if_silent`]). Bytes from the guest are gathered and cut into frames.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
-use sekexe_wire::frame::{CHANNEL_WINDOW, HEADER_LEN, MAX_PAYLOAD};
+use sekexe_wire::frame::{CHANNEL_WINDOW, HEADER_LEN, MAX_PAYLOAD, NUDGE_OVERDRAFT_MAX};
 use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 
@@ -16,14 +16,14 @@ use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 const READ_MAX: usize = 4 * MAX_PAYLOAD;
 /// After this long without a byte from the guest, the launcher sends it a `Nudge`.
 pub const NUDGE_AFTER: Duration = Duration::from_millis(100);
-/// A guest that answers nudges with their credit only is nudged less and less often, down to
-/// this (a command that sleeps, a shell waiting for input).
+/// A guest that answers nudges with their credit only is nudged less and less often, up to
+/// this interval (a command that sleeps, a shell waiting for input).
 const NUDGE_SLOWEST: Duration = Duration::from_secs(8);
 /// What guest-init answers a nudge with (a `ChannelCredit`): a read of no more is no output.
 const CREDIT_LEN: usize = HEADER_LEN + 4;
-/// How far past the window a nudge may write (a window full of unread bytes must not keep
-/// the guest's credits, held with its output, from being freed). The guest's tty has room to
-/// spare: the window stays far below 4 KiB.
+/// How far past what is in flight a nudge may write (a window full of unread bytes must not
+/// keep the guest's credits, held with its output, from being freed), up to
+/// [`NUDGE_OVERDRAFT_MAX`] past the window in all, within the guest tty's buffer.
 const NUDGE_OVERDRAFT: usize = 16;
 
 pub struct HostChannel {
@@ -88,7 +88,10 @@ impl HostChannel {
         if self.out.is_empty() {
             self.send(HostFrame::Nudge);
         }
-        self.overdraft = NUDGE_OVERDRAFT;
+        // Past what is already in flight: a second stall before a credit comes gets through too.
+        self.overdraft = (self.unacked + NUDGE_OVERDRAFT)
+            .saturating_sub(CHANNEL_WINDOW)
+            .min(NUDGE_OVERDRAFT_MAX);
         self.last_heard = now;
         self.nudge_after = Some((after * 2).min(NUDGE_SLOWEST));
     }
@@ -308,9 +311,16 @@ mod tests {
         c.flush();
         let past = read_all(&guest);
         assert!(past == stdin[CHANNEL_WINDOW..CHANNEL_WINDOW + NUDGE_OVERDRAFT]);
-        assert!(!c.wants_write(), "once");
+        assert!(!c.wants_write(), "once per nudge");
         c.flush();
         assert!(read_all(&guest).is_empty());
+        // A second stall before any credit: the next nudge gets past what is in flight.
+        c.nudge_if_silent(Instant::now() + NUDGE_SLOWEST * 2);
+        c.flush();
+        let past = read_all(&guest);
+        assert!(
+            past == stdin[CHANNEL_WINDOW + NUDGE_OVERDRAFT..CHANNEL_WINDOW + 2 * NUDGE_OVERDRAFT]
+        );
         // Credited, the rest goes, and the queue holds no nudge.
         let mut rest = Vec::new();
         while c.queued() > 0 {
@@ -318,7 +328,7 @@ mod tests {
             c.flush();
             rest.extend(read_all(&guest));
         }
-        assert!(rest == stdin[CHANNEL_WINDOW + NUDGE_OVERDRAFT..]);
+        assert!(rest == stdin[CHANNEL_WINDOW + 2 * NUDGE_OVERDRAFT..]);
         // Silent with nothing queued: one nudge, however long the silence.
         let far = Instant::now() + NUDGE_SLOWEST * 4;
         c.nudge_if_silent(far);
