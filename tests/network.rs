@@ -4,7 +4,7 @@
 //! peer is on this machine: the host's loopback or namespaces the test makes.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -110,24 +110,12 @@ fn the_dhcp_lease_matches_the_user_mode_stack() {
 #[test]
 fn a_guest_server_is_reached_through_a_port_forward() {
     let s = unprivileged();
-    let port = {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let code = "import socket\n\
-                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 80)); s.listen()\n\
-                print('listening', flush=True)\n\
-                c, _ = s.accept(); c.sendall(b'from the guest:' + c.recv(64))";
+    let port = free_port();
     let mut args: Vec<String> = vec!["run".into(), "-p".into(), format!("{port}:80"), "--".into()];
-    args.extend(py(code));
+    args.extend(py(GUEST_SERVER));
     let mut r = sekexe(&s, &args).timeout(Duration::from_secs(120)).spawn();
     r.read_until(b"listening\n");
-    let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(b"hello").unwrap();
-    let mut reply = String::new();
-    c.read_to_string(&mut reply).unwrap();
-    assert_eq!(reply, "from the guest:hello");
+    assert_eq!(hello_through(port), "from the guest:hello");
     assert_eq!(r.finish().code, 0);
     // Only on the host's loopback unless asked: nothing on other addresses.
     s.assert_clean();

@@ -350,26 +350,12 @@ fn a_command_that_kills_every_process_leaves_the_guest_serving() {
 
 #[test]
 fn a_port_forward_of_start_reaches_a_server_an_exec_runs() {
-    use std::io::{Read, Write};
-    use std::net::{Ipv4Addr, TcpListener, TcpStream};
     let s = unprivileged();
-    let port = {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let g = Guest::start(&s, "ports", &["-p", &format!("{port}:80")]);
-    let server = "import socket\n\
-                  s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 80)); s.listen()\n\
-                  print('listening', flush=True)\n\
-                  c, _ = s.accept(); c.sendall(b'from the guest:' + c.recv(64))";
-    let mut r = g.exec(&[], &["python3", "-c", server]).spawn();
+    let mut r = g.exec(&[], &["python3", "-c", GUEST_SERVER]).spawn();
     r.read_until(b"listening\n");
-    let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(b"hello").unwrap();
-    let mut reply = String::new();
-    c.read_to_string(&mut reply).unwrap();
-    assert_eq!(reply, "from the guest:hello");
+    assert_eq!(hello_through(port), "from the guest:hello");
     assert_eq!(r.finish().code, 0);
     assert_eq!(g.stop().code, 0);
     assert_all_gone(&s);

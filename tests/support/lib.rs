@@ -11,12 +11,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod forward;
 mod procs;
 mod run;
 mod scratch;
 mod through_exec;
 mod tmux;
 
+pub use forward::*;
 pub use procs::*;
 pub use run::*;
 pub use scratch::*;
