@@ -526,3 +526,85 @@ fn a_docker_daemon_started_by_one_exec_serves_the_next() {
     assert_eq!(g.stop().code, 0);
     assert_all_gone(&s);
 }
+
+/// How `exec --debug` says its session travels.
+fn route(g: &Guest) -> &'static str {
+    let out = g.exec(&["--debug"], &["true"]).run();
+    assert_eq!(out.code, 0, "{out:?}");
+    let err = out.stderr_str();
+    if err.contains("over a line of its own") {
+        "line"
+    } else if err.contains("through the warm guest's launcher") {
+        "launcher"
+    } else {
+        panic!("exec --debug did not say how its session travels: {err}")
+    }
+}
+
+/// What `i`'s command prints: 64 KiB of its own.
+fn own_output(i: u32) -> String {
+    format!("{i:>7}\n").repeat(8192)
+}
+
+#[test]
+fn session_lines_are_reused_clean_and_sessions_beyond_them_still_work() {
+    let s = Scratch::new();
+    let g = Guest::start(&s, "lines", &[]);
+    let print = |i: u32| format!("yes '{i:>7}' | head -n 8192");
+
+    // One after another, more than there are lines: each line is handed on once its session
+    // ended cleanly, and the next session on it reads nothing of the last.
+    for i in 0..20 {
+        let out = g.sh(&print(i));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout_str() == own_output(i), "session {i}'s output");
+    }
+    assert_eq!(route(&g), "line", "lines are handed on after clean ends");
+
+    // More at once than there are lines: the rest go through the launcher, all whole.
+    let ids: Vec<u32> = (100..112).collect();
+    parallel(&ids, ids.len(), |&i| {
+        let out = g.sh(&format!("sleep 0.5; {}", print(i)));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout_str() == own_output(i), "session {i}'s output");
+    });
+    assert_eq!(route(&g), "line", "the lines came back after the crowd");
+
+    // An exec killed while its command streams: the command is stopped, its line is never
+    // handed on (it may hold the dead session's bytes), and the next sessions are whole. Once
+    // every line is gone that way, sessions go through the launcher.
+    for i in 0..10u32 {
+        let mut r = g
+            .exec(&[], &["sh", "-c", &format!("echo ready; yes doomed-{i}")])
+            .spawn();
+        r.read_until(b"ready\n");
+        r.signal(libc::SIGKILL);
+        let _ = r.finish();
+        let out = g.sh(&print(i));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout_str() == own_output(i),
+            "the session after kill {i}"
+        );
+    }
+    assert_eq!(
+        route(&g),
+        "launcher",
+        "no line is reused after a killed exec"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // ([d]: not this shell's own command line.)
+        let left = g.sh("ps -eo pid,args | grep '[d]oomed-' || true");
+        if left.ok().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed execs' commands still run: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(g.stop().code, 0);
+    assert_all_gone(&s);
+}

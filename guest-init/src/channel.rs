@@ -24,40 +24,31 @@ pub struct Channel {
     inbuf: Vec<u8>,
     /// The host end is gone (EOF or EIO on read, EIO on write).
     closed: bool,
+    /// `End` is sent: nothing may follow it, not even a credit (a session line must hold
+    /// nothing of its session once the launcher has read `End`).
+    ended: bool,
 }
 
 impl Channel {
     pub fn open() -> Result<Channel> {
-        let fd = rustix::fs::open(
-            CHANNEL_TTY,
-            OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("open {CHANNEL_TTY}"))?;
-        // Nobody else may open the channel and steal or inject bytes.
-        let _ = std::fs::remove_file(CHANNEL_TTY);
-        // Raw: no echo, no line editing, no CR/LF translation, no flow control, no signals.
-        // Every byte reaches the other side as it was sent.
-        let mut t = termios::tcgetattr(&fd).with_context(|| format!("tcgetattr {CHANNEL_TTY}"))?;
-        t.make_raw();
-        termios::tcsetattr(&fd, OptionalActions::Now, &t)
-            .with_context(|| format!("tcsetattr {CHANNEL_TTY}"))?;
         Ok(Channel {
-            fd,
+            fd: open_raw_tty(CHANNEL_TTY)?,
             out: ByteQueue::with_capacity(READ_CHUNK * 2),
             inbuf: Vec::with_capacity(READ_CHUNK),
             closed: false,
+            ended: false,
         })
     }
 
-    /// A channel over any non-blocking stream: a warm guest session's socket pair to PID 1,
-    /// a socket pair in tests.
+    /// A channel over any non-blocking stream: a warm guest session's line (a tty made raw by
+    /// [`open_raw_tty`]) or socket pair to PID 1, a socket pair in tests.
     pub(crate) fn over(fd: OwnedFd) -> Channel {
         Channel {
             fd,
             out: ByteQueue::default(),
             inbuf: Vec::new(),
             closed: false,
+            ended: false,
         }
     }
 
@@ -71,9 +62,10 @@ impl Channel {
 
     /// Queues a frame and writes what the tty takes now.
     pub fn send(&mut self, frame: GuestFrame<'_>) {
-        if self.closed {
+        if self.closed || self.ended {
             return;
         }
+        self.ended = frame == GuestFrame::End;
         self.out.append_with(|v| frame.encode_into(v));
         self.flush_some();
     }
@@ -212,13 +204,14 @@ impl Channel {
         }
     }
 
-    /// Flushes the queue and waits for the launcher's `EndAck`, up to `limit`.
-    pub fn end_handshake(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    /// Flushes the queue and waits for the launcher's `EndAck`, up to `limit` (none: until
+    /// it comes or the launcher's end closes); whether it came.
+    pub fn end_handshake(&mut self, limit: Option<Duration>) -> bool {
+        let deadline = limit.map(|l| Instant::now() + l);
         let mut acked = false;
         while !acked && !self.closed {
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 break;
             }
             let mut events = rustix::event::PollFlags::IN;
@@ -226,9 +219,7 @@ impl Channel {
                 events |= rustix::event::PollFlags::OUT;
             }
             let mut fds = [rustix::event::PollFd::new(&self.fd, events)];
-            let left = deadline - now;
-            // A timeout too large for a timespec waits for ever.
-            let ts = rustix::event::Timespec::try_from(left).ok();
+            let ts = deadline.and_then(|d| rustix::event::Timespec::try_from(d - now).ok());
             match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(_) => break,
@@ -242,7 +233,27 @@ impl Channel {
                 break;
             }
         }
+        acked
     }
+}
+
+/// Opens a console's tty in the guest as a channel needs it: raw, non-blocking, and no
+/// longer in /dev (nobody else may open it and steal or inject bytes).
+pub fn open_raw_tty(path: &str) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("open {path}"))?;
+    let _ = std::fs::remove_file(path);
+    // Raw: no echo, no line editing, no CR/LF translation, no flow control, no signals.
+    // Every byte reaches the other side as it was sent.
+    let mut t = termios::tcgetattr(&fd).with_context(|| format!("tcgetattr {path}"))?;
+    t.make_raw();
+    termios::tcsetattr(&fd, OptionalActions::Now, &t)
+        .with_context(|| format!("tcsetattr {path}"))?;
+    Ok(fd)
 }
 
 /// For reports written when no `Channel` value is at hand (the panic hook): a best-effort,
@@ -364,15 +375,30 @@ pub(crate) mod tests {
     fn the_end_handshake_returns_on_the_ack_or_at_the_limit() {
         let (mut c, host) = pair();
         c.send(GuestFrame::End);
-        host_sends(&host, &[HostFrame::EndAck]);
+        host_sends(&host, &[HostFrame::Nudge, HostFrame::EndAck]);
         let started = Instant::now();
-        c.end_handshake(Duration::from_secs(5));
+        assert!(c.end_handshake(Some(Duration::from_secs(5))));
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(host_reads(&host), ["End", "ChannelCredit(5)"]);
+        // Nothing follows End, not even the credit for the ack.
+        assert_eq!(host_reads(&host), ["End"]);
         let (mut c, _host) = pair();
         let started = Instant::now();
-        c.end_handshake(Duration::from_millis(100));
+        assert!(!c.end_handshake(Some(Duration::from_millis(100))));
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn without_a_limit_the_end_handshake_waits_until_the_host_end_closes() {
+        let (mut c, host) = pair();
+        c.send(GuestFrame::End);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(host);
+        });
+        let started = Instant::now();
+        assert!(!c.end_handshake(None));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        closer.join().unwrap();
     }
 
     #[test]

@@ -230,6 +230,12 @@ impl<P: Procs> Relay<P> {
             if self.finished(channel) {
                 break;
             }
+            if channel.is_closed() && !matches!(self.phase, Phase::Killing(_)) {
+                // Nobody reads the command any more (a session line its `exec` left, which
+                // the launcher closed): it goes, as with Shutdown.
+                log.step("the launcher's end closed: killing every process");
+                self.kill_everything();
+            }
             if let Some(deadline) = self.phase.deadline() {
                 if self.procs.now() >= deadline && self.on_deadline(log) {
                     break;
@@ -395,7 +401,7 @@ impl<P: Procs> Relay<P> {
             HostFrame::EndAck
             | HostFrame::Nudge
             | HostFrame::NetReady
-            | HostFrame::Exec(_)
+            | HostFrame::Exec { .. }
             | HostFrame::Session { .. } => {
                 let _ = channel;
             }
@@ -1211,6 +1217,22 @@ mod tests {
             let logged = log_lines(&frames);
             assert!(logged[0].starts_with(step), "{row}: {logged:?}");
         }
+    }
+
+    #[test]
+    fn a_launcher_end_that_closes_kills_everything_at_once() {
+        let mut rig = Rig::pipes();
+        rig.fake().leftovers = 1;
+        // The host end goes: a session line whose `exec` left, closed by the launcher.
+        let (_, gone) = crate::channel::tests::pair();
+        rig.host = gone;
+        let killed = Outcome::Signaled {
+            signal: SIGKILL as u8,
+            core_dumped: false,
+        };
+        assert_eq!(rig.run(), killed);
+        assert_eq!(rig.fake().events, ["SIGKILL to all"]);
+        assert_eq!(rig.elapsed(), Duration::ZERO);
     }
 
     #[test]

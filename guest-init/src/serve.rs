@@ -8,6 +8,15 @@
 //! `sekexe exec`. PID 1 only moves whole frames between the channel and the sessions, reaps
 //! every orphan, and on `Shutdown` stops what runs and powers off.
 //!
+//! A session may instead have a line of its own (a UML console, [`SESSION_LINES`] of them):
+//! its relay then speaks over that line directly, and its `sekexe exec` reads the line's
+//! host end, which the guest's launcher handed it; PID 1 only starts and reaps the relay.
+//! That spares the guest the hop through PID 1 and the host the hop through the launcher:
+//! an exec's output takes a run's path. PID 1 keeps every line open for the guest's life, and
+//! says a line is free (`LineFree`) once it is opened and after each session over it whose
+//! relay read its `EndAck`: then neither end holds a byte of the session. A line whose
+//! session ended otherwise is never used again.
+//!
 //! A fork of PID 1 costs a few milliseconds under UML (a host process to create and fill), as
 //! much as the rest of a short `exec`. So PID 1 forks each relay ahead of need, while the guest
 //! is idle: a spare that waits for the id of the session it will serve.
@@ -24,6 +33,7 @@ use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use sekexe_wire::frame::MAX_PAYLOAD;
+use sekexe_wire::names::{session_line_tty, SESSION_LINES};
 use sekexe_wire::status::Timeline;
 use sekexe_wire::{GuestFrame, HostFrame, Outcome, Status};
 
@@ -48,6 +58,8 @@ struct Session {
     to_relay: Vec<u8>,
     /// Bytes from the relay, not yet a whole frame.
     from_relay: Vec<u8>,
+    /// The session's own line, if it has one.
+    line: Option<u8>,
 }
 
 /// A relay forked ahead of need, waiting on its socket pair for its session's id.
@@ -65,6 +77,11 @@ struct Mux {
     buf: Vec<u8>,
     /// `Shutdown` came: when the survivors get SIGKILL.
     stopping: Option<Instant>,
+    /// The session lines, by number; none where it could not be opened.
+    lines: Vec<Option<OwnedFd>>,
+    /// Lines whose session ended without its EndAck: never used again, but kept open (the
+    /// launcher keeps its end open too: see its `retire_line`).
+    retired: Vec<bool>,
 }
 
 /// Serves sessions until the launcher stops the guest or goes away; then powers off.
@@ -75,7 +92,14 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
         spare_failed: None,
         buf: vec![0u8; MAX_PAYLOAD + 16],
         stopping: None,
+        lines: open_lines(log),
+        retired: vec![false; usize::from(SESSION_LINES)],
     };
+    for (n, line) in mux.lines.iter().enumerate() {
+        if line.is_some() {
+            channel.send(GuestFrame::LineFree(n as u8));
+        }
+    }
     log.step("serving sessions");
     channel.send(GuestFrame::Started);
     loop {
@@ -103,7 +127,7 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
     log.flush(channel);
     nix::unistd::sync();
     channel.send(GuestFrame::End);
-    channel.end_handshake(report::END_ACK_WAIT);
+    channel.end_handshake(Some(report::END_ACK_WAIT));
     report::power_off()
 }
 
@@ -122,7 +146,7 @@ impl Mux {
         if self.spare.is_some() || self.stopping.is_some() || failed_lately {
             return;
         }
-        match fork_relay(channel, signals, exchange, &self.sessions) {
+        match fork_relay(channel, signals, exchange, &self.sessions, &self.lines) {
             Ok(spare) => self.spare = Some(spare),
             Err(e) => {
                 // Sessions fork their own relay meanwhile; no loop of failing forks.
@@ -211,14 +235,22 @@ impl Mux {
         let stopping = self.stopping.is_some();
         let sessions = &mut self.sessions;
         let spare = &mut self.spare;
+        let lines = &self.lines;
+        let retired = &self.retired;
         // In order: a session's first frames may come in the same read as its Exec.
         let result = channel.drain_frames(|channel, frame| match frame {
-            HostFrame::Exec(id) => {
-                if stopping || sessions.contains_key(&id) {
+            HostFrame::Exec { id, line } => {
+                // A line the guest does not have, or one in use, is the launcher's mistake.
+                let line_ok = line.is_none_or(|n| {
+                    lines[n as usize].is_some()
+                        && !retired[n as usize]
+                        && sessions.values().all(|s| s.line != line)
+                });
+                if stopping || sessions.contains_key(&id) || !line_ok {
                     channel.send(GuestFrame::SessionGone(id));
                     return;
                 }
-                match start(id, spare, sessions, channel, signals, exchange) {
+                match start(id, line, spare, sessions, channel, signals, exchange, lines) {
                     Ok(session) => {
                         log.step(&format!("session {id} started"));
                         sessions.insert(id, session);
@@ -324,7 +356,15 @@ impl Mux {
                     if let Some(id) = id {
                         // Whatever it wrote before it went goes first, all of it.
                         self.pump_some(id, channel, true);
-                        self.sessions.remove(&id);
+                        let session = self.sessions.remove(&id);
+                        if let Some(n) = session.and_then(|s| s.line) {
+                            // Only a relay that read its EndAck exits 0.
+                            if status == WaitStatus::Exited(pid, 0) {
+                                channel.send(GuestFrame::LineFree(n));
+                            } else {
+                                self.retired[n as usize] = true;
+                            }
+                        }
                         channel.send(GuestFrame::SessionGone(id));
                     }
                 }
@@ -364,35 +404,36 @@ fn forward_frames(id: u32, buf: &mut Vec<u8>, channel: &mut Channel, closed: &mu
     buf.drain(..pos);
 }
 
-/// Starts session `id` in the spare relay, or in one forked now if there is none (or it
-/// died).
+/// Starts session `id` (over session line `line`, if given) in the spare relay, or in one
+/// forked now if there is none (or it died).
+#[allow(clippy::too_many_arguments)]
 fn start(
     id: u32,
+    line: Option<u8>,
     spare: &mut Option<Spare>,
     sessions: &BTreeMap<u32, Session>,
     channel: &Channel,
     signals: &SignalFd,
     exchange: &Exchange,
+    lines: &[Option<OwnedFd>],
 ) -> anyhow::Result<Session> {
     use anyhow::Context;
     let mut last = None;
     for _ in 0..2 {
         let spare = match spare.take() {
             Some(spare) => spare,
-            None => fork_relay(channel, signals, exchange, sessions)?,
+            None => fork_relay(channel, signals, exchange, sessions, lines)?,
         };
-        // Four bytes into an empty socket pair: never blocks, never short.
-        match rustix::net::send(
-            &spare.sock,
-            &id.to_le_bytes(),
-            rustix::net::SendFlags::NOSIGNAL,
-        ) {
-            Ok(4) => {
+        // A few bytes into an empty socket pair: never blocks, never short.
+        let handed = Handover { id, line }.encode();
+        match rustix::net::send(&spare.sock, &handed, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(n) if n == handed.len() => {
                 return Ok(Session {
                     relay: spare.relay,
                     sock: Some(spare.sock),
                     to_relay: Vec::new(),
                     from_relay: Vec::new(),
+                    line,
                 })
             }
             Ok(_) => last = Some(anyhow::anyhow!("short write")),
@@ -405,12 +446,55 @@ fn start(
         .context("handing a session to its relay")
 }
 
+/// What PID 1 tells a spare relay: its session, and its line if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Handover {
+    id: u32,
+    line: Option<u8>,
+}
+
+impl Handover {
+    const LEN: usize = 5;
+    const NO_LINE: u8 = u8::MAX;
+
+    fn encode(self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..4].copy_from_slice(&self.id.to_le_bytes());
+        b[4] = self.line.unwrap_or(Self::NO_LINE);
+        b
+    }
+
+    fn decode(b: [u8; Self::LEN]) -> Handover {
+        Handover {
+            id: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            line: (b[4] != Self::NO_LINE).then_some(b[4]),
+        }
+    }
+}
+
+/// Opens the session lines, raw; one that cannot be opened is left out (its sessions go
+/// through PID 1).
+fn open_lines(log: &mut Log) -> Vec<Option<OwnedFd>> {
+    (0..SESSION_LINES)
+        .map(
+            |n| match crate::channel::open_raw_tty(&session_line_tty(n)) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    log.error(&format!("session line {n}: {e:#}"));
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
 /// Forks a relay that waits for its session's id, then serves that session.
 fn fork_relay(
     channel: &Channel,
     signals: &SignalFd,
     exchange: &Exchange,
     sessions: &BTreeMap<u32, Session>,
+    lines: &[Option<OwnedFd>],
 ) -> anyhow::Result<Spare> {
     use anyhow::Context;
     let (ours, theirs) = rustix::net::socketpair(
@@ -430,33 +514,57 @@ fn fork_relay(
             // The channel and the other sessions are PID 1's alone.
             close_pid1_fds(channel, sessions);
             drop(ours);
-            match wait_for_id(&theirs) {
-                Some(id) => session_main(id, theirs, signals, &exchange.for_session(id)),
+            let Some(handed) = wait_for_handover(&theirs) else {
                 // PID 1 closed its end: the guest is stopping.
-                None => std::process::exit(0),
+                std::process::exit(0)
+            };
+            // Its own line, if any, and no other: a stray write there would corrupt another
+            // session's stream.
+            let line = handed.line.and_then(|n| {
+                let fd = lines.get(n as usize)?.as_ref()?;
+                rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
+            });
+            close_lines(lines);
+            if handed.line.is_some() && line.is_none() {
+                std::process::exit(1)
             }
+            session_main(
+                handed,
+                theirs,
+                line,
+                signals,
+                &exchange.for_session(handed.id),
+            )
         }
     }
 }
 
-/// The session id PID 1 hands a spare relay; none once PID 1 closed its end.
-fn wait_for_id(sock: &OwnedFd) -> Option<u32> {
-    let mut id = [0u8; 4];
+/// What PID 1 hands a spare relay; none once PID 1 closed its end.
+fn wait_for_handover(sock: &OwnedFd) -> Option<Handover> {
+    let mut b = [0u8; Handover::LEN];
     let mut got = 0;
-    while got < id.len() {
+    while got < b.len() {
         let mut fds = [PollFd::new(sock, PollFlags::IN)];
         match rustix::event::poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return None,
         }
-        match rustix::io::read(sock, &mut id[got..]) {
+        match rustix::io::read(sock, &mut b[got..]) {
             Ok(0) => return None,
             Ok(n) => got += n,
             Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
             Err(_) => return None,
         }
     }
-    Some(u32::from_le_bytes(id))
+    Some(Handover::decode(b))
+}
+
+/// Closes, in a relay, PID 1's copies of the session lines.
+fn close_lines(lines: &[Option<OwnedFd>]) {
+    for fd in lines.iter().flatten() {
+        // SAFETY: as in `close_pid1_fds`: the child never uses or drops PID 1's values.
+        unsafe { libc::close(fd.as_raw_fd()) };
+    }
 }
 
 /// Closes in the session's relay what belongs to PID 1: a stray write there would corrupt
@@ -476,9 +584,23 @@ fn close_pid1_fds(channel: &Channel, others: &BTreeMap<u32, Session>) {
     }
 }
 
-/// The session's relay: the command of request `exec-<id>`, relayed over `sock` like a run's.
-fn session_main(id: u32, sock: OwnedFd, signals: &SignalFd, exchange: &Exchange) -> ! {
-    let mut channel = Channel::over(sock);
+/// The session's relay: the command of request `exec-<id>`, relayed like a run's over its
+/// `line`, or else over `sock` to PID 1. Over a line it exits 0 only once its `EndAck` came
+/// (the line holds nothing of the session then, and PID 1 may hand it to the next).
+fn session_main(
+    handed: Handover,
+    sock: OwnedFd,
+    line: Option<OwnedFd>,
+    signals: &SignalFd,
+    exchange: &Exchange,
+) -> ! {
+    let id = handed.id;
+    let lined = line.is_some();
+    // Over a line, the socket pair stays open, unused, until the relay exits.
+    let (mut channel, _sock) = match line {
+        Some(line) => (Channel::over(line), Some(sock)),
+        None => (Channel::over(sock), None),
+    };
     report::set_session(&channel);
     let mut log = Log::new();
     let mut timeline = Timeline {
@@ -532,6 +654,30 @@ fn session_main(id: u32, sock: OwnedFd, signals: &SignalFd, exchange: &Exchange)
     // them. (A shared mapping's dirty pages still wait for writeback, as on the host.)
     channel.send(GuestFrame::Status(&status.encode()));
     channel.send(GuestFrame::End);
-    channel.end_handshake(report::END_ACK_WAIT);
-    std::process::exit(0)
+    // Over a line, as long as it takes: `exec` may be slow to read, and the line is clean only
+    // once the ack is read. If `exec` is gone, its launcher closes the line.
+    let acked = channel.end_handshake((!lined).then_some(report::END_ACK_WAIT));
+    std::process::exit(if acked || !lined { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handover_names_the_session_and_its_line_or_none() {
+        for handed in [
+            Handover { id: 7, line: None },
+            Handover {
+                id: u32::MAX,
+                line: Some(0),
+            },
+            Handover {
+                id: 1,
+                line: Some(SESSION_LINES - 1),
+            },
+        ] {
+            assert_eq!(Handover::decode(handed.encode()), handed);
+        }
+    }
 }

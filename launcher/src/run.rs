@@ -1,5 +1,6 @@
 //! `sekexe run`: from options to the command's exit status.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -76,6 +77,7 @@ fn run_reporting(args: RunArgs, caller: &Caller, report: &mut Option<Report>) ->
         memory_dir,
         network: _network,
         overlay_dir: _overlay_dir,
+        lines: _,
     } = booted;
     let mut session = Session::new(io, uml, spawned, options);
     session.run()?;
@@ -121,6 +123,8 @@ pub(crate) struct Booted {
     /// The network helpers, stopped when this goes.
     pub network: Network,
     pub overlay_dir: Option<OverlayDir>,
+    /// A warm guest's session lines, the launcher's ends (by line number); none for a run.
+    pub lines: Vec<OwnedFd>,
 }
 
 /// Sets up everything `cfg` asks for and starts the kernel: a run's (its command in the
@@ -225,6 +229,17 @@ pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) ->
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
     // Read without blocking: a process the kernel left behind may hold the write end.
     rustix::io::ioctl_fionbio(&console_r, true).context("make the console pipe non-blocking")?;
+    // A warm guest's session lines: the kernel's ends go after the network's fds.
+    let (lines, kernel_lines) = if serve {
+        session_lines()?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let first_line_fd =
+        cmdline::CHANNEL_FD + 1 + (network.fds.len() + network.kernel_keeps.len()) as i32;
+    let line_fds: Vec<i32> = (0..kernel_lines.len() as i32)
+        .map(|n| first_line_fd + n)
+        .collect();
 
     let umid = format!(
         "sekexe-{}-{}",
@@ -262,6 +277,7 @@ pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) ->
         hostfs_cache_ms: fs_cache_ms(cfg, &kernel.config),
         disks: &disks,
         extra: &cfg.kernel_args,
+        session_lines: &line_fds,
     })?;
     if cfg.debug {
         eprintln!(
@@ -309,6 +325,7 @@ pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) ->
         extra_fds: {
             let mut fds = std::mem::take(&mut network.fds);
             fds.append(&mut network.kernel_keeps);
+            fds.extend(kernel_lines);
             fds
         },
         sandbox,
@@ -353,7 +370,28 @@ pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) ->
         memory_dir,
         network,
         overlay_dir,
+        lines,
     })
+}
+
+/// A warm guest's session lines: socket pairs, the launcher's ends (non-blocking) and the
+/// kernel's.
+fn session_lines() -> Result<(Vec<OwnedFd>, Vec<OwnedFd>)> {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..sekexe_wire::names::SESSION_LINES {
+        let (o, t) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .context("socketpair for a session line")?;
+        rustix::io::ioctl_fionbio(&o, true).context("make a session line non-blocking")?;
+        ours.push(o);
+        theirs.push(t);
+    }
+    Ok((ours, theirs))
 }
 
 /// `hostfs.cache_ms=`, when the kernel can cache and the user did not turn it off. A kernel

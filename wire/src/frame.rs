@@ -41,8 +41,15 @@
 //!        <---------------------------------- Nudge         after Hello, after a silence of
 //!                                                           the guest: ignored
 //! ```
+//!
+//! A warm guest's session speaks the same sequence from `Started` on, between its relay and
+//! its `sekexe exec`: over a session line of its own (UML console `con2` on, see
+//! [`crate::names::SESSION_LINES`]) when one is free, else wrapped in `Session{id}` frames on
+//! this channel.
 
 use std::fmt;
+
+use crate::names::SESSION_LINES;
 
 /// How far past [`CHANNEL_WINDOW`] the launcher's nudges may write, all told, while the
 /// guest credits nothing: still within the guest tty's buffer.
@@ -114,6 +121,10 @@ pub enum GuestFrame<'a> {
     Session { id: u32, frame: &'a [u8] },
     /// A warm guest: session `id`'s relay is gone; nothing more comes for it.
     SessionGone(u32),
+    /// A warm guest: session line `n` (see [`crate::names::SESSION_LINES`]) is open in the
+    /// guest and holds nothing unread: at boot, and after a session over it ended with its
+    /// `EndAck` read.
+    LineFree(u8),
     /// Never from the guest: a warm guest's launcher tells `sekexe exec` that the guest is
     /// gone (the text says why) and nothing more will come.
     Lost(&'a [u8]),
@@ -145,8 +156,9 @@ pub enum HostFrame<'a> {
     /// The host side of the network is ready (port forwards in place): start the command.
     NetReady,
     /// A warm guest: the exchange folder holds [`exec_request_name`]`(id)`; start it as
-    /// session `id`.
-    Exec(u32),
+    /// session `id`, over session line `line` if one is given (a free one: see
+    /// [`GuestFrame::LineFree`]), else wrapped in `Session` frames on this channel.
+    Exec { id: u32, line: Option<u8> },
     /// A warm guest: one whole frame for session `id`'s relay.
     Session { id: u32, frame: &'a [u8] },
     /// Nothing to do: the launcher sends it when the guest has been silent for a while.
@@ -194,6 +206,7 @@ mod tag {
     pub const SESSION: u8 = 0x0d;
     pub const SESSION_GONE: u8 = 0x0e;
     pub const LOST: u8 = 0x0f;
+    pub const LINE_FREE: u8 = 0x10;
 
     pub const STDIN: u8 = 0x81;
     pub const STDIN_EOF: u8 = 0x82;
@@ -306,6 +319,7 @@ impl<'a> GuestFrame<'a> {
             GuestFrame::Session { id, frame } => put_session(out, tag::SESSION, id, frame),
             GuestFrame::SessionGone(id) => put(out, tag::SESSION_GONE, &id.to_le_bytes()),
             GuestFrame::Lost(why) => put(out, tag::LOST, why),
+            GuestFrame::LineFree(n) => put(out, tag::LINE_FREE, &[n]),
         }
     }
 
@@ -338,6 +352,10 @@ impl<'a> GuestFrame<'a> {
             }
             tag::SESSION_GONE => GuestFrame::SessionGone(u32_payload(t, p)?),
             tag::LOST => GuestFrame::Lost(p),
+            tag::LINE_FREE => match p {
+                [n] if *n < SESSION_LINES => GuestFrame::LineFree(*n),
+                _ => return Err(FrameError::BadPayload(t)),
+            },
             other => return Err(FrameError::UnknownTag(other)),
         };
         Ok(Some((frame, used)))
@@ -368,7 +386,11 @@ impl<'a> HostFrame<'a> {
                 p[4..].copy_from_slice(&len.to_le_bytes());
                 put(out, tag::STDIN_FILE, &p)
             }
-            HostFrame::Exec(id) => put(out, tag::EXEC, &id.to_le_bytes()),
+            HostFrame::Exec { id, line } => {
+                let mut p = id.to_le_bytes().to_vec();
+                p.extend(line);
+                put(out, tag::EXEC, &p)
+            }
             HostFrame::Session { id, frame } => put_session(out, tag::HOST_SESSION, id, frame),
         }
     }
@@ -411,7 +433,17 @@ impl<'a> HostFrame<'a> {
             tag::SHUTDOWN => empty(t, p).map(|_| HostFrame::Shutdown)?,
             tag::NET_READY => empty(t, p).map(|_| HostFrame::NetReady)?,
             tag::NUDGE => empty(t, p).map(|_| HostFrame::Nudge)?,
-            tag::EXEC => HostFrame::Exec(u32_payload(t, p)?),
+            tag::EXEC => match p {
+                [i0, i1, i2, i3] => HostFrame::Exec {
+                    id: u32::from_le_bytes([*i0, *i1, *i2, *i3]),
+                    line: None,
+                },
+                [i0, i1, i2, i3, n] if *n < SESSION_LINES => HostFrame::Exec {
+                    id: u32::from_le_bytes([*i0, *i1, *i2, *i3]),
+                    line: Some(*n),
+                },
+                _ => return Err(FrameError::BadPayload(t)),
+            },
             tag::HOST_SESSION => {
                 let (id, frame) = session_payload(t, p)?;
                 HostFrame::Session { id, frame }
@@ -445,6 +477,8 @@ mod tests {
                 frame: &[0x01, 0, 0, 0, 0],
             },
             GuestFrame::SessionGone(3),
+            GuestFrame::LineFree(0),
+            GuestFrame::LineFree(SESSION_LINES - 1),
             GuestFrame::Lost(b"the kernel was killed"),
         ]
     }
@@ -463,7 +497,11 @@ mod tests {
                 seq: 7,
                 len: 1 << 20,
             },
-            HostFrame::Exec(9),
+            HostFrame::Exec { id: 9, line: None },
+            HostFrame::Exec {
+                id: 10,
+                line: Some(SESSION_LINES - 1),
+            },
             HostFrame::Nudge,
             HostFrame::Session {
                 id: 9,
@@ -521,6 +559,19 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
+        // A line the guest does not have, or an Exec with more than one line.
+        assert_eq!(
+            GuestFrame::parse(&[0x10, 1, 0, 0, 0, SESSION_LINES]),
+            Err(FrameError::BadPayload(0x10))
+        );
+        assert_eq!(
+            HostFrame::parse(&[0x8b, 5, 0, 0, 0, 1, 0, 0, 0, SESSION_LINES]),
+            Err(FrameError::BadPayload(0x8b))
+        );
+        assert_eq!(
+            HostFrame::parse(&[0x8b, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0]),
+            Err(FrameError::BadPayload(0x8b))
+        );
         assert_eq!(
             GuestFrame::parse(&[0x03, 0xff, 0xff, 0xff, 0xff]),
             Err(FrameError::TooLong(u32::MAX))

@@ -35,6 +35,18 @@ pub const CHANNEL_CONSOLE: u32 = 1;
 /// The guest device of that console.
 pub const CHANNEL_TTY: &str = "/dev/tty1";
 
+/// A warm guest's session lines: UML consoles `con2` on, each a channel of its own that one
+/// `sekexe exec` session at a time speaks over directly, as a run speaks over `con1` (no hop
+/// through PID 1 and the guest's launcher). UML has 16 consoles.
+pub const SESSION_LINES: u8 = 8;
+/// The UML console of session line 0.
+pub const FIRST_SESSION_CONSOLE: u32 = 2;
+
+/// The guest device of session line `line`.
+pub fn session_line_tty(line: u8) -> String {
+    format!("/dev/tty{}", FIRST_SESSION_CONSOLE + u32::from(line))
+}
+
 /// Where Debian's UML kernel package keeps each release's modules (the launcher checks for
 /// them; guest-init shows them at `/lib/modules/<release>`).
 pub const UML_MODULES_DIR: &str = "/usr/lib/uml/modules";

@@ -9,7 +9,7 @@ const MAGIC: &[u8] = b"SEKEXERQ";
 /// Bumped whenever a field or a frame changes; launcher and guest-init must come from the same
 /// build, and a guest-init of another is told apart here, before it meets a frame it does not
 /// know (6: `HostFrame::Nudge`).
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// How guest-init configures the network interface.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -25,7 +25,7 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
 use sekexe_wire::frame::{HEADER_LEN, MAX_INLINE_STDIN, MAX_PAYLOAD};
-use sekexe_wire::names::{decode_param, encode_param};
+use sekexe_wire::names::{decode_param, encode_param, SESSION_LINES};
 use sekexe_wire::queue::ByteQueue;
 use sekexe_wire::status::Timeline;
 use sekexe_wire::Net;
@@ -423,6 +423,7 @@ enum Guest {
     StdinFileRead(u32),
     Session { id: u32, frame: Vec<u8> },
     SessionGone(u32),
+    LineFree(u8),
     Lost(Vec<u8>),
 }
 
@@ -443,6 +444,7 @@ impl Guest {
             Guest::StdinFileRead(n) => GuestFrame::StdinFileRead(*n),
             Guest::Session { id, frame } => GuestFrame::Session { id: *id, frame },
             Guest::SessionGone(id) => GuestFrame::SessionGone(*id),
+            Guest::LineFree(n) => GuestFrame::LineFree(*n),
             Guest::Lost(d) => GuestFrame::Lost(d),
         }
     }
@@ -467,6 +469,7 @@ impl Guest {
                 frame: frame.to_vec(),
             },
             GuestFrame::SessionGone(id) => Guest::SessionGone(id),
+            GuestFrame::LineFree(n) => Guest::LineFree(n),
             GuestFrame::Lost(d) => Guest::Lost(d.to_vec()),
         }
     }
@@ -504,6 +507,7 @@ fn guest_frame() -> impl Strategy<Value = Guest> {
             Guest::Session { id, frame }
         }),
         any::<u32>().prop_map(Guest::SessionGone),
+        (0..SESSION_LINES).prop_map(Guest::LineFree),
         payload(MAX_PAYLOAD).prop_map(Guest::Lost),
     ]
 }
@@ -521,7 +525,7 @@ enum Host {
     Shutdown,
     NetReady,
     Nudge,
-    Exec(u32),
+    Exec(u32, Option<u8>),
     Session { id: u32, frame: Vec<u8> },
 }
 
@@ -539,7 +543,7 @@ impl Host {
             Host::Shutdown => HostFrame::Shutdown,
             Host::NetReady => HostFrame::NetReady,
             Host::Nudge => HostFrame::Nudge,
-            Host::Exec(id) => HostFrame::Exec(id),
+            Host::Exec(id, line) => HostFrame::Exec { id, line },
             Host::Session { id, ref frame } => HostFrame::Session { id, frame },
         }
     }
@@ -558,7 +562,7 @@ impl Host {
             HostFrame::Shutdown => Host::Shutdown,
             HostFrame::NetReady => Host::NetReady,
             HostFrame::Nudge => Host::Nudge,
-            HostFrame::Exec(id) => Host::Exec(id),
+            HostFrame::Exec { id, line } => Host::Exec(id, line),
             HostFrame::Session { id, frame } => Host::Session {
                 id,
                 frame: frame.to_vec(),
@@ -592,7 +596,8 @@ fn host_frame() -> impl Strategy<Value = Host> {
         Just(Host::Shutdown),
         Just(Host::NetReady),
         Just(Host::Nudge),
-        any::<u32>().prop_map(Host::Exec),
+        (any::<u32>(), proptest::option::of(0..SESSION_LINES))
+            .prop_map(|(id, line)| Host::Exec(id, line)),
         (any::<u32>(), payload(MAX_INLINE_STDIN)).prop_map(|(id, data)| {
             let mut frame = Vec::new();
             HostFrame::Stdin(&data).encode_into(&mut frame);

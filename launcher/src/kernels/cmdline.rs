@@ -8,7 +8,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use sekexe_wire::names::{encode_param, CHANNEL_CONSOLE, DEBUG_SHELL_PARAM, EXCHANGE_PARAM};
+use sekexe_wire::names::{
+    encode_param, CHANNEL_CONSOLE, DEBUG_SHELL_PARAM, EXCHANGE_PARAM, FIRST_SESSION_CONSOLE,
+};
 use std::os::unix::ffi::OsStrExt;
 
 /// The kernel command line's length limit (COMMAND_LINE_SIZE on UML).
@@ -42,6 +44,9 @@ pub struct BootParams<'a> {
     pub disks: &'a [(&'a Path, bool)],
     /// Raw words from `--kernel-arg`, appended last so they can override ours.
     pub extra: &'a [String],
+    /// A warm guest's session lines: where the launcher placed each one's socket in the
+    /// kernel process (see `SESSION_LINES`); none for a run.
+    pub session_lines: &'a [i32],
 }
 
 /// Kernel parameters sekexe sets itself, and the option to use instead.
@@ -51,6 +56,15 @@ pub const OWN_PARAMS: &[(&str, &str)] = &[
     ("con", "nothing: sekexe needs its consoles"),
     ("con0", "nothing: sekexe needs its consoles"),
     ("con1", "nothing: sekexe needs its consoles"),
+    // A warm guest's session lines (SESSION_LINES of them, from FIRST_SESSION_CONSOLE).
+    ("con2", "nothing: sekexe needs its consoles"),
+    ("con3", "nothing: sekexe needs its consoles"),
+    ("con4", "nothing: sekexe needs its consoles"),
+    ("con5", "nothing: sekexe needs its consoles"),
+    ("con6", "nothing: sekexe needs its consoles"),
+    ("con7", "nothing: sekexe needs its consoles"),
+    ("con8", "nothing: sekexe needs its consoles"),
+    ("con9", "nothing: sekexe needs its consoles"),
     ("umid", "nothing: each run has its own"),
     ("uml_dir", "nothing: each run has its own"),
     ("root", "--root"),
@@ -100,6 +114,9 @@ pub fn render(p: &BootParams) -> Result<Vec<String>> {
     w.push("con0=fd:0,fd:1".into());
     // ...and the framed channel, on the socket the launcher placed at CHANNEL_FD.
     w.push(format!("con{CHANNEL_CONSOLE}=fd:{CHANNEL_FD}"));
+    for (n, fd) in p.session_lines.iter().enumerate() {
+        w.push(format!("con{}=fd:{fd}", FIRST_SESSION_CONSOLE + n as u32));
+    }
     // A guest reboot() must end UML, not re-execute it in a loop.
     w.push("noreboot".into());
     // The host's / is the root, read-only, over hostfs.
@@ -187,6 +204,7 @@ fn quoted_path(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sekexe_wire::names::SESSION_LINES;
 
     fn params<'a>(extra: &'a [String], skip: &'a [&'a str]) -> BootParams<'a> {
         BootParams {
@@ -204,6 +222,7 @@ mod tests {
             hostfs_cache_ms: None,
             disks: &[],
             extra,
+            session_lines: &[],
         }
     }
 
@@ -221,7 +240,11 @@ mod tests {
         p.disks = &disks;
         let userspace = ["seccomp=on".to_string(), "ncpus=2".to_string()];
         p.userspace = &userspace;
-        for word in render(&p).unwrap() {
+        let lines: Vec<i32> = (0..i32::from(SESSION_LINES)).map(|n| 10 + n).collect();
+        p.session_lines = &lines;
+        let words = render(&p).unwrap();
+        assert!(words.contains(&"con9=fd:17".to_string()), "{words:?}");
+        for word in words {
             let key = word.split('=').next().unwrap();
             let owned = OWN_PARAMS.iter().any(|(k, _)| *k == key);
             let tuning = USER_MAY_SET.contains(&key)

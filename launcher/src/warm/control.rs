@@ -1,7 +1,9 @@
 //! The control socket of a warm guest's launcher: what `sekexe exec`, `ls` and `stop` ask it,
 //! and its answers. An ask and a reply are a kind byte, a little-endian u32 length and the
 //! payload. After an accepted `Exec`, the connection carries the session's frames as a run's
-//! channel carries its command's: `HostFrame`s from `exec`, `GuestFrame`s to it.
+//! channel carries its command's: `HostFrame`s from `exec`, `GuestFrame`s to it. A session
+//! with a line of its own speaks over the line instead; its connection then carries only
+//! `exec`'s `EndAck` (it has read its End), or the launcher's `Lost`.
 //!
 //! Only the user who started the guest may ask: the socket's folder is 0700, and the launcher
 //! checks each peer's uid (SO_PEERCRED) before it reads a byte.
@@ -46,8 +48,12 @@ pub enum Ask {
 /// What the launcher answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// The session's id; the guest's run folder comes with it (SCM_RIGHTS), for bulk stdin.
-    Accepted(u32),
+    /// The session's id; the guest's run folder comes with it (SCM_RIGHTS), for bulk stdin,
+    /// and with `line`, the host end of the session's own line, to speak over.
+    Accepted {
+        id: u32,
+        line: bool,
+    },
     Refused(String),
     /// `Info`: the number of sessions running.
     About(u32),
@@ -111,7 +117,11 @@ impl Reply {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Reply::Accepted(id) => put(&mut out, kind::ACCEPTED, &id.to_le_bytes()),
+            Reply::Accepted { id, line } => {
+                let mut p = id.to_le_bytes().to_vec();
+                p.push(u8::from(*line));
+                put(&mut out, kind::ACCEPTED, &p)
+            }
             Reply::Refused(why) => put(&mut out, kind::REFUSED, why.as_bytes()),
             Reply::About(n) => put(&mut out, kind::ABOUT, &n.to_le_bytes()),
         }
@@ -123,7 +133,13 @@ impl Reply {
             return Ok(None);
         };
         let reply = match k {
-            kind::ACCEPTED => Reply::Accepted(u32_of(p)?),
+            kind::ACCEPTED => match p {
+                [i0, i1, i2, i3, line @ (0 | 1)] => Reply::Accepted {
+                    id: u32::from_le_bytes([*i0, *i1, *i2, *i3]),
+                    line: *line == 1,
+                },
+                _ => bail!("a malformed acceptance"),
+            },
             kind::REFUSED => Reply::Refused(String::from_utf8_lossy(p).into_owned()),
             kind::ABOUT => Reply::About(u32_of(p)?),
             other => bail!("an unknown reply {other:#04x}"),
@@ -138,16 +154,18 @@ pub fn peer_is_us(conn: BorrowedFd<'_>) -> bool {
         .is_ok_and(|cred| cred.uid == rustix::process::geteuid())
 }
 
-/// Sends a reply in one message, with `fd` attached if given (a small message on a local
-/// stream socket goes whole; the socket is non-blocking and new, so it has room).
-pub fn send_reply(conn: BorrowedFd<'_>, reply: &Reply, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+/// The most descriptors a reply carries.
+const MAX_FDS: usize = 2;
+
+/// Sends a reply in one message, with `fds` attached (a small message on a local stream
+/// socket goes whole; the socket is non-blocking and new, so it has room).
+pub fn send_reply(conn: BorrowedFd<'_>, reply: &Reply, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    assert!(fds.len() <= MAX_FDS, "a reply with too many descriptors");
     let bytes = reply.encode();
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds;
-    if let Some(fd) = fd {
-        fds = [fd];
-        control.push(SendAncillaryMessage::ScmRights(&fds));
+    if !fds.is_empty() {
+        control.push(SendAncillaryMessage::ScmRights(fds));
     }
     let sent = rustix::net::sendmsg(
         conn,
@@ -190,18 +208,18 @@ impl Client {
             .context("send to the warm guest's launcher")
     }
 
-    /// The launcher's reply, and a descriptor if one came with it; gives up after `limit`.
-    pub fn reply(&mut self, limit: Duration) -> Result<(Reply, Option<OwnedFd>)> {
+    /// The launcher's reply, and the descriptors that came with it; gives up after `limit`.
+    pub fn reply(&mut self, limit: Duration) -> Result<(Reply, Vec<OwnedFd>)> {
         let deadline = Instant::now() + limit;
         let mut buf = Vec::new();
-        let mut fd = None;
+        let mut fds_got = Vec::new();
         loop {
             if let Some((reply, used)) = Reply::parse(&buf)? {
                 // Nothing follows a reply until the client speaks again.
                 if used != buf.len() {
                     bail!("the warm guest's launcher sent more than a reply");
                 }
-                return Ok((reply, fd));
+                return Ok((reply, fds_got));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -222,7 +240,7 @@ impl Client {
                 n => HEADER + u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize - n,
             };
             let mut chunk = vec![0u8; want.max(1)];
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let got = match rustix::net::recvmsg(
                 &self.sock,
@@ -235,10 +253,8 @@ impl Client {
                 Err(e) => return Err(e).context("read the warm guest's reply"),
             };
             for msg in control.drain() {
-                if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
-                    if let Some(f) = fds.next() {
-                        fd = Some(f);
-                    }
+                if let RecvAncillaryMessage::ScmRights(fds) = msg {
+                    fds_got.extend(fds);
                 }
             }
             if got == 0 {
@@ -286,7 +302,8 @@ mod tests {
             );
         }
         for reply in [
-            Reply::Accepted(7),
+            Reply::Accepted { id: 7, line: true },
+            Reply::Accepted { id: 8, line: false },
             Reply::Refused("no".into()),
             Reply::About(3),
         ] {
@@ -302,23 +319,28 @@ mod tests {
         assert!(Ask::parse(&wire).is_err());
         assert!(Ask::parse(&[b'?', 0, 0, 0, 0]).is_err());
         assert!(Reply::parse(&[b'A', 1, 0, 0, 0, 9]).is_err());
+        assert!(Reply::parse(&[b'A', 5, 0, 0, 0, 9, 0, 0, 0, 2]).is_err());
     }
 
     #[test]
-    fn a_reply_brings_its_descriptor_and_nothing_after_it() {
+    fn a_reply_brings_its_descriptors_and_nothing_after_it() {
         let (a, b) = UnixStream::pair().unwrap();
-        let file = tempfile::tempfile().unwrap();
-        send_reply(a.as_fd(), &Reply::Accepted(5), Some(file.as_fd())).unwrap();
+        let files = [tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap()];
+        let reply = Reply::Accepted { id: 5, line: true };
+        let fds = [files[0].as_fd(), files[1].as_fd()];
+        send_reply(a.as_fd(), &reply, &fds).unwrap();
         (&a).write_all(b"next").unwrap();
         let mut client = Client { sock: b };
-        let (reply, fd) = client.reply(Duration::from_secs(5)).unwrap();
-        assert_eq!(reply, Reply::Accepted(5));
-        let fd = fd.expect("the descriptor came");
-        let (ours, theirs) = (
-            rustix::fs::fstat(&fd).unwrap(),
-            rustix::fs::fstat(&file).unwrap(),
-        );
-        assert_eq!((ours.st_dev, ours.st_ino), (theirs.st_dev, theirs.st_ino));
+        let (got, fds) = client.reply(Duration::from_secs(5)).unwrap();
+        assert_eq!(got, reply);
+        assert_eq!(fds.len(), 2, "both descriptors came");
+        for (fd, file) in fds.iter().zip(&files) {
+            let (ours, theirs) = (
+                rustix::fs::fstat(fd).unwrap(),
+                rustix::fs::fstat(file).unwrap(),
+            );
+            assert_eq!((ours.st_dev, ours.st_ino), (theirs.st_dev, theirs.st_ino));
+        }
         let mut rest = [0u8; 4];
         std::io::Read::read_exact(&mut client.sock, &mut rest).unwrap();
         assert_eq!(&rest, b"next");

@@ -2,11 +2,13 @@
 //! detached, in one single-threaded poll loop. It multiplexes the guest's channel between the
 //! `sekexe exec` sessions connected to its control socket (each session's frames travel
 //! wrapped in `Session{id}` frames; guest-init's PID 1 unwraps them for the session's relay),
+//! hands each new session one of the guest's free session lines if it has one (the session's
+//! `exec` then speaks over that line directly, and this loop only watches its connection),
 //! keeps the kernel console in the guest's folder, and stops the guest when asked, when idle
 //! for `--idle-timeout`, or when a termination signal comes. A kernel that dies is recorded in
 //! the folder and told to every session.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -66,6 +68,14 @@ struct Client {
     gone: bool,
     /// The session's relay sent its End: the command has ended and been reported.
     ended: bool,
+    /// The session has a line of its own, which its `exec` speaks over.
+    lined: bool,
+    /// That line, until retired.
+    line: Option<u8>,
+    /// The guest said the session's line is free again (its relay read its `EndAck`).
+    line_freed: bool,
+    /// `exec` said it sent its `EndAck` on the line: its leaving takes nothing with it.
+    acked: bool,
 }
 
 pub struct Daemon {
@@ -100,6 +110,12 @@ pub struct Daemon {
     memory_dir: String,
     /// Port forwards still to set up; guest-init waits for `NetReady`.
     forwarder: Option<crate::net::Forwarder>,
+    /// The session lines' host ends, by number; none once retired.
+    lines: Vec<Option<OwnedFd>>,
+    /// The lines the guest said are free, and no session holds.
+    free_lines: BTreeSet<u8>,
+    /// Retired lines, kept open until the kernel is gone (see `retire_line`).
+    retired: Vec<OwnedFd>,
 }
 
 /// What the daemon needs from the boot.
@@ -111,6 +127,8 @@ pub struct Parts {
     pub idle_timeout: Option<Duration>,
     pub memory_dir: String,
     pub forwarder: Option<crate::net::Forwarder>,
+    /// The session lines' host ends, by number.
+    pub lines: Vec<OwnedFd>,
 }
 
 impl Daemon {
@@ -124,6 +142,7 @@ impl Daemon {
             idle_timeout,
             memory_dir,
             forwarder,
+            lines,
         } = parts;
         listener
             .set_nonblocking(true)
@@ -159,6 +178,9 @@ impl Daemon {
             status: None,
             memory_dir,
             forwarder,
+            lines: lines.into_iter().map(Some).collect(),
+            free_lines: BTreeSet::new(),
+            retired: Vec::new(),
         })
     }
 
@@ -526,6 +548,15 @@ impl Daemon {
                 }
                 self.pump_client_some(id, false);
             }
+            GuestFrame::LineFree(n) => {
+                match self.clients.values_mut().find(|c| c.line == Some(n)) {
+                    Some(c) => c.line_freed = true,
+                    None if self.lines.get(n as usize).is_some_and(Option::is_some) => {
+                        self.free_lines.insert(n);
+                    }
+                    None => {}
+                }
+            }
             GuestFrame::SessionGone(id) => {
                 let Some(c) = self.clients.get_mut(&id) else {
                     return;
@@ -534,6 +565,13 @@ impl Daemon {
                     return;
                 }
                 c.gone = true;
+                if let (Some(n), false) = (c.line, c.line_freed) {
+                    // Its relay ended without reading its EndAck (killed in the guest, or the
+                    // session refused): the line's end tells its `exec`, as the connection's
+                    // end tells one without a line.
+                    c.line = None;
+                    self.retire_line(n, false);
+                }
                 self.files.remove(&exec_request_name(id));
                 self.files
                     .remove_prefixed(&format!("{}-", exec_request_name(id)));
@@ -595,7 +633,7 @@ impl Daemon {
                             &Reply::Refused(
                                 "this warm guest belongs to another user: only the user who started it can reach it".into(),
                             ),
-                            None,
+                            &[],
                         );
                         continue;
                     }
@@ -639,8 +677,7 @@ impl Daemon {
             Ok(None) => return,
             Err(e) => {
                 let w = self.waiting.remove(i);
-                let _ =
-                    control::send_reply(w.sock.as_fd(), &Reply::Refused(format!("{e:#}")), None);
+                let _ = control::send_reply(w.sock.as_fd(), &Reply::Refused(format!("{e:#}")), &[]);
                 return;
             }
         };
@@ -651,7 +688,7 @@ impl Daemon {
                 let _ = control::send_reply(
                     w.sock.as_fd(),
                     &Reply::About(self.clients.len() as u32),
-                    None,
+                    &[],
                 );
             }
             Ask::Stop => {
@@ -664,7 +701,7 @@ impl Daemon {
 
     fn start_session(&mut self, sock: UnixStream, request: &[u8], rest: Vec<u8>) {
         let refuse = |sock: &UnixStream, why: String| {
-            let _ = control::send_reply(sock.as_fd(), &Reply::Refused(why), None);
+            let _ = control::send_reply(sock.as_fd(), &Reply::Refused(why), &[]);
         };
         if self.stopping.is_some() {
             return refuse(&sock, "the warm guest is stopping".into());
@@ -681,11 +718,23 @@ impl Daemon {
         if let Err(e) = self.files.create(&exec_request_name(id), request) {
             return refuse(&sock, format!("{e:#}"));
         }
-        if control::send_reply(sock.as_fd(), &Reply::Accepted(id), Some(self.files.fd())).is_err() {
+        // A free line if there is one; more sessions at once go through the channel.
+        let line = self.free_lines.pop_first();
+        let line_fd = line.and_then(|n| self.lines[n as usize].as_ref());
+        let reply = Reply::Accepted {
+            id,
+            line: line_fd.is_some(),
+        };
+        let mut fds = vec![self.files.fd()];
+        fds.extend(line_fd.map(|f| f.as_fd()));
+        if control::send_reply(sock.as_fd(), &reply, &fds).is_err() {
             self.files.remove(&exec_request_name(id));
+            if let Some(n) = line {
+                self.free_lines.insert(n);
+            }
             return;
         }
-        self.chan.send(HostFrame::Exec(id));
+        self.chan.send(HostFrame::Exec { id, line });
         self.clients.insert(
             id,
             Client {
@@ -694,6 +743,10 @@ impl Daemon {
                 from_client: rest,
                 gone: false,
                 ended: false,
+                lined: line.is_some(),
+                line,
+                line_freed: false,
+                acked: false,
             },
         );
         self.forward_from_client(id);
@@ -761,7 +814,12 @@ impl Daemon {
             c.to_client.clear();
             // An `exec` leaves once it has its End; one that went before (killed, or a second
             // Ctrl-C) takes its command with it.
-            if !c.gone && !c.ended {
+            if c.lined {
+                if let (Some(n), false, false, false) = (c.line, c.gone, c.line_freed, c.acked) {
+                    c.line = None;
+                    self.retire_line(n, true);
+                }
+            } else if !c.gone && !c.ended {
                 let mut frame = Vec::new();
                 HostFrame::Shutdown.encode_into(&mut frame);
                 self.chan.send(HostFrame::Session { id, frame: &frame });
@@ -769,12 +827,45 @@ impl Daemon {
         }
         let c = &self.clients[&id];
         if c.gone && (c.sock.is_none() || c.to_client.is_empty()) {
-            self.clients.remove(&id);
+            if let Some(c) = self.clients.remove(&id) {
+                if let Some(n) = c.line {
+                    // Reused only once the guest read the session's EndAck (so `exec` had read
+                    // its End): neither end of the line holds a byte of the session.
+                    if c.line_freed {
+                        self.free_lines.insert(n);
+                    } else {
+                        self.retire_line(n, false);
+                    }
+                }
+            }
         }
     }
 
+    /// Takes session line `n` out of use for good. With `stop`, its session's command is
+    /// killed (a `Shutdown` frame: an `exec` keeps what it sends within the guest's window,
+    /// so it fits; a frame the dead `exec` left half-written makes it a bad frame, which kills
+    /// too).
+    fn retire_line(&mut self, n: u8, stop: bool) {
+        self.free_lines.remove(&n);
+        let Some(fd) = self.lines.get_mut(n as usize).and_then(Option::take) else {
+            return;
+        };
+        if stop {
+            let mut frame = Vec::new();
+            HostFrame::Shutdown.encode_into(&mut frame);
+            let _ = rustix::io::write(&fd, &frame);
+        }
+        // Reading shut on the socket, not just this descriptor: an `exec` that still holds it
+        // reads its end, and the relay's writes fail, so neither waits for the other. The
+        // line is never closed while the kernel runs: an end of file on a console whose tty is
+        // open makes UML hang the tty up from its interrupt handler, which can panic the
+        // kernel ("scheduling from the idle thread", seen on 7.3).
+        let _ = rustix::net::shutdown(&fd, rustix::net::Shutdown::Read);
+        self.retired.push(fd);
+    }
+
     /// Wraps each whole frame the client sent for the guest; a client that sends anything
-    /// else is cut off.
+    /// else is cut off. A client with a line of its own sends only its EndAck here.
     fn forward_from_client(&mut self, id: u32) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
@@ -782,8 +873,23 @@ impl Daemon {
         let mut pos = 0;
         let mut bad = false;
         loop {
-            match HostFrame::parse(&c.from_client[pos..]) {
-                Ok(Some((HostFrame::Exec(_) | HostFrame::Session { .. }, _))) | Err(_) => {
+            let parsed = HostFrame::parse(&c.from_client[pos..]);
+            if c.lined {
+                match parsed {
+                    Ok(Some((HostFrame::EndAck, used))) => {
+                        c.acked = true;
+                        pos += used;
+                        continue;
+                    }
+                    Ok(None) => break,
+                    _ => {
+                        bad = true;
+                        break;
+                    }
+                }
+            }
+            match parsed {
+                Ok(Some((HostFrame::Exec { .. } | HostFrame::Session { .. }, _))) | Err(_) => {
                     bad = true;
                     break;
                 }
@@ -802,6 +908,12 @@ impl Daemon {
             c.sock = None;
             c.from_client.clear();
             c.to_client.clear();
+            if c.lined {
+                if let Some(n) = c.line.take() {
+                    self.retire_line(n, true);
+                }
+                return;
+            }
             let mut frame = Vec::new();
             HostFrame::Shutdown.encode_into(&mut frame);
             self.chan.send(HostFrame::Session { id, frame: &frame });

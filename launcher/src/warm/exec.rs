@@ -3,11 +3,14 @@
 //! root and volumes), handed to the guest's launcher, and the session then runs in the very
 //! loop a run uses, over the connection instead of a kernel's channel.
 
+use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sekexe_wire::Overlay;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use sekexe_wire::{GuestFrame, HostFrame, Overlay};
 
 use super::control::{Ask, Client, Reply};
 use super::folder::{self, GuestDir, Liveness};
@@ -19,6 +22,11 @@ use crate::{run, signals};
 
 /// How long the guest's launcher has to take the command.
 const ACCEPT_WAIT: Duration = Duration::from_secs(30);
+/// How long, once a session's line closed early, the launcher has to say why (it gives a
+/// kernel that closed its files a second to exit).
+const LOST_WAIT: Duration = Duration::from_secs(5);
+/// The most of the launcher's words taken while waiting for its `Lost`.
+const MAX_LOST: usize = 64 * 1024;
 
 /// The guest named `name`, if it is up; the error says what the user can do.
 pub fn find(name: &str) -> Result<GuestDir> {
@@ -56,19 +64,41 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
     let signals = signals::block()?;
     let mut client = Client::connect(&dir.control(), &name)?;
     client.ask(&Ask::Exec(request.encode()))?;
-    let (reply, fd) = client.reply(ACCEPT_WAIT)?;
-    let id = match reply {
-        Reply::Accepted(id) => id,
+    let (reply, fds) = client.reply(ACCEPT_WAIT)?;
+    let (id, lined) = match reply {
+        Reply::Accepted { id, line } => (id, line),
         Reply::Refused(why) => bail!("the warm guest {name} refused the command: {why}"),
         Reply::About(_) => bail!("the warm guest's launcher answered something else"),
     };
-    let files = Files::from_fd(fd.context("the guest's run folder did not come with the answer")?);
-    client
-        .sock
-        .set_nonblocking(true)
-        .context("make the connection non-blocking")?;
+    if cfg.debug {
+        eprintln!(
+            "[sekexe] session {id}: {}",
+            if lined {
+                "over a line of its own"
+            } else {
+                "through the warm guest's launcher (every line is in use)"
+            }
+        );
+    }
+    let mut fds = fds.into_iter();
+    let files = Files::from_fd(
+        fds.next()
+            .context("the guest's run folder did not come with the answer")?,
+    );
+    // With a line of its own, the session speaks over it, and the connection only says how
+    // it ended; else the connection carries the session.
+    let (channel, mut control) = if lined {
+        let line = fds
+            .next()
+            .context("the session's line did not come with the answer")?;
+        (line, Some(client.sock))
+    } else {
+        (OwnedFd::from(client.sock), None)
+    };
+    rustix::io::ioctl_fionbio(&channel, true).context("make the session's channel non-blocking")?;
     let io = ExecIo {
-        channel: OwnedFd::from(client.sock),
+        channel,
+        lined,
         signals,
         files,
         session: id,
@@ -81,7 +111,50 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
     };
     let mut session = Session::exec(io, options);
     session.run()?;
+    if let Some(control) = control.as_mut() {
+        if session.events.end.is_some() {
+            // The line holds nothing of this session now: the launcher may hand it on.
+            let mut ack = Vec::new();
+            HostFrame::EndAck.encode_into(&mut ack);
+            let _ = control.write_all(&ack);
+        } else if session.status.is_none() && session.interruption.is_none() {
+            // The line closed before the status: the launcher says why.
+            if let Some(why) = hear_lost(control, LOST_WAIT) {
+                session.interruption = Some(Interruption::Lost(why));
+            }
+        }
+    }
     Ok(conclude(&cfg, &session, &name))
+}
+
+/// The launcher's `Lost` on the connection of a session with a line of its own, if it comes
+/// within `limit` (it gives a kernel that closed its files a moment to exit first).
+fn hear_lost(control: &mut UnixStream, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some((GuestFrame::Lost(why), _))) = GuestFrame::parse(&buf) {
+            return Some(String::from_utf8_lossy(why).into_owned());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut fds = [PollFd::new(&*control, PollFlags::IN)];
+        let ts = Timespec::try_from(left).ok();
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+        match rustix::io::read(&*control, &mut chunk) {
+            Ok(0) => return None,
+            Ok(n) if buf.len() < MAX_LOST => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return None,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 fn conclude(cfg: &RunConfig, session: &Session, name: &str) -> u8 {

@@ -141,6 +141,7 @@ fn serve(
         memory_dir,
         network: _network,
         overlay_dir: _overlay_dir,
+        lines,
         ..
     } = booted;
     let parts = Parts {
@@ -150,6 +151,7 @@ fn serve(
         ready_pipe: ready.take().context("the pipe to `sekexe start`")?,
         idle_timeout,
         memory_dir: memory_dir.display().to_string(),
+        lines,
         forwarder: options.forwarder,
     };
     let daemon = Daemon::new(parts, dir)?;

@@ -64,8 +64,11 @@ pub struct Io {
 
 /// `sekexe exec`'s loop: the same as a run's, on a warm guest's session.
 pub struct ExecIo {
-    /// The connection to the warm guest's launcher, now carrying the session's frames.
+    /// The session's own line (a kernel console, as a run's channel), or else the connection
+    /// to the warm guest's launcher, now carrying the session's frames.
     pub channel: OwnedFd,
+    /// `channel` is the session's own line.
+    pub lined: bool,
     pub signals: SignalFd,
     /// The guest's run folder, where large stdin chunks are left for the session.
     pub files: Files,
@@ -174,14 +177,17 @@ impl Session {
         let now = Instant::now();
         let ExecIo {
             channel,
+            lined,
             signals,
             files,
             session,
         } = io;
         let mut chan = HostChannel::new(channel);
         chan.set_ready();
-        // The warm guest's launcher nudges its kernel; this end talks to that launcher.
-        chan.never_nudge();
+        if !lined {
+            // The warm guest's launcher nudges its kernel; this end talks to that launcher.
+            chan.never_nudge();
+        }
         Session {
             chan,
             stdin: StdinPump::new(files, session),
@@ -514,7 +520,7 @@ impl Session {
                 }
             }
             // A warm guest's frames; its sessions' launcher unwraps them before they come here.
-            GuestFrame::Session { .. } | GuestFrame::SessionGone(_) => {
+            GuestFrame::Session { .. } | GuestFrame::SessionGone(_) | GuestFrame::LineFree(_) => {
                 self.interruption = Some(Interruption::Protocol(
                     "the guest sent a warm guest's frame during a run".into(),
                 ));
