@@ -534,7 +534,7 @@ fn route(g: &Guest) -> &'static str {
     let err = out.stderr_str();
     if err.contains("over a line of its own") {
         "line"
-    } else if err.contains("through the warm guest's launcher") {
+    } else if err.contains("through the warm guest's launcher (no line is free)") {
         "launcher"
     } else {
         panic!("exec --debug did not say how its session travels: {err}")
@@ -602,6 +602,23 @@ fn session_lines_are_reused_clean_and_sessions_beyond_them_still_work() {
         assert!(
             Instant::now() < deadline,
             "the killed execs' commands still run: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And their sessions are over: no relay waits on a line nobody reads.
+    loop {
+        let ls = run(&s, &["ls"]);
+        let commands = ls
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("lines "))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string));
+        if commands.as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions of killed execs still open: {ls:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -17,6 +17,9 @@ use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 
 /// Room made for each read from the tty (n_tty hands out at most 4 KiB per read anyway).
 const READ_CHUNK: usize = 64 * 1024;
+/// How long the end handshake waits for `EndAck` once a `Shutdown` came: an `exec` that sent
+/// it answers at once, and one that left never will.
+const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Channel {
     fd: OwnedFd,
@@ -27,6 +30,9 @@ pub struct Channel {
     /// `End` is sent: nothing may follow it, not even a credit (a session line must hold
     /// nothing of its session once the launcher has read `End`).
     ended: bool,
+    /// A `Shutdown` came: the launcher's end may be gone (an `exec` that left, whose line
+    /// its launcher took over), so the wait for `EndAck` is bounded.
+    shutdown_seen: bool,
 }
 
 impl Channel {
@@ -37,6 +43,7 @@ impl Channel {
             inbuf: Vec::with_capacity(READ_CHUNK),
             closed: false,
             ended: false,
+            shutdown_seen: false,
         })
     }
 
@@ -49,6 +56,7 @@ impl Channel {
             inbuf: Vec::new(),
             closed: false,
             ended: false,
+            shutdown_seen: false,
         }
     }
 
@@ -136,6 +144,7 @@ impl Channel {
             match HostFrame::parse(&buf[pos..]) {
                 Ok(Some((frame, used))) => {
                     pos += used;
+                    self.shutdown_seen |= frame == HostFrame::Shutdown;
                     if !handle(self, frame) {
                         break Ok(());
                     }
@@ -205,12 +214,18 @@ impl Channel {
     }
 
     /// Flushes the queue and waits for the launcher's `EndAck`, up to `limit` (none: until
-    /// it comes or the launcher's end closes); whether it came.
+    /// it comes, the launcher's end closes, or [`SHUTDOWN_ACK_WAIT`] after a `Shutdown`);
+    /// whether it came.
     pub fn end_handshake(&mut self, limit: Option<Duration>) -> bool {
-        let deadline = limit.map(|l| Instant::now() + l);
+        let mut deadline = limit.map(|l| Instant::now() + l);
         let mut acked = false;
         while !acked && !self.closed {
             let now = Instant::now();
+            if self.shutdown_seen {
+                let bound = now + SHUTDOWN_ACK_WAIT;
+                deadline = Some(deadline.map_or(bound, |d| d.min(bound)));
+                self.shutdown_seen = false;
+            }
             if deadline.is_some_and(|d| now >= d) {
                 break;
             }
@@ -385,6 +400,30 @@ pub(crate) mod tests {
         let started = Instant::now();
         assert!(!c.end_handshake(Some(Duration::from_millis(100))));
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn after_a_shutdown_the_end_handshake_waits_a_while_only() {
+        // Before End (the command was killed for it) or during the wait, alike.
+        for before in [true, false] {
+            let (mut c, host) = pair();
+            if before {
+                host_sends(&host, &[HostFrame::Shutdown]);
+                c.read_some();
+                c.drain_frames(|_, _| {}).unwrap();
+            }
+            c.send(GuestFrame::End);
+            if !before {
+                host_sends(&host, &[HostFrame::Shutdown]);
+            }
+            let started = Instant::now();
+            assert!(!c.end_handshake(None), "before End: {before}");
+            let took = started.elapsed();
+            assert!(
+                took >= SHUTDOWN_ACK_WAIT && took < SHUTDOWN_ACK_WAIT * 3,
+                "{took:?}"
+            );
+        }
     }
 
     #[test]

@@ -231,8 +231,8 @@ impl<P: Procs> Relay<P> {
                 break;
             }
             if channel.is_closed() && !matches!(self.phase, Phase::Killing(_)) {
-                // Nobody reads the command any more (a session line its `exec` left, which
-                // the launcher closed): it goes, as with Shutdown.
+                // Nobody reads the command any more (the launcher is gone, or shut reading on
+                // the line of an `exec` that left): it goes, as with Shutdown.
                 log.step("the launcher's end closed: killing every process");
                 self.kill_everything();
             }

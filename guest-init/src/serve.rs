@@ -381,7 +381,10 @@ fn forward_frames(id: u32, buf: &mut Vec<u8>, channel: &mut Channel, closed: &mu
         match GuestFrame::parse(&buf[pos..]) {
             // A relay speaks a run's frames, never a warm guest's own.
             Ok(Some((
-                GuestFrame::Session { .. } | GuestFrame::SessionGone(_) | GuestFrame::Lost(_),
+                GuestFrame::Session { .. }
+                | GuestFrame::SessionGone(_)
+                | GuestFrame::Lost(_)
+                | GuestFrame::LineFree(_),
                 _,
             ))) => {
                 *closed = true;
@@ -655,7 +658,8 @@ fn session_main(
     channel.send(GuestFrame::Status(&status.encode()));
     channel.send(GuestFrame::End);
     // Over a line, as long as it takes: `exec` may be slow to read, and the line is clean only
-    // once the ack is read. If `exec` is gone, its launcher closes the line.
+    // once the ack is read. An `exec` that left gets its launcher to send a `Shutdown`, after
+    // which the wait is short (see `end_handshake`).
     let acked = channel.end_handshake((!lined).then_some(report::END_ACK_WAIT));
     std::process::exit(if acked || !lined { 0 } else { 1 })
 }

@@ -66,6 +66,14 @@ impl ByteQueue {
         self.start = 0;
     }
 
+    /// Keeps only the first `len` bytes still to be written.
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(self.start + len.min(self.len()));
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
     /// What is still to be written, as a vector of its own.
     pub fn into_unsent(mut self) -> Vec<u8> {
         self.buf.drain(..self.start);
@@ -76,6 +84,21 @@ impl ByteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_keeps_the_front_of_what_is_unsent() {
+        let mut q = ByteQueue::default();
+        q.push(b"abcdef");
+        q.advance(2);
+        q.truncate(3);
+        assert_eq!(q.unsent(), b"cde");
+        q.truncate(10);
+        assert_eq!(q.unsent(), b"cde");
+        q.truncate(0);
+        assert!(q.is_empty());
+        q.push(b"x");
+        assert_eq!(q.unsent(), b"x");
+    }
 
     #[test]
     fn bytes_come_out_in_order_whatever_the_pieces() {

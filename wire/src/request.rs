@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 const MAGIC: &[u8] = b"SEKEXERQ";
 /// Bumped whenever a field or a frame changes; launcher and guest-init must come from the same
 /// build, and a guest-init of another is told apart here, before it meets a frame it does not
-/// know (6: `HostFrame::Nudge`).
+/// know (6: `HostFrame::Nudge`; 7: session lines, `GuestFrame::LineFree` and the line in
+/// `HostFrame::Exec`).
 pub const VERSION: u32 = 7;
 
 /// How guest-init configures the network interface.

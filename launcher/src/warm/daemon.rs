@@ -393,7 +393,9 @@ impl Daemon {
             for (id, c) in &self.clients {
                 let Some(sock) = &c.sock else { continue };
                 let mut events = PollFlags::empty();
-                if read_clients && !c.gone {
+                // A session with a line of its own is watched until its `exec` leaves: its
+                // line is handed on only then.
+                if read_clients && (!c.gone || c.lined) {
                     events |= PollFlags::IN;
                 }
                 if !c.to_client.is_empty() {
@@ -523,7 +525,7 @@ impl Daemon {
                 });
             }
             GuestFrame::End => {
-                self.chan.send(HostFrame::EndAck);
+                self.chan.end_ack();
                 self.chan.flush();
                 // Everything is synced: power-off would only cost time.
                 self.uml.kill_now();
@@ -536,13 +538,17 @@ impl Daemon {
                     parsed,
                     Ok(Some((f, _))) if !matches!(
                         f,
-                        GuestFrame::Session { .. } | GuestFrame::SessionGone(_) | GuestFrame::Lost(_)
+                        GuestFrame::Session { .. }
+                            | GuestFrame::SessionGone(_)
+                            | GuestFrame::Lost(_)
+                            | GuestFrame::LineFree(_)
                     )
                 );
                 let end = matches!(parsed, Ok(Some((GuestFrame::End, _))));
                 if let (Some(c), true) = (self.clients.get_mut(&id), run_frame) {
                     c.ended |= end;
-                    if c.sock.is_some() && !c.gone {
+                    // A session with a line of its own speaks there, not here.
+                    if c.sock.is_some() && !c.gone && !c.lined {
                         c.to_client.push(frame);
                     }
                 }
@@ -786,7 +792,7 @@ impl Daemon {
             // frames are few), but never past the same bound.
             while (read || left)
                 && !hung_up
-                && !c.gone
+                && (!c.gone || c.lined)
                 && (self.chan.queued() < CHANNEL_QUEUE_MAX || left)
                 && c.from_client.len() < CHANNEL_QUEUE_MAX
             {
@@ -826,7 +832,9 @@ impl Daemon {
             }
         }
         let c = &self.clients[&id];
-        if c.gone && (c.sock.is_none() || c.to_client.is_empty()) {
+        // A line handed on while its last `exec` still holds it could get that one's bytes.
+        let waits_for_exec = c.line.is_some() && c.sock.is_some();
+        if c.gone && !waits_for_exec && (c.sock.is_none() || c.to_client.is_empty()) {
             if let Some(c) = self.clients.remove(&id) {
                 if let Some(n) = c.line {
                     // Reused only once the guest read the session's EndAck (so `exec` had read
@@ -843,8 +851,8 @@ impl Daemon {
 
     /// Takes session line `n` out of use for good. With `stop`, its session's command is
     /// killed (a `Shutdown` frame: an `exec` keeps what it sends within the guest's window,
-    /// so it fits; a frame the dead `exec` left half-written makes it a bad frame, which kills
-    /// too).
+    /// so it fits, and never leaves a frame half-written: with so little in flight, the
+    /// socket always has room for a whole one).
     fn retire_line(&mut self, n: u8, stop: bool) {
         self.free_lines.remove(&n);
         let Some(fd) = self.lines.get_mut(n as usize).and_then(Option::take) else {

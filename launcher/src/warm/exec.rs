@@ -76,7 +76,7 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
             if lined {
                 "over a line of its own"
             } else {
-                "through the warm guest's launcher (every line is in use)"
+                "through the warm guest's launcher (no line is free)"
             }
         );
     }
@@ -91,6 +91,10 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
         let line = fds
             .next()
             .context("the session's line did not come with the answer")?;
+        client
+            .sock
+            .set_nonblocking(true)
+            .context("make the connection non-blocking")?;
         (line, Some(client.sock))
     } else {
         (OwnedFd::from(client.sock), None)
@@ -112,7 +116,7 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
     let mut session = Session::exec(io, options);
     session.run()?;
     if let Some(control) = control.as_mut() {
-        if session.events.end.is_some() {
+        if session.ended_cleanly() {
             // The line holds nothing of this session now: the launcher may hand it on.
             let mut ack = Vec::new();
             HostFrame::EndAck.encode_into(&mut ack);
@@ -134,8 +138,12 @@ fn hear_lost(control: &mut UnixStream, limit: Duration) -> Option<String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Ok(Some((GuestFrame::Lost(why), _))) = GuestFrame::parse(&buf) {
-            return Some(String::from_utf8_lossy(why).into_owned());
+        let mut pos = 0;
+        while let Ok(Some((frame, used))) = GuestFrame::parse(&buf[pos..]) {
+            if let GuestFrame::Lost(why) = frame {
+                return Some(String::from_utf8_lossy(why).into_owned());
+            }
+            pos += used;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -4,6 +4,7 @@
 //! beyond what guest-init has credited as read (a nudge may go a little further, see
 //! [`HostChannel::nudge_if_silent`]). Bytes from the guest are gathered and cut into frames.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,11 @@ const CREDIT_LEN: usize = HEADER_LEN + 4;
 /// keep the guest's credits, held with its output, from being freed), up to
 /// [`NUDGE_OVERDRAFT_MAX`] past the window in all, within the guest tty's buffer.
 const NUDGE_OVERDRAFT: usize = 16;
+/// Once the guest has sent `End` it credits nothing more (a session line must hold nothing of
+/// its session after the launcher has read `End`), so the rest of a frame begun and the
+/// `EndAck` may go this far past the window, within the guest tty's buffer.
+const END_OVERDRAFT_MAX: usize = 1536;
+const _: () = assert!(CHANNEL_WINDOW + END_OVERDRAFT_MAX < 4096 - 128);
 
 pub struct HostChannel {
     fd: OwnedFd,
@@ -42,6 +48,14 @@ pub struct HostChannel {
     nudge_after: Option<Duration>,
     /// Bytes a nudge may write past the window, until something is written.
     overdraft: usize,
+    /// Where each queued frame ends, counted in bytes ever queued.
+    frame_ends: VecDeque<u64>,
+    queued_total: u64,
+    written_total: u64,
+    /// Where the last frame written whole ends (so whether the front one is begun).
+    last_done: u64,
+    /// `EndAck` is queued: nothing goes after it.
+    acked_end: bool,
 }
 
 impl HostChannel {
@@ -57,6 +71,11 @@ impl HostChannel {
             last_heard: Instant::now(),
             nudge_after: Some(NUDGE_AFTER),
             overdraft: 0,
+            frame_ends: VecDeque::new(),
+            queued_total: 0,
+            written_total: 0,
+            last_done: 0,
+            acked_end: false,
         }
     }
 
@@ -98,7 +117,12 @@ impl HostChannel {
 
     /// The most that may be written but not yet credited.
     fn limit(&self) -> usize {
-        CHANNEL_WINDOW + self.overdraft
+        let past = if self.acked_end {
+            self.overdraft.max(END_OVERDRAFT_MAX)
+        } else {
+            self.overdraft
+        };
+        CHANNEL_WINDOW + past
     }
 
     pub fn fd(&self) -> &OwnedFd {
@@ -115,7 +139,37 @@ impl HostChannel {
     }
 
     pub fn send(&mut self, frame: HostFrame<'_>) {
+        if self.acked_end {
+            return;
+        }
+        let before = self.out.len();
         self.out.append_with(|v| frame.encode_into(v));
+        self.queued_total += (self.out.len() - before) as u64;
+        self.frame_ends.push_back(self.queued_total);
+    }
+
+    /// Answers the guest's `End`, and sends nothing after it: the guest reads up to its
+    /// `EndAck` and no further, so what is queued and not begun is dropped (the session is
+    /// over), and the rest of a frame begun goes out first, past the window if need be (the
+    /// guest credits nothing after `End`).
+    pub fn end_ack(&mut self) {
+        if self.acked_end {
+            return;
+        }
+        let keep = match self.frame_ends.front() {
+            Some(&end) if self.written_total > self.last_done => end - self.written_total,
+            _ => 0,
+        };
+        self.out.truncate(keep as usize);
+        self.frame_ends.truncate(usize::from(keep > 0));
+        self.queued_total = self.written_total + keep;
+        self.send(HostFrame::EndAck);
+        self.acked_end = true;
+    }
+
+    /// `EndAck` is queued, and all of it written.
+    pub fn end_acked(&self) -> bool {
+        self.acked_end && self.out.is_empty()
     }
 
     /// Bytes queued and not yet written.
@@ -145,11 +199,22 @@ impl HostChannel {
                     self.out.advance(n);
                     self.unacked += n;
                     self.overdraft = 0;
+                    self.written_total += n as u64;
+                    while let Some(&end) = self.frame_ends.front() {
+                        if end > self.written_total {
+                            break;
+                        }
+                        self.last_done = end;
+                        self.frame_ends.pop_front();
+                    }
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => {
                     self.out.clear();
+                    self.frame_ends.clear();
+                    self.written_total = self.queued_total;
+                    self.last_done = self.queued_total;
                     break;
                 }
             }
@@ -350,6 +415,55 @@ mod tests {
         let mut expected = Vec::new();
         HostFrame::StdinEof.encode_into(&mut expected);
         assert_eq!(read_all(&guest), expected);
+    }
+
+    #[test]
+    fn the_end_ack_finishes_a_frame_begun_drops_the_rest_and_is_the_last_thing_sent() {
+        let (mut c, guest) = pair();
+        c.set_ready();
+        let data = [7u8; 1000];
+        for _ in 0..5 {
+            c.send(HostFrame::Stdin(&data));
+        }
+        c.flush();
+        // The window let the first two frames and a piece of the third go; no credit comes
+        // (the guest credits nothing after its End).
+        let mut wire = read_all(&guest);
+        assert_eq!(wire.len(), CHANNEL_WINDOW);
+        c.end_ack();
+        c.send(HostFrame::Signal(2));
+        c.nudge_if_silent(Instant::now() + Duration::from_secs(60));
+        c.flush();
+        assert!(c.end_acked(), "all of it went, past the window");
+        wire.extend(read_all(&guest));
+        let mut frames = Vec::new();
+        let mut rest = &wire[..];
+        while let Some((f, used)) = HostFrame::parse(rest).unwrap() {
+            frames.push(f);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "whole frames only");
+        assert_eq!(
+            frames,
+            [
+                HostFrame::Stdin(&data),
+                HostFrame::Stdin(&data),
+                HostFrame::Stdin(&data),
+                HostFrame::EndAck
+            ]
+        );
+        // Between frames, nothing but the ack goes.
+        let (mut c, guest) = pair();
+        c.set_ready();
+        c.send(HostFrame::StdinEof);
+        c.flush();
+        c.send(HostFrame::Stdin(b"late"));
+        c.end_ack();
+        c.flush();
+        let mut wire = Vec::new();
+        HostFrame::StdinEof.encode_into(&mut wire);
+        HostFrame::EndAck.encode_into(&mut wire);
+        assert_eq!(read_all(&guest), wire);
     }
 
     #[test]

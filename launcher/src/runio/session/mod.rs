@@ -36,6 +36,8 @@ use crate::uml::Uml;
 /// After a SIGINT or SIGTERM has been passed on, how long the command gets to end before the
 /// kernel is killed: a guest that ignores it cannot keep the launcher.
 const STOP_WAIT: Duration = Duration::from_secs(4);
+/// `sekexe exec`: how long an EndAck may wait for the window once the End came.
+const END_ACK_GIVE_UP: Duration = Duration::from_secs(2);
 /// How often the kernel's scratch area is measured.
 const SCRATCH_CHECK: Duration = Duration::from_millis(250);
 
@@ -128,6 +130,8 @@ pub struct Session {
     forwarder: Option<Forwarder>,
     /// `--timeout` expired (the run exits 124 however the command ends).
     pub timed_out: bool,
+    /// `sekexe exec` over the session's own line.
+    lined: bool,
 }
 
 impl Session {
@@ -168,6 +172,7 @@ impl Session {
             raw: None,
             forwarder,
             timed_out: false,
+            lined: false,
         }
     }
 
@@ -212,7 +217,14 @@ impl Session {
             raw: None,
             forwarder: None,
             timed_out: false,
+            lined,
         }
+    }
+
+    /// The guest's End came and the EndAck is written whole: the session's channel holds
+    /// nothing more of it.
+    pub fn ended_cleanly(&self) -> bool {
+        self.events.end.is_some() && self.chan.end_acked()
     }
 
     /// Adds the port forwards once slirp4netns can take them, then lets the guest go on.
@@ -319,7 +331,15 @@ impl Session {
                 // The warm guest's launcher closes the connection if the guest goes first.
                 None => {
                     self.chan.flush();
-                    !self.chan.is_open() || (self.events.end.is_some() && self.chan.queued() == 0)
+                    // An EndAck the window keeps (a guest that stopped crediting early) is
+                    // given up on: the status is here, and the session's line is then retired.
+                    let given_up = self
+                        .events
+                        .end
+                        .is_some_and(|at| at.elapsed() >= END_ACK_GIVE_UP);
+                    !self.chan.is_open()
+                        || (self.events.end.is_some() && self.chan.queued() == 0)
+                        || given_up
                 }
             };
             if gone {
@@ -510,7 +530,14 @@ impl Session {
             }
             GuestFrame::End => {
                 self.events.end.get_or_insert_with(Instant::now);
-                self.send(HostFrame::EndAck);
+                self.chan.end_ack();
+            }
+            // Over a session's own line the guest speaks, and a `Lost` would put its words
+            // in the warm guest's launcher's mouth; the launcher's comes on the connection.
+            GuestFrame::Lost(_) if self.lined => {
+                self.interruption = Some(Interruption::Protocol(
+                    "the guest sent the launcher's frame on a session's line".into(),
+                ));
             }
             GuestFrame::Lost(why) => {
                 if self.uml.is_none() && self.status.is_none() {
