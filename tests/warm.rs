@@ -541,6 +541,24 @@ fn route(g: &Guest) -> &'static str {
     }
 }
 
+/// Waits until `ls` counts no command running in guest `name`, up to 20 s.
+fn assert_no_commands(s: &Scratch, name: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ls = run(s, &["ls"]);
+        let commands = ls
+            .ok()
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string));
+        if commands.as_deref() == Some("0") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {ls:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// What `i`'s command prints: 64 KiB of its own.
 fn own_output(i: u32) -> String {
     format!("{i:>7}\n").repeat(8192)
@@ -569,6 +587,16 @@ fn session_lines_are_reused_clean_and_sessions_beyond_them_still_work() {
         assert!(out.stdout_str() == own_output(i), "session {i}'s output");
     });
     assert_eq!(route(&g), "line", "the lines came back after the crowd");
+
+    // An exec that stops reading once its command has ended (its relay has sent End and
+    // waits for the answer), then is killed: the relay gives up and the session ends.
+    let mut r = g.exec(&[], &["sh", "-c", "echo ready; sleep 1"]).spawn();
+    r.read_until(b"ready\n");
+    r.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    r.signal(libc::SIGKILL);
+    let _ = r.finish();
+    assert_no_commands(&s, "lines", "the session of an exec killed after its End");
 
     // An exec killed while its command streams: the command is stopped, its line is never
     // handed on (it may hold the dead session's bytes), and the next sessions are whole. Once
@@ -606,22 +634,7 @@ fn session_lines_are_reused_clean_and_sessions_beyond_them_still_work() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // And their sessions are over: no relay waits on a line nobody reads.
-    loop {
-        let ls = run(&s, &["ls"]);
-        let commands = ls
-            .ok()
-            .lines()
-            .find(|l| l.starts_with("lines "))
-            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string));
-        if commands.as_deref() == Some("0") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sessions of killed execs still open: {ls:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_no_commands(&s, "lines", "sessions of killed execs still open");
     assert_eq!(g.stop().code, 0);
     assert_all_gone(&s);
 }

@@ -1,4 +1,5 @@
-//! The framed channel to the launcher: UML console `con1`, a raw tty in the guest.
+//! The framed channel to the launcher: UML console `con1`, a raw tty in the guest (or a warm
+//! guest's session line, `con2` on, or a session's socket pair to PID 1).
 //!
 //! Writes are buffered and non-blocking, so a slow host never stalls guest-init's other duties
 //! (reaping, signals); the relay stops reading the command's output while too much is queued.
@@ -17,9 +18,6 @@ use sekexe_wire::{FrameError, GuestFrame, HostFrame};
 
 /// Room made for each read from the tty (n_tty hands out at most 4 KiB per read anyway).
 const READ_CHUNK: usize = 64 * 1024;
-/// How long the end handshake waits for `EndAck` once a `Shutdown` came: an `exec` that sent
-/// it answers at once, and one that left never will.
-const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Channel {
     fd: OwnedFd,
@@ -30,9 +28,6 @@ pub struct Channel {
     /// `End` is sent: nothing may follow it, not even a credit (a session line must hold
     /// nothing of its session once the launcher has read `End`).
     ended: bool,
-    /// A `Shutdown` came: the launcher's end may be gone (an `exec` that left, whose line
-    /// its launcher took over), so the wait for `EndAck` is bounded.
-    shutdown_seen: bool,
 }
 
 impl Channel {
@@ -43,7 +38,6 @@ impl Channel {
             inbuf: Vec::with_capacity(READ_CHUNK),
             closed: false,
             ended: false,
-            shutdown_seen: false,
         })
     }
 
@@ -56,7 +50,6 @@ impl Channel {
             inbuf: Vec::new(),
             closed: false,
             ended: false,
-            shutdown_seen: false,
         }
     }
 
@@ -144,7 +137,6 @@ impl Channel {
             match HostFrame::parse(&buf[pos..]) {
                 Ok(Some((frame, used))) => {
                     pos += used;
-                    self.shutdown_seen |= frame == HostFrame::Shutdown;
                     if !handle(self, frame) {
                         break Ok(());
                     }
@@ -214,18 +206,17 @@ impl Channel {
     }
 
     /// Flushes the queue and waits for the launcher's `EndAck`, up to `limit` (none: until
-    /// it comes, the launcher's end closes, or [`SHUTDOWN_ACK_WAIT`] after a `Shutdown`);
-    /// whether it came.
-    pub fn end_handshake(&mut self, limit: Option<Duration>) -> bool {
-        let mut deadline = limit.map(|l| Instant::now() + l);
+    /// it comes or the launcher's end closes), and only while nothing comes on `abandon` (a
+    /// session's word from PID 1 that its `exec` left); whether it came.
+    pub fn end_handshake(
+        &mut self,
+        limit: Option<Duration>,
+        abandon: Option<BorrowedFd<'_>>,
+    ) -> bool {
+        let deadline = limit.map(|l| Instant::now() + l);
         let mut acked = false;
         while !acked && !self.closed {
             let now = Instant::now();
-            if self.shutdown_seen {
-                let bound = now + SHUTDOWN_ACK_WAIT;
-                deadline = Some(deadline.map_or(bound, |d| d.min(bound)));
-                self.shutdown_seen = false;
-            }
             if deadline.is_some_and(|d| now >= d) {
                 break;
             }
@@ -233,11 +224,20 @@ impl Channel {
             if self.pending() > 0 {
                 events |= rustix::event::PollFlags::OUT;
             }
-            let mut fds = [rustix::event::PollFd::new(&self.fd, events)];
+            let mut fds = vec![rustix::event::PollFd::new(&self.fd, events)];
+            if let Some(fd) = abandon {
+                fds.push(rustix::event::PollFd::from_borrowed_fd(
+                    fd,
+                    rustix::event::PollFlags::IN,
+                ));
+            }
             let ts = deadline.and_then(|d| rustix::event::Timespec::try_from(d - now).ok());
             match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(_) => break,
+            }
+            if fds.get(1).is_some_and(|f| !f.revents().is_empty()) {
+                break;
             }
             self.flush_some();
             self.read_some();
@@ -392,38 +392,31 @@ pub(crate) mod tests {
         c.send(GuestFrame::End);
         host_sends(&host, &[HostFrame::Nudge, HostFrame::EndAck]);
         let started = Instant::now();
-        assert!(c.end_handshake(Some(Duration::from_secs(5))));
+        assert!(c.end_handshake(Some(Duration::from_secs(5)), None));
         assert!(started.elapsed() < Duration::from_secs(2));
         // Nothing follows End, not even the credit for the ack.
         assert_eq!(host_reads(&host), ["End"]);
         let (mut c, _host) = pair();
         let started = Instant::now();
-        assert!(!c.end_handshake(Some(Duration::from_millis(100))));
+        assert!(!c.end_handshake(Some(Duration::from_millis(100)), None));
         assert!(started.elapsed() >= Duration::from_millis(100));
     }
 
     #[test]
-    fn after_a_shutdown_the_end_handshake_waits_a_while_only() {
-        // Before End (the command was killed for it) or during the wait, alike.
-        for before in [true, false] {
-            let (mut c, host) = pair();
-            if before {
-                host_sends(&host, &[HostFrame::Shutdown]);
-                c.read_some();
-                c.drain_frames(|_, _| {}).unwrap();
-            }
-            c.send(GuestFrame::End);
-            if !before {
-                host_sends(&host, &[HostFrame::Shutdown]);
-            }
-            let started = Instant::now();
-            assert!(!c.end_handshake(None), "before End: {before}");
-            let took = started.elapsed();
-            assert!(
-                took >= SHUTDOWN_ACK_WAIT && took < SHUTDOWN_ACK_WAIT * 3,
-                "{took:?}"
-            );
-        }
+    fn the_end_handshake_gives_up_at_a_word_on_its_abandon_descriptor() {
+        let (mut c, _host) = pair();
+        let (pid1, relay_side) = pair();
+        c.send(GuestFrame::End);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut pid1 = pid1;
+            pid1.send(GuestFrame::End);
+            pid1
+        });
+        let started = Instant::now();
+        assert!(!c.end_handshake(None, Some(relay_side.as_fd())));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        sender.join().unwrap();
     }
 
     #[test]
@@ -435,7 +428,7 @@ pub(crate) mod tests {
             drop(host);
         });
         let started = Instant::now();
-        assert!(!c.end_handshake(None));
+        assert!(!c.end_handshake(None, None));
         assert!(started.elapsed() >= Duration::from_millis(100));
         closer.join().unwrap();
     }

@@ -183,7 +183,7 @@ impl Guest {
         if let Some(channel) = self.channel.as_mut() {
             channel.send(GuestFrame::Status(&status.encode()));
             channel.send(GuestFrame::End);
-            channel.end_handshake(Some(report::END_ACK_WAIT));
+            channel.end_handshake(Some(report::END_ACK_WAIT), None);
         }
         report::power_off()
     }

@@ -170,6 +170,20 @@ struct Relay<P> {
     pty: Option<OwnedFd>,
     /// A warm guest's session: the command's leftovers stay (see [`SessionProcs`]).
     keep_leftovers: bool,
+    /// A session over a line of its own: where PID 1 says that its `exec` left (anything
+    /// readable there), since the line itself may hold half a frame of the dead `exec`'s.
+    abandon: Option<OwnedFd>,
+    /// That word came.
+    abandoned: bool,
+}
+
+/// How a session's relay ended.
+pub struct SessionEnd {
+    pub outcome: Outcome,
+    /// Its `exec` left (PID 1 said so): nobody will acknowledge its End.
+    pub abandoned: bool,
+    /// Where PID 1 would say so, for the end handshake to watch.
+    pub abandon: Option<OwnedFd>,
 }
 
 pub fn run(
@@ -190,15 +204,22 @@ pub fn run_session(
     signals: &SignalFd,
     exchange: &Exchange,
     cmd: Command,
+    abandon: Option<OwnedFd>,
     log: &mut Log,
-) -> Outcome {
+) -> SessionEnd {
     let procs = SessionProcs {
         signals,
         main: cmd.pid,
     };
     let mut relay = Relay::new(procs, cmd);
     relay.keep_leftovers = true;
-    relay.run(channel, Some(exchange), log)
+    relay.abandon = abandon;
+    let outcome = relay.run(channel, Some(exchange), log);
+    SessionEnd {
+        outcome,
+        abandoned: relay.abandoned,
+        abandon: relay.abandon.take(),
+    }
 }
 
 impl<P: Procs> Relay<P> {
@@ -216,6 +237,8 @@ impl<P: Procs> Relay<P> {
             outputs: [cmd.stdout, cmd.stderr],
             pty: cmd.pty,
             keep_leftovers: false,
+            abandon: None,
+            abandoned: false,
         }
     }
 
@@ -295,9 +318,9 @@ impl<P: Procs> Relay<P> {
         if channel.pending() > 0 {
             chan_events |= PollFlags::OUT;
         }
-        let (chan_ready, sig_ready, stdin_ready, out_ready) = {
-            let mut fds = Vec::with_capacity(5);
-            let mut slots = [usize::MAX; 5];
+        let (chan_ready, sig_ready, stdin_ready, out_ready, abandon_ready) = {
+            let mut fds = Vec::with_capacity(6);
+            let mut slots = [usize::MAX; 6];
             if !channel.is_closed() {
                 slots[0] = fds.len();
                 fds.push(PollFd::from_borrowed_fd(channel.fd(), chan_events));
@@ -317,6 +340,10 @@ impl<P: Procs> Relay<P> {
                     fds.push(PollFd::new(fd, PollFlags::IN));
                 }
             }
+            if let Some(fd) = &self.abandon {
+                slots[5] = fds.len();
+                fds.push(PollFd::new(fd, PollFlags::IN));
+            }
             if self.procs.poll(&mut fds, self.phase.deadline()).is_err() {
                 return;
             }
@@ -326,8 +353,17 @@ impl<P: Procs> Relay<P> {
                 ready(slots[1]),
                 ready(slots[2]),
                 [ready(slots[3]), ready(slots[4])],
+                ready(slots[5]),
             )
         };
+        if abandon_ready {
+            self.abandon = None;
+            self.abandoned = true;
+            if !matches!(self.phase, Phase::Killing(_)) {
+                log.step("its exec left: killing every process");
+                self.kill_everything();
+            }
+        }
 
         if chan_ready {
             channel.flush_some();

@@ -127,7 +127,7 @@ pub fn run(channel: &mut Channel, signals: &SignalFd, exchange: &Exchange, log: 
     log.flush(channel);
     nix::unistd::sync();
     channel.send(GuestFrame::End);
-    channel.end_handshake(Some(report::END_ACK_WAIT));
+    channel.end_handshake(Some(report::END_ACK_WAIT), None);
     report::power_off()
 }
 
@@ -599,11 +599,12 @@ fn session_main(
 ) -> ! {
     let id = handed.id;
     let lined = line.is_some();
-    // Over a line, the socket pair stays open, unused, until the relay exits.
-    let (mut channel, _sock) = match line {
+    // Over a line, the socket pair carries only PID 1's word that the session's `exec` left.
+    let (mut channel, mut abandon) = match line {
         Some(line) => (Channel::over(line), Some(sock)),
         None => (Channel::over(sock), None),
     };
+    let mut abandoned = false;
     report::set_session(&channel);
     let mut log = Log::new();
     let mut timeline = Timeline {
@@ -635,10 +636,18 @@ fn session_main(
                 Ok(command) => {
                     timeline.exec_ns = clock::boottime_ns();
                     channel.send(GuestFrame::Started);
-                    let outcome =
-                        relay::run_session(&mut channel, signals, exchange, command, &mut log);
+                    let end = relay::run_session(
+                        &mut channel,
+                        signals,
+                        exchange,
+                        command,
+                        abandon.take(),
+                        &mut log,
+                    );
+                    abandon = end.abandon;
+                    abandoned = end.abandoned;
                     timeline.exit_ns = clock::boottime_ns();
-                    outcome
+                    end.outcome
                 }
                 Err(outcome) => outcome,
             }
@@ -658,9 +667,12 @@ fn session_main(
     channel.send(GuestFrame::Status(&status.encode()));
     channel.send(GuestFrame::End);
     // Over a line, as long as it takes: `exec` may be slow to read, and the line is clean only
-    // once the ack is read. An `exec` that left gets its launcher to send a `Shutdown`, after
-    // which the wait is short (see `end_handshake`).
-    let acked = channel.end_handshake((!lined).then_some(report::END_ACK_WAIT));
+    // once the ack is read; but not once PID 1 said its `exec` left.
+    let acked = !abandoned
+        && channel.end_handshake(
+            (!lined).then_some(report::END_ACK_WAIT),
+            abandon.as_ref().map(|f| f.as_fd()),
+        );
     std::process::exit(if acked || !lined { 0 } else { 1 })
 }
 

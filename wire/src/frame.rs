@@ -10,8 +10,9 @@
 //! and once the guest tty's 4 KiB input buffer fills, UML stops reading it for good (its
 //! `line_throttle` removes the fd from epoll and `line_unthrottle` never adds it back, in 6.1
 //! and 6.12 alike). So the launcher never has more than [`CHANNEL_WINDOW`] bytes unread in
-//! the guest (guest-init returns `ChannelCredit` as it reads; a `Nudge` may go up to
-//! [`NUDGE_OVERDRAFT_MAX`] past it), sends only small stdin chunks
+//! the guest (guest-init returns `ChannelCredit` as it reads, but none after its `End`; a
+//! `Nudge` may go up to [`NUDGE_OVERDRAFT_MAX`] past it, and the `EndAck` a little more),
+//! sends only small stdin chunks
 //! inline, and hands bulk stdin over as files in the exchange folder (`StdinFile`), which
 //! hostfs reads fast.
 //!
@@ -35,7 +36,8 @@
 //!   DebugShell(why) ------------------------>  --debug-shell: a shell's streams follow
 //!   Status(record) ------------------------->  how the command ended (exactly once)
 //!   End ------------------------------------>  all output sent, writes synced: the launcher
-//!        <---------------------------------- EndAck        may kill the kernel now
+//!        <---------------------------------- EndAck        may kill the kernel now (nothing
+//!                                                           follows End or EndAck)
 //!        <---------------------------------- Shutdown      at any time: --timeout's last
 //!                                                           step, a second Ctrl-C
 //!        <---------------------------------- Nudge         after Hello, after a silence of

@@ -576,7 +576,7 @@ impl Daemon {
                     // session refused): the line's end tells its `exec`, as the connection's
                     // end tells one without a line.
                     c.line = None;
-                    self.retire_line(n, false);
+                    self.retire_line(n);
                 }
                 self.files.remove(&exec_request_name(id));
                 self.files
@@ -725,11 +725,14 @@ impl Daemon {
             return refuse(&sock, format!("{e:#}"));
         }
         // A free line if there is one; more sessions at once go through the channel.
-        let line = self.free_lines.pop_first();
+        let line = self
+            .free_lines
+            .pop_first()
+            .filter(|n| self.lines[*n as usize].is_some());
         let line_fd = line.and_then(|n| self.lines[n as usize].as_ref());
         let reply = Reply::Accepted {
             id,
-            line: line_fd.is_some(),
+            line: line.is_some(),
         };
         let mut fds = vec![self.files.fd()];
         fds.extend(line_fd.map(|f| f.as_fd()));
@@ -823,7 +826,8 @@ impl Daemon {
             if c.lined {
                 if let (Some(n), false, false, false) = (c.line, c.gone, c.line_freed, c.acked) {
                     c.line = None;
-                    self.retire_line(n, true);
+                    self.retire_line(n);
+                    self.abandon(id);
                 }
             } else if !c.gone && !c.ended {
                 let mut frame = Vec::new();
@@ -832,8 +836,9 @@ impl Daemon {
             }
         }
         let c = &self.clients[&id];
-        // A line handed on while its last `exec` still holds it could get that one's bytes.
-        let waits_for_exec = c.line.is_some() && c.sock.is_some();
+        // A line handed on while its last `exec` still holds it could get that one's bytes,
+        // unless it said it is done with it.
+        let waits_for_exec = c.line.is_some() && c.sock.is_some() && !c.acked;
         if c.gone && !waits_for_exec && (c.sock.is_none() || c.to_client.is_empty()) {
             if let Some(c) = self.clients.remove(&id) {
                 if let Some(n) = c.line {
@@ -842,27 +847,19 @@ impl Daemon {
                     if c.line_freed {
                         self.free_lines.insert(n);
                     } else {
-                        self.retire_line(n, false);
+                        self.retire_line(n);
                     }
                 }
             }
         }
     }
 
-    /// Takes session line `n` out of use for good. With `stop`, its session's command is
-    /// killed (a `Shutdown` frame: an `exec` keeps what it sends within the guest's window,
-    /// so it fits, and never leaves a frame half-written: with so little in flight, the
-    /// socket always has room for a whole one).
-    fn retire_line(&mut self, n: u8, stop: bool) {
+    /// Takes session line `n` out of use for good.
+    fn retire_line(&mut self, n: u8) {
         self.free_lines.remove(&n);
         let Some(fd) = self.lines.get_mut(n as usize).and_then(Option::take) else {
             return;
         };
-        if stop {
-            let mut frame = Vec::new();
-            HostFrame::Shutdown.encode_into(&mut frame);
-            let _ = rustix::io::write(&fd, &frame);
-        }
         // Reading shut on the socket, not just this descriptor: an `exec` that still holds it
         // reads its end, and the relay's writes fail, so neither waits for the other. The
         // line is never closed while the kernel runs: an end of file on a console whose tty is
@@ -870,6 +867,16 @@ impl Daemon {
         // kernel ("scheduling from the idle thread", seen on 7.3).
         let _ = rustix::net::shutdown(&fd, rustix::net::Shutdown::Read);
         self.retired.push(fd);
+    }
+
+    /// Tells PID 1 that session `id`'s `exec` left before its end: its relay kills the
+    /// command and gives up waiting for an EndAck. Not on the line, where the dead `exec`
+    /// may have left half a frame (its writes stop at the window, mid-frame), which would
+    /// swallow the word; PID 1 passes it on beside the line.
+    fn abandon(&mut self, id: u32) {
+        let mut frame = Vec::new();
+        HostFrame::Shutdown.encode_into(&mut frame);
+        self.chan.send(HostFrame::Session { id, frame: &frame });
     }
 
     /// Wraps each whole frame the client sent for the guest; a client that sends anything
@@ -918,7 +925,8 @@ impl Daemon {
             c.to_client.clear();
             if c.lined {
                 if let Some(n) = c.line.take() {
-                    self.retire_line(n, true);
+                    self.retire_line(n);
+                    self.abandon(id);
                 }
                 return;
             }

@@ -1,7 +1,8 @@
 //! `sekexe exec`: runs a command in a warm guest with `sekexe run`'s semantics. The request is
 //! made exactly as `run` makes it (the same options, checks and defaults, with the guest's
 //! root and volumes), handed to the guest's launcher, and the session then runs in the very
-//! loop a run uses, over the connection instead of a kernel's channel.
+//! loop a run uses: over the session's own line (a kernel console, as a run's channel) when
+//! the launcher hands one over, else over the connection to the launcher.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;

@@ -2,7 +2,8 @@
 //! the guest are queued and written without blocking, never before the guest's `Hello` (its tty
 //! is not raw until then and would echo them back) and never more than [`CHANNEL_WINDOW`] bytes
 //! beyond what guest-init has credited as read (a nudge may go a little further, see
-//! [`HostChannel::nudge_if_silent`]). Bytes from the guest are gathered and cut into frames.
+//! [`HostChannel::nudge_if_silent`], and so may the `EndAck`, see [`HostChannel::end_ack`]).
+//! Bytes from the guest are gathered and cut into frames.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;

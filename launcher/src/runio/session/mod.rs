@@ -406,6 +406,11 @@ impl Session {
         let wake = [
             self.next_deadline(),
             self.chan.next_nudge(),
+            // exec: an EndAck the window keeps is given up on then.
+            self.events
+                .end
+                .filter(|_| self.uml.is_none())
+                .map(|at| at + END_ACK_GIVE_UP),
             // The forwarder waits for slirp4netns's API socket to appear.
             self.forwarder
                 .as_ref()
