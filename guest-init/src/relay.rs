@@ -278,7 +278,8 @@ impl<P: Procs> Relay<P> {
         self.outcome.is_some()
             && !self.children_left
             && self.outputs.iter().all(Option::is_none)
-            && (channel.pending() == 0 || channel.is_closed())
+            // Nobody reads what is queued once the launcher is gone, or the `exec` left.
+            && (channel.pending() == 0 || channel.is_closed() || self.abandoned)
     }
 
     /// A phase ran out of time; true when there is nothing left to wait for.
@@ -1253,6 +1254,30 @@ mod tests {
             let logged = log_lines(&frames);
             assert!(logged[0].starts_with(step), "{row}: {logged:?}");
         }
+    }
+
+    #[test]
+    fn a_word_that_the_exec_left_kills_everything_at_once() {
+        let mut rig = Rig::pipes();
+        rig.fake().leftovers = 1;
+        let (pid1, relay_side) = crate::channel::tests::pair();
+        rig.relay.abandon = Some(relay_side);
+        // Output the launcher will never read stays queued: no wait for it.
+        rig.channel.send(GuestFrame::Stdout(&[1; 100]));
+        let mut pid1 = pid1;
+        pid1.send(GuestFrame::End);
+        let killed = Outcome::Signaled {
+            signal: SIGKILL as u8,
+            core_dumped: false,
+        };
+        assert_eq!(rig.run(), killed);
+        assert!(rig.relay.abandoned);
+        assert!(
+            rig.relay.abandon.is_none(),
+            "its end is closed for PID 1 to see"
+        );
+        assert_eq!(rig.fake().events, ["SIGKILL to all"]);
+        assert_eq!(rig.elapsed(), Duration::ZERO);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! A session may instead have a line of its own (a UML console, [`SESSION_LINES`] of them):
 //! its relay then speaks over that line directly, and its `sekexe exec` reads the line's
-//! host end, which the guest's launcher handed it; PID 1 only starts and reaps the relay.
+//! host end, which the guest's launcher handed it; PID 1 only starts and reaps the relay, and
+//! passes on the launcher's word that the session's `exec` left (a `Session{id}` frame, on
+//! the relay's socket pair: never on the line, where the dead `exec` may have left half a
+//! frame).
 //! That spares the guest the hop through PID 1 and the host the hop through the launcher:
 //! an exec's output takes a run's path. PID 1 keeps every line open for the guest's life, and
 //! says a line is free (`LineFree`) once it is opened and after each session over it whose

@@ -47,7 +47,8 @@
 //! A warm guest's session speaks the same sequence from `Started` on, between its relay and
 //! its `sekexe exec`: over a session line of its own (UML console `con2` on, see
 //! [`crate::names::SESSION_LINES`]) when one is free, else wrapped in `Session{id}` frames on
-//! this channel.
+//! this channel. (A session with a line gets one `Session{id}` frame at most: the `Shutdown`
+//! that says its `exec` left before its end.)
 
 use std::fmt;
 

@@ -3,7 +3,8 @@
 //! `sekexe exec` sessions connected to its control socket (each session's frames travel
 //! wrapped in `Session{id}` frames; guest-init's PID 1 unwraps them for the session's relay),
 //! hands each new session one of the guest's free session lines if it has one (the session's
-//! `exec` then speaks over that line directly, and this loop only watches its connection),
+//! `exec` then speaks over that line directly, and this loop only watches its connection, and
+//! tells the guest, in a `Session{id}` frame, if the `exec` leaves before the session's end),
 //! keeps the kernel console in the guest's folder, and stops the guest when asked, when idle
 //! for `--idle-timeout`, or when a termination signal comes. A kernel that dies is recorded in
 //! the folder and told to every session.
@@ -393,8 +394,8 @@ impl Daemon {
             for (id, c) in &self.clients {
                 let Some(sock) = &c.sock else { continue };
                 let mut events = PollFlags::empty();
-                // A session with a line of its own is watched until its `exec` leaves: its
-                // line is handed on only then.
+                // A session with a line of its own is watched until its `exec` leaves or says
+                // it is done: its line is handed on only then.
                 if read_clients && (!c.gone || c.lined) {
                     events |= PollFlags::IN;
                 }
