@@ -253,10 +253,11 @@ impl<P: Procs> Relay<P> {
             if self.finished(channel) {
                 break;
             }
-            if channel.is_closed() && !matches!(self.phase, Phase::Killing(_)) {
-                // Nobody reads the command any more (the launcher is gone, or shut reading on
-                // the line of an `exec` that left): it goes, as with Shutdown.
-                log.step("the launcher's end closed: killing every process");
+            if (channel.is_closed() || self.abandoned) && !matches!(self.phase, Phase::Killing(_)) {
+                // Nobody reads the command any more (the launcher is gone, shut reading on the
+                // line of an `exec` that left, or PID 1 said that `exec` left): it goes, as
+                // with Shutdown.
+                log.step("nobody reads the command any more: killing every process");
                 self.kill_everything();
             }
             if let Some(deadline) = self.phase.deadline() {
@@ -358,12 +359,9 @@ impl<P: Procs> Relay<P> {
             )
         };
         if abandon_ready {
+            // Closed, PID 1 sees it; `run` kills what runs.
             self.abandon = None;
             self.abandoned = true;
-            if !matches!(self.phase, Phase::Killing(_)) {
-                log.step("its exec left: killing every process");
-                self.kill_everything();
-            }
         }
 
         if chan_ready {

@@ -35,7 +35,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use sekexe_wire::frame::MAX_PAYLOAD;
+use sekexe_wire::frame::{HEADER_LEN, MAX_PAYLOAD};
 use sekexe_wire::names::{session_line_tty, SESSION_LINES};
 use sekexe_wire::status::Timeline;
 use sekexe_wire::{GuestFrame, HostFrame, Outcome, Status};
@@ -430,8 +430,10 @@ fn start(
             Some(spare) => spare,
             None => fork_relay(channel, signals, exchange, sessions, lines)?,
         };
-        // A few bytes into an empty socket pair: never blocks, never short.
-        let handed = Handover { id, line }.encode();
+        // The session's own Exec frame, a few bytes into an empty socket pair: never blocks,
+        // never short.
+        let mut handed = Vec::new();
+        HostFrame::Exec { id, line }.encode_into(&mut handed);
         match rustix::net::send(&spare.sock, &handed, rustix::net::SendFlags::NOSIGNAL) {
             Ok(n) if n == handed.len() => {
                 return Ok(Session {
@@ -450,32 +452,6 @@ fn start(
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no relay")))
         .context("handing a session to its relay")
-}
-
-/// What PID 1 tells a spare relay: its session, and its line if it has one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Handover {
-    id: u32,
-    line: Option<u8>,
-}
-
-impl Handover {
-    const LEN: usize = 5;
-    const NO_LINE: u8 = u8::MAX;
-
-    fn encode(self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
-        b[..4].copy_from_slice(&self.id.to_le_bytes());
-        b[4] = self.line.unwrap_or(Self::NO_LINE);
-        b
-    }
-
-    fn decode(b: [u8; Self::LEN]) -> Handover {
-        Handover {
-            id: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            line: (b[4] != Self::NO_LINE).then_some(b[4]),
-        }
-    }
 }
 
 /// Opens the session lines, raw; one that cannot be opened is left out (its sessions go
@@ -520,34 +496,45 @@ fn fork_relay(
             // The channel and the other sessions are PID 1's alone.
             close_pid1_fds(channel, sessions);
             drop(ours);
-            let Some(handed) = wait_for_handover(&theirs) else {
+            let Some((id, handed_line)) = wait_for_exec(&theirs) else {
                 // PID 1 closed its end: the guest is stopping.
                 std::process::exit(0)
             };
             // Its own line, if any, and no other: a stray write there would corrupt another
             // session's stream.
-            let line = handed.line.and_then(|n| {
+            let line = handed_line.and_then(|n| {
                 let fd = lines.get(n as usize)?.as_ref()?;
                 rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
             });
             close_lines(lines);
-            if handed.line.is_some() && line.is_none() {
+            if handed_line.is_some() && line.is_none() {
                 std::process::exit(1)
             }
-            session_main(
-                handed,
-                theirs,
-                line,
-                signals,
-                &exchange.for_session(handed.id),
-            )
+            session_main(id, theirs, line, signals, &exchange.for_session(id))
         }
     }
 }
 
-/// What PID 1 hands a spare relay; none once PID 1 closed its end.
-fn wait_for_handover(sock: &OwnedFd) -> Option<Handover> {
-    let mut b = [0u8; Handover::LEN];
+/// The session and line of the `Exec` frame PID 1 hands a spare relay, read to its last byte
+/// and no further (the session's own frames may follow); none once PID 1 closed its end.
+fn wait_for_exec(sock: &OwnedFd) -> Option<(u32, Option<u8>)> {
+    let mut frame = vec![0u8; HEADER_LEN];
+    read_exactly(sock, &mut frame)?;
+    let len = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+    // An id and a line at most.
+    if len > 5 {
+        return None;
+    }
+    frame.resize(HEADER_LEN + len, 0);
+    read_exactly(sock, &mut frame[HEADER_LEN..])?;
+    match HostFrame::parse(&frame) {
+        Ok(Some((HostFrame::Exec { id, line }, _))) => Some((id, line)),
+        _ => None,
+    }
+}
+
+/// Fills `b` from `sock`, waiting as long as it takes; none once the other end closed.
+fn read_exactly(sock: &OwnedFd, b: &mut [u8]) -> Option<()> {
     let mut got = 0;
     while got < b.len() {
         let mut fds = [PollFd::new(sock, PollFlags::IN)];
@@ -562,7 +549,7 @@ fn wait_for_handover(sock: &OwnedFd) -> Option<Handover> {
             Err(_) => return None,
         }
     }
-    Some(Handover::decode(b))
+    Some(())
 }
 
 /// Closes, in a relay, PID 1's copies of the session lines.
@@ -594,13 +581,12 @@ fn close_pid1_fds(channel: &Channel, others: &BTreeMap<u32, Session>) {
 /// `line`, or else over `sock` to PID 1. Over a line it exits 0 only once its `EndAck` came
 /// (the line holds nothing of the session then, and PID 1 may hand it to the next).
 fn session_main(
-    handed: Handover,
+    id: u32,
     sock: OwnedFd,
     line: Option<OwnedFd>,
     signals: &SignalFd,
     exchange: &Exchange,
 ) -> ! {
-    let id = handed.id;
     let lined = line.is_some();
     // Over a line, the socket pair carries only PID 1's word that the session's `exec` left.
     let (mut channel, mut abandon) = match line {
@@ -684,19 +670,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_handover_names_the_session_and_its_line_or_none() {
-        for handed in [
-            Handover { id: 7, line: None },
-            Handover {
-                id: u32::MAX,
-                line: Some(0),
-            },
-            Handover {
-                id: 1,
-                line: Some(SESSION_LINES - 1),
-            },
-        ] {
-            assert_eq!(Handover::decode(handed.encode()), handed);
+    fn a_spare_reads_its_exec_and_not_a_byte_of_what_follows() {
+        for (id, line) in [(7, None), (u32::MAX, Some(0)), (1, Some(SESSION_LINES - 1))] {
+            let (pid1, relay) = rustix::net::socketpair(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )
+            .unwrap();
+            let mut wire = Vec::new();
+            HostFrame::Exec { id, line }.encode_into(&mut wire);
+            HostFrame::StdinEof.encode_into(&mut wire);
+            assert_eq!(rustix::io::write(&pid1, &wire), Ok(wire.len()));
+            assert_eq!(wait_for_exec(&relay), Some((id, line)));
+            let mut rest = [0u8; 64];
+            let n = rustix::io::read(&relay, &mut rest).unwrap();
+            let mut eof = Vec::new();
+            HostFrame::StdinEof.encode_into(&mut eof);
+            assert_eq!(&rest[..n], &eof[..]);
+            // Another frame, or nothing, is no session.
+            assert_eq!(rustix::io::write(&pid1, &eof), Ok(eof.len()));
+            assert_eq!(wait_for_exec(&relay), None);
+            drop(pid1);
+            assert_eq!(wait_for_exec(&relay), None);
         }
     }
 }

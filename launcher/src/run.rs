@@ -217,14 +217,7 @@ pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) ->
     run_dir.write_request(&req)?;
 
     let mut network = Network::start(&cfg.net, &run_dir, cmdline::CHANNEL_FD + 1, cfg.sandbox)?;
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .context("socketpair")?;
-    rustix::io::ioctl_fionbio(&ours, true).context("make the channel non-blocking")?;
+    let (ours, theirs) = console_pair().context("the channel")?;
     let (console_r, console_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
     // Read without blocking: a process the kernel left behind may hold the write end.
@@ -374,23 +367,25 @@ pub(crate) fn boot(cfg: &RunConfig, report: &mut Option<Report>, serve: bool) ->
     })
 }
 
-/// A warm guest's session lines: socket pairs, the launcher's ends (non-blocking) and the
-/// kernel's.
+/// A warm guest's session lines: the launcher's ends and the kernel's.
 fn session_lines() -> Result<(Vec<OwnedFd>, Vec<OwnedFd>)> {
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for _ in 0..sekexe_wire::names::SESSION_LINES {
-        let (o, t) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .context("socketpair for a session line")?;
-        rustix::io::ioctl_fionbio(&o, true).context("make a session line non-blocking")?;
-        ours.push(o);
-        theirs.push(t);
-    }
+    (0..sekexe_wire::names::SESSION_LINES)
+        .map(|_| console_pair().context("a session line"))
+        .collect::<Result<Vec<_>>>()
+        .map(|pairs| pairs.into_iter().unzip())
+}
+
+/// A socket pair for a kernel console (`conN=fd:`): the launcher's end, non-blocking, and
+/// the kernel's.
+fn console_pair() -> Result<(OwnedFd, OwnedFd)> {
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .context("socketpair")?;
+    rustix::io::ioctl_fionbio(&ours, true).context("make it non-blocking")?;
     Ok((ours, theirs))
 }
 

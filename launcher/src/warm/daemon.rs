@@ -828,12 +828,10 @@ impl Daemon {
                 if let (Some(n), false, false, false) = (c.line, c.gone, c.line_freed, c.acked) {
                     c.line = None;
                     self.retire_line(n);
-                    self.abandon(id);
+                    self.stop_session(id);
                 }
             } else if !c.gone && !c.ended {
-                let mut frame = Vec::new();
-                HostFrame::Shutdown.encode_into(&mut frame);
-                self.chan.send(HostFrame::Session { id, frame: &frame });
+                self.stop_session(id);
             }
         }
         let c = &self.clients[&id];
@@ -870,11 +868,11 @@ impl Daemon {
         self.retired.push(fd);
     }
 
-    /// Tells PID 1 that session `id`'s `exec` left before its end: its relay kills the
-    /// command and gives up waiting for an EndAck. Not on the line, where the dead `exec`
-    /// may have left half a frame (its writes stop at the window, mid-frame), which would
-    /// swallow the word; PID 1 passes it on beside the line.
-    fn abandon(&mut self, id: u32) {
+    /// Stops session `id`, whose `exec` left before its end: a `Shutdown` that PID 1 passes
+    /// to its relay, which kills the command (and, over a line, gives up waiting for an
+    /// EndAck). Always on the channel, never on a session's line, where the dead `exec` may
+    /// have left half a frame (its writes stop at the window, mid-frame) to swallow it.
+    fn stop_session(&mut self, id: u32) {
         let mut frame = Vec::new();
         HostFrame::Shutdown.encode_into(&mut frame);
         self.chan.send(HostFrame::Session { id, frame: &frame });
@@ -924,16 +922,10 @@ impl Daemon {
             c.sock = None;
             c.from_client.clear();
             c.to_client.clear();
-            if c.lined {
-                if let Some(n) = c.line.take() {
-                    self.retire_line(n);
-                    self.abandon(id);
-                }
-                return;
+            if let Some(n) = c.line.take() {
+                self.retire_line(n);
             }
-            let mut frame = Vec::new();
-            HostFrame::Shutdown.encode_into(&mut frame);
-            self.chan.send(HostFrame::Session { id, frame: &frame });
+            self.stop_session(id);
         }
     }
 }

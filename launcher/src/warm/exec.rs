@@ -18,6 +18,7 @@ use super::folder::{self, GuestDir, Liveness};
 use crate::cli::{ExecArgs, RunArgs};
 use crate::config::{Caller, RunConfig};
 use crate::rundir::Files;
+use crate::session::channel::each_frame;
 use crate::session::{ExecIo, Interruption, Options, Session};
 use crate::{run, signals};
 
@@ -139,12 +140,14 @@ fn hear_lost(control: &mut UnixStream, limit: Duration) -> Option<String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let mut pos = 0;
-        while let Ok(Some((frame, used))) = GuestFrame::parse(&buf[pos..]) {
+        let mut lost = None;
+        let _ = each_frame(&buf, |frame| {
             if let GuestFrame::Lost(why) = frame {
-                return Some(String::from_utf8_lossy(why).into_owned());
+                lost.get_or_insert_with(|| String::from_utf8_lossy(why).into_owned());
             }
-            pos += used;
+        });
+        if lost.is_some() {
+            return lost;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -49,12 +49,10 @@ pub struct HostChannel {
     nudge_after: Option<Duration>,
     /// Bytes a nudge may write past the window, until something is written.
     overdraft: usize,
-    /// Where each queued frame ends, counted in bytes ever queued.
-    frame_ends: VecDeque<u64>,
-    queued_total: u64,
-    written_total: u64,
-    /// Where the last frame written whole ends (so whether the front one is begun).
-    last_done: u64,
+    /// The length of each frame queued (the first one perhaps partly written).
+    frame_lens: VecDeque<usize>,
+    /// How much of the first queued frame is written.
+    front_written: usize,
     /// `EndAck` is queued: nothing goes after it.
     acked_end: bool,
 }
@@ -72,10 +70,8 @@ impl HostChannel {
             last_heard: Instant::now(),
             nudge_after: Some(NUDGE_AFTER),
             overdraft: 0,
-            frame_ends: VecDeque::new(),
-            queued_total: 0,
-            written_total: 0,
-            last_done: 0,
+            frame_lens: VecDeque::new(),
+            front_written: 0,
             acked_end: false,
         }
     }
@@ -145,8 +141,7 @@ impl HostChannel {
         }
         let before = self.out.len();
         self.out.append_with(|v| frame.encode_into(v));
-        self.queued_total += (self.out.len() - before) as u64;
-        self.frame_ends.push_back(self.queued_total);
+        self.frame_lens.push_back(self.out.len() - before);
     }
 
     /// Answers the guest's `End`, and sends nothing after it: the guest reads up to its
@@ -157,13 +152,14 @@ impl HostChannel {
         if self.acked_end {
             return;
         }
-        let keep = match self.frame_ends.front() {
-            Some(&end) if self.written_total > self.last_done => end - self.written_total,
-            _ => 0,
-        };
-        self.out.truncate(keep as usize);
-        self.frame_ends.truncate(usize::from(keep > 0));
-        self.queued_total = self.written_total + keep;
+        let begun = self.front_written > 0;
+        let keep = self
+            .frame_lens
+            .front()
+            .filter(|_| begun)
+            .map_or(0, |len| len - self.front_written);
+        self.out.truncate(keep);
+        self.frame_lens.truncate(usize::from(begun));
         self.send(HostFrame::EndAck);
         self.acked_end = true;
     }
@@ -200,22 +196,21 @@ impl HostChannel {
                     self.out.advance(n);
                     self.unacked += n;
                     self.overdraft = 0;
-                    self.written_total += n as u64;
-                    while let Some(&end) = self.frame_ends.front() {
-                        if end > self.written_total {
+                    self.front_written += n;
+                    while let Some(&len) = self.frame_lens.front() {
+                        if self.front_written < len {
                             break;
                         }
-                        self.last_done = end;
-                        self.frame_ends.pop_front();
+                        self.front_written -= len;
+                        self.frame_lens.pop_front();
                     }
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => {
                     self.out.clear();
-                    self.frame_ends.clear();
-                    self.written_total = self.queued_total;
-                    self.last_done = self.queued_total;
+                    self.frame_lens.clear();
+                    self.front_written = 0;
                     break;
                 }
             }
